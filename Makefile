@@ -1,0 +1,34 @@
+# Two commands: `make demo` (set up, then train LeNet on Fashion-MNIST) and `make test`.
+# Each sets up what it needs (virtual environment, the package, the data set) and is idempotent.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA := /usr/share/datasets/fashion-mnist
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test setup data lint bench
+
+demo: setup data
+	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
+
+test: setup data
+	$(BIN)/python -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+# Debian ships the real Fashion-MNIST; elsewhere `convzoo data fetch` downloads it.
+data:
+	@if [ -f $(DATA)/train-images-idx3-ubyte.gz ] || $(BIN)/convzoo data check >/dev/null 2>&1; then :; \
+	elif command -v apt-get >/dev/null; then \
+		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
+	else $(BIN)/convzoo data fetch; fi
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,111 @@
+"""Layer-by-layer view of a network: output shapes (as the seed prints them), parameters, MACs.
+
+MACs (multiply-accumulates) come from ``torch.utils.flop_counter``, which counts the matrix
+products and convolutions of one forward pass; FLOPs = 2 x MACs. Pooling, activations and
+additions are not counted (they are a rounding error next to the products).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from .models import check_input_size, create_model, get_model_spec
+
+
+@dataclass
+class LayerRow:
+    name: str
+    type: str
+    output_shape: list[int]
+    params: int
+    macs: int
+
+
+@dataclass
+class ModelSummary:
+    model: str
+    input_shape: list[int]
+    layers: list[LayerRow]
+    total_params: int
+    total_macs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def format(self) -> str:
+        """A plain-text table, one row per layer, with totals."""
+        header = ("layer", "type", "output shape", "params", "MACs")
+        rows = [(r.name, r.type, str(tuple(r.output_shape)), f"{r.params:,}", f"{r.macs:,}") for r in self.layers]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(5)]
+
+        def line(cells: tuple[str, ...]) -> str:
+            left = "  ".join(c.ljust(w) for c, w in zip(cells[:3], widths[:3]))
+            right = "  ".join(c.rjust(w) for c, w in zip(cells[3:], widths[3:]))
+            return f"{left}  {right}"
+
+        out = [f"{self.model}: input {tuple(self.input_shape)}", line(header), *map(line, rows)]
+        out.append(f"total parameters: {self.total_params:,}")
+        out.append(f"total MACs: {self.total_macs:,} (FLOPs = 2 x MACs = {2 * self.total_macs:,})")
+        return "\n".join(out)
+
+
+def summarize(model: nn.Module, input_size: int, *, in_channels: int = 1, name: str | None = None) -> ModelSummary:
+    """Run one ``(1, in_channels, input_size, input_size)`` input through ``model`` and tabulate it.
+
+    The rows are the leaf modules in the order the forward pass calls them. An input too small
+    for the network raises ``InputSizeError`` naming the layer where the feature map vanishes.
+    """
+    name = name or getattr(model, "config", {}).get("name", type(model).__name__)
+    check_input_size(name, model, input_size)
+    param = next(model.parameters())
+    x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
+
+    shapes: list[tuple[str, nn.Module, list[int]]] = []
+    handles = []
+    for module_name, module in model.named_modules():
+        if module_name and not any(True for _ in module.children()):
+            def record(mod: nn.Module, args: object, out: torch.Tensor, _name: str = module_name) -> None:
+                shapes.append((_name, mod, list(out.shape)))
+            handles.append(module.register_forward_hook(record))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+
+    flops = counter.get_flop_counts()
+    root = type(model).__name__
+    layers = [
+        LayerRow(
+            name=module_name,
+            type=type(module).__name__,
+            output_shape=shape,
+            params=sum(p.numel() for p in module.parameters(recurse=False)),
+            macs=sum(flops.get(f"{root}.{module_name}", {}).values()) // 2,
+        )
+        for module_name, module, shape in shapes
+    ]
+    return ModelSummary(
+        model=name,
+        input_shape=list(x.shape),
+        layers=layers,
+        total_params=sum(p.numel() for p in model.parameters()),
+        total_macs=counter.get_total_flops() // 2,
+    )
+
+
+def summarize_model(
+    name: str, *, input_size: int | None = None, in_channels: int = 1, num_classes: int = 10
+) -> ModelSummary:
+    """``summarize`` a registered model, at its native input size unless ``input_size`` is given."""
+    size = input_size or get_model_spec(name).input_size
+    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size)
+    return summarize(model, size, in_channels=in_channels, name=name)
