@@ -106,6 +106,6 @@ def summarize_model(
     name: str, *, input_size: int | None = None, in_channels: int = 1, num_classes: int = 10
 ) -> ModelSummary:
     """``summarize`` a registered model, at its native input size unless ``input_size`` is given."""
-    size = input_size or get_model_spec(name).input_size
+    size = get_model_spec(name).input_size if input_size is None else input_size
     model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size)
     return summarize(model, size, in_channels=in_channels, name=name)

@@ -9,8 +9,10 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from ..errors import UserError
 
-class UnknownModelError(ValueError):
+
+class UnknownModelError(UserError):
     """A model name that is not registered (the message suggests the closest names)."""
 
 
@@ -70,9 +72,9 @@ def create_model(
     """
     spec = get_model_spec(name)
     if num_classes < 1:
-        raise ValueError(f"num_classes must be at least 1, got {num_classes}")
+        raise UserError(f"num_classes must be at least 1, got {num_classes}")
     if in_channels < 1:
-        raise ValueError(f"in_channels must be at least 1, got {in_channels}")
+        raise UserError(f"in_channels must be at least 1, got {in_channels}")
     kwargs.setdefault("input_size", spec.input_size)
     model = spec.builder(num_classes=num_classes, in_channels=in_channels, backend=backend, **kwargs)
     model.config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "backend": backend, **kwargs}

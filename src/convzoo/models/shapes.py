@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..errors import UserError
 from ..layers import GlobalAvgPool2d
 from ..ops import conv2d_output_size, pool2d_output_size
 
 
-class InputSizeError(ValueError):
+class InputSizeError(UserError):
     """An input too small for a network: names the layer where the feature map vanishes."""
 
 

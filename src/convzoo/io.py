@@ -1,0 +1,50 @@
+"""Atomic file writes: a reader sees either the old file or the complete new one, never half of it.
+
+Every file convzoo writes (JSON results, PNG figures, safetensors checkpoints, downloads) goes
+through ``atomic_path``: the writer fills a temporary file in the destination's directory, which
+is renamed over the destination with ``os.replace`` only once writing has succeeded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path to write to; on success it replaces ``path``, on any exception it is removed.
+
+    The temporary file lives in the same directory (``os.replace`` is atomic only within one file
+    system), is hidden, and keeps ``path``'s suffix so that writers which infer the format from the
+    name (``Figure.savefig``) still work. Parent directories are created.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    try:
+        yield tmp
+        # Without the fsync a crash soon after the rename can leave an empty file under the final name.
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: str | Path, text: str) -> Path:
+    """Write ``text`` as UTF-8 to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return Path(path)
+
+
+def write_json(path: str | Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON (keys in insertion order, trailing newline) to ``path`` atomically."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
