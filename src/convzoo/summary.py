@@ -2,7 +2,10 @@
 
 MACs (multiply-accumulates) come from ``torch.utils.flop_counter``, which counts the matrix
 products and convolutions of one forward pass; FLOPs = 2 x MACs. Pooling, activations and
-additions are not counted (they are a rounding error next to the products).
+additions are not counted (a rounding error next to the products). A model from the registry
+is measured through its ``torch``-backend twin on the meta device: no memory, no arithmetic,
+and the network's MACs rather than those of the algorithm a from-scratch layer happens to use
+(``convzoo.ops.conv2d`` may take an FFT).
 """
 
 from __future__ import annotations
@@ -59,39 +62,48 @@ def summarize(model: nn.Module, input_size: int, *, in_channels: int = 1, name: 
     The rows are the leaf modules in the order the forward pass calls them. An input too small
     for the network raises ``InputSizeError`` naming the layer where the feature map vanishes.
     """
-    name = name or getattr(model, "config", {}).get("name", type(model).__name__)
+    config = getattr(model, "config", None)
+    name = name or (config or {}).get("name", type(model).__name__)
     check_input_size(name, model, input_size)
-    param = next(model.parameters())
-    x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
+    if config is not None:
+        with torch.device("meta"):
+            probe = create_model(config["name"], **{**{k: v for k, v in config.items() if k != "name"},
+                                                    "backend": "torch"})
+        x = torch.zeros(1, in_channels, input_size, input_size, device="meta")
+    else:
+        probe = model
+        param = next(model.parameters())
+        x = torch.zeros(1, in_channels, input_size, input_size, device=param.device, dtype=param.dtype)
 
-    shapes: list[tuple[str, nn.Module, list[int]]] = []
+    modules = dict(model.named_modules())
+    shapes: list[tuple[str, list[int]]] = []
     handles = []
-    for module_name, module in model.named_modules():
+    for module_name, module in probe.named_modules():
         if module_name and not any(True for _ in module.children()):
             def record(mod: nn.Module, args: object, out: torch.Tensor, _name: str = module_name) -> None:
-                shapes.append((_name, mod, list(out.shape)))
+                shapes.append((_name, list(out.shape)))
             handles.append(module.register_forward_hook(record))
-    was_training = model.training
-    model.eval()
+    was_training = probe.training
+    probe.eval()
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(x)
+            probe(x)
     finally:
-        model.train(was_training)
+        probe.train(was_training)
         for handle in handles:
             handle.remove()
 
     flops = counter.get_flop_counts()
-    root = type(model).__name__
+    root = type(probe).__name__
     layers = [
         LayerRow(
             name=module_name,
-            type=type(module).__name__,
+            type=type(modules[module_name]).__name__,
             output_shape=shape,
-            params=sum(p.numel() for p in module.parameters(recurse=False)),
+            params=sum(p.numel() for p in modules[module_name].parameters(recurse=False)),
             macs=sum(flops.get(f"{root}.{module_name}", {}).values()) // 2,
         )
-        for module_name, module, shape in shapes
+        for module_name, shape in shapes
     ]
     return ModelSummary(
         model=name,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .shapes import IntOrPair, conv2d_output_size, pair, same_padding
+from .shapes import IntOrPair, Pair, conv2d_output_size, pair, same_padding
 from .windows import im2col
 
 
@@ -39,14 +39,23 @@ def conv2d(
     dilation: IntOrPair = 1,
     groups: int = 1,
     padding_mode: str = "zeros",
+    algorithm: str = "auto",
 ) -> torch.Tensor:
     """``(N, C_in, H, W) -> (N, C_out, H_out, W_out)``, the semantics of ``F.conv2d``.
 
-    ``weight`` is ``(C_out, C_in / groups, kh, kw)``. Each output pixel is the dot product of a
-    window with a kernel: the windows are copied into columns (``im2col``) and multiplied by
-    the flattened kernels in one batched matrix product per group. ``padding`` is an int, a
-    pair, ``'valid'`` or ``'same'``; ``padding_mode`` is one of ``zeros``, ``reflect``,
-    ``replicate``, ``circular`` as in ``torch.nn.Conv2d``.
+    ``weight`` is ``(C_out, C_in / groups, kh, kw)``; ``padding`` is an int, a pair, ``'valid'``
+    or ``'same'``; ``padding_mode`` one of ``zeros``, ``reflect``, ``replicate``, ``circular``
+    as in ``torch.nn.Conv2d``. Two algorithms compute the same thing:
+
+    * ``im2col``: every window is copied into a column and all of them are multiplied by the
+      flattened kernels in one matrix product (per group);
+    * ``fft``: the convolution theorem: cross-correlation is a product in the frequency domain,
+      ``Y = X * conj(K)`` at each frequency, summed over input channels (a small matrix product
+      per frequency), so a k x k kernel costs the same as a 1x1 one.
+
+    ``auto`` takes the FFT for kernels of 5x5 and more at stride 1 when the batch is large
+    next to the channel counts, im2col otherwise. The
+    output's memory order is ``(C_out, N, H_out, W_out)`` (``.contiguous()`` gives NCHW).
     """
     _check_conv_args(x, weight, bias, groups)
     kernel, stride_, dilation_ = pair(tuple(weight.shape[2:]), "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
@@ -68,14 +77,73 @@ def conv2d(
         x = F.pad(x, pads, mode=mode)
     out_h, out_w = conv2d_output_size(tuple(x.shape[2:]), kernel, stride_, 0, dilation_)
 
-    n, c_out = x.shape[0], weight.shape[0]
-    cols = im2col(x, kernel, stride_, dilation_, (out_h, out_w))  # C x kh x kw x N x H_out x W_out
-    cols = cols.reshape(groups, -1, n * out_h * out_w)  # G x (C/G * kh * kw) x (N * H_out * W_out)
-    kernels = weight.reshape(groups, c_out // groups, -1)  # G x C_out/G x (C/G * kh * kw)
-    # One plain matrix product when there is one group: MKL's mm beats a batch of one.
-    out = kernels[0] @ cols[0] if groups == 1 else torch.matmul(kernels, cols)
-    out = out.reshape(c_out, n, out_h, out_w)  # C_out x N x H_out x W_out
-    out = out.transpose(0, 1).contiguous()  # N x C_out x H_out x W_out
+    if algorithm == "auto":
+        # The FFT pays off for kernels of 5x5 and more at stride 1, as long as the spectra of
+        # the kernels (C_out x C_in/G of them) are fewer than those of the data (N x (C_in + C_out)):
+        # LeNet's layers at batch 256, not AlexNet's 256 x 96 kernels at batch 16.
+        n, c_in, c_out = x.shape[0], x.shape[1], weight.shape[0]
+        fits = kernel[0] * kernel[1] >= 25 and stride_ == (1, 1) and dilation_ == (1, 1)
+        algorithm = "fft" if fits and n * (c_in + c_out) >= c_out * c_in // groups else "im2col"
+    if algorithm == "im2col":
+        out = _conv_im2col(x, weight, kernel, stride_, dilation_, groups, (out_h, out_w))
+    elif algorithm == "fft":
+        out = _conv_fft(x, weight, kernel, stride_, dilation_, groups, (out_h, out_w))
+    else:
+        raise ValueError(f"algorithm must be 'auto', 'im2col' or 'fft', got {algorithm!r}")
     if bias is not None:
         out = out + bias.view(1, -1, 1, 1)
     return out
+
+
+def _conv_im2col(
+    x: torch.Tensor, weight: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, groups: int, out: Pair
+) -> torch.Tensor:
+    n, c_out = x.shape[0], weight.shape[0]
+    cols = im2col(x, kernel, stride, dilation, out)  # C x kh x kw x N x H_out x W_out
+    cols = cols.reshape(groups, -1, n * out[0] * out[1])  # G x (C/G * kh * kw) x (N * H_out * W_out)
+    kernels = weight.reshape(groups, c_out // groups, -1)  # G x C_out/G x (C/G * kh * kw)
+    # One plain matrix product when there is one group: MKL's mm beats a batch of one.
+    y = kernels[0] @ cols[0] if groups == 1 else torch.matmul(kernels, cols)
+    # N x C_out x H_out x W_out, kept in the product's (C_out, N, H, W) memory order: the next
+    # im2col reads any strides, and the backward pass gets its gradient in the same order.
+    return y.reshape(c_out, n, out[0], out[1]).transpose(0, 1)
+
+
+def _conv_fft(
+    x: torch.Tensor, weight: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, groups: int, out: Pair
+) -> torch.Tensor:
+    n, c, h, w = x.shape
+    c_out = weight.shape[0]
+    if dilation != (1, 1):  # a dilated kernel is a larger kernel with zeros between its taps
+        dilated = weight.new_zeros(*weight.shape[:2], dilation[0] * (kernel[0] - 1) + 1,
+                                   dilation[1] * (kernel[1] - 1) + 1)
+        dilated[:, :, :: dilation[0], :: dilation[1]] = weight
+        weight = dilated
+    # Circular correlation over the padded input equals the linear one wherever the kernel fits
+    # (output rows 0 .. H - kh), the only rows kept.
+    xf = torch.fft.rfft2(x)  # N x C x H x F_w (complex)
+    kf = torch.fft.rfft2(weight, s=(h, w)).conj()  # C_out x C/G x H x F_w
+    freqs = xf.shape[2] * xf.shape[3]
+    xf = xf.reshape(n, groups, c // groups, freqs).permute(1, 3, 0, 2)  # G x F x N x C/G
+    kf = kf.reshape(groups, c_out // groups, c // groups, freqs).permute(0, 3, 2, 1)  # G x F x C/G x C_out/G
+    yf = _complex_matmul(xf, kf)  # G x F x N x C_out/G
+    yf = yf.permute(2, 0, 3, 1).reshape(n, c_out, h, -1)  # N x C_out x H x F_w
+    y = torch.fft.irfft2(yf, s=(h, w))  # N x C_out x H x W
+    rows = stride[0] * (out[0] - 1) + 1
+    cols = stride[1] * (out[1] - 1) + 1
+    return y[:, :, :rows : stride[0], :cols : stride[1]]
+
+
+def _complex_matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """``a @ b`` for complex batches as one real product (PyTorch's complex bmm loops on the CPU).
+
+    ``(ar + i ai)(br + i bi) = (ar br - ai bi) + i (ar bi + ai br)``, i.e.
+    ``[ar, ai] @ [[br, bi], [-bi, br]] = [real, imag]``.
+    """
+    ar, ai = a.real, a.imag
+    br, bi = b.real, b.imag
+    left = torch.cat((ar, ai), dim=-1)  # ... x M x 2K
+    right = torch.cat((torch.cat((br, bi), dim=-1), torch.cat((-bi, br), dim=-1)), dim=-2)  # ... x 2K x 2N
+    out = left @ right  # ... x M x 2N
+    half = b.shape[-1]
+    return torch.complex(out[..., :half], out[..., half:])

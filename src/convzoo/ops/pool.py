@@ -40,7 +40,7 @@ def max_pool2d(
     row-major order, as in ``F.max_pool2d``.
     """
     windows = _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode, float("-inf"))
-    return windows.max(dim=1).values.transpose(0, 1).contiguous()
+    return windows.max(dim=1).values.transpose(0, 1)  # memory order (C, N, H_out, W_out)
 
 
 def _window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool) -> torch.Tensor:
@@ -64,7 +64,7 @@ def avg_pool2d(
     if divisor_override is not None:
         if divisor_override == 0:
             raise ValueError("divisor_override must be non-zero")
-        return (sums / divisor_override).contiguous()
+        return sums / divisor_override
     kernel = pair(kernel_size, "kernel_size")
     stride_ = kernel if stride is None else pair(stride, "stride")
     pad = pair(padding, "padding")
@@ -73,7 +73,7 @@ def avg_pool2d(
         for a in range(2)
     )
     divisor = (rows[:, None] * cols[None, :]).to(device=sums.device, dtype=sums.dtype)
-    return (sums / divisor).contiguous()
+    return sums / divisor
 
 
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:

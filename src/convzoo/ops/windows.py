@@ -49,7 +49,9 @@ class _Col2Im(torch.autograd.Function):
     def forward(ctx, cols, size, kernel, stride, dilation):  # type: ignore[override]
         ctx.geometry = (kernel, stride, dilation, cols.shape[4:])
         c, kh, kw, n, ho, wo = cols.shape
-        x = cols.new_zeros(n, c, size[0], size[1])
+        # Accumulate in (C, N, H, W) memory order, the order of the columns, and return that
+        # buffer as an (N, C, H, W) view: no transposing copy on either side.
+        x = cols.new_zeros(c, n, size[0], size[1]).transpose(0, 1)
         if dilation == (1, 1) and stride[0] >= kh and stride[1] >= kw:
             # Windows do not overlap: every input position receives at most one value.
             _window_view(x, kernel, stride, dilation, (ho, wo)).copy_(cols)
@@ -76,5 +78,7 @@ def im2col(x: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, out: Pai
 
 
 def col2im(cols: torch.Tensor, size: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> torch.Tensor:
-    """``(C, kh, kw, N, H_out, W_out) -> (N, C, H, W)``: the adjoint of ``im2col`` (sums overlaps)."""
+    """``(C, kh, kw, N, H_out, W_out) -> (N, C, H, W)``: the adjoint of ``im2col`` (sums overlaps).
+
+    The result is laid out in memory as ``(C, N, H, W)``, like every output of ``convzoo.ops``."""
     return _Col2Im.apply(cols, tuple(size), kernel, stride, dilation)

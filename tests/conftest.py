@@ -1,0 +1,44 @@
+"""The one comparison every from-scratch op test goes through (micrograd's habit)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+
+TOL = 1e-10
+
+
+def _assert_matches_torch(ours: Callable, theirs: Callable, *tensors: torch.Tensor | None, **kwargs) -> None:
+    """Run ``ours`` and ``theirs`` on float64 copies of ``tensors``; compare values, then gradients.
+
+    Both sides get the same upstream gradient (random, so that a gradient routed to the wrong
+    element cannot hide behind a sum of ones) and must agree on the gradient of every floating
+    tensor argument. ``None`` stands for an absent argument (no bias) and is passed through.
+    """
+    def leaves() -> list[torch.Tensor | None]:
+        return [None if t is None else t.detach().to(torch.float64).clone().requires_grad_() for t in tensors]
+
+    ours_in, theirs_in = leaves(), leaves()
+    ours_out, theirs_out = ours(*ours_in, **kwargs), theirs(*theirs_in, **kwargs)
+    assert ours_out.dtype == theirs_out.dtype == torch.float64
+    torch.testing.assert_close(ours_out, theirs_out, rtol=TOL, atol=TOL)
+
+    upstream = torch.randn_like(theirs_out)
+    ours_in = [t for t in ours_in if t is not None]
+    theirs_in = [t for t in theirs_in if t is not None]
+    ours_grads = torch.autograd.grad(ours_out, ours_in, upstream, allow_unused=True)
+    theirs_grads = torch.autograd.grad(theirs_out, theirs_in, upstream, allow_unused=True)
+    for i, (ours_grad, theirs_grad) in enumerate(zip(ours_grads, theirs_grads, strict=True)):
+        # An input the output does not depend on has no gradient on either side, or zeros.
+        ours_grad = torch.zeros_like(ours_in[i]) if ours_grad is None else ours_grad
+        theirs_grad = torch.zeros_like(theirs_in[i]) if theirs_grad is None else theirs_grad
+        message = lambda m, i=i: f"gradient of argument {i}: {m}"  # noqa: E731
+        torch.testing.assert_close(ours_grad, theirs_grad, rtol=TOL, atol=TOL, msg=message)
+
+
+@pytest.fixture(scope="session")
+def assert_matches_torch() -> Callable[..., None]:
+    """The helper as a fixture: session-scoped, so hypothesis tests may take it too."""
+    return _assert_matches_torch

@@ -1,0 +1,568 @@
+"""The model zoo: parameter counts by hand, the seed's printed shapes, gradients, backends, registry.
+
+The 224x224 networks are expensive on a CPU, so most checks run them at reduced input sizes
+(the classifier is sized from the shape formula), on the ``meta`` device where only shapes
+matter, or once at the native size where the seed printed shapes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.modules.lazy import LazyModuleMixin
+from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
+
+from convzoo import layers
+from convzoo.errors import UserError
+from convzoo.models import (
+    Inception,
+    InputSizeError,
+    Residual,
+    UnknownModelError,
+    check_input_size,
+    create_model,
+    feature_size,
+    get_model_spec,
+    list_models,
+    nin_block,
+    register_model,
+    registry,
+    vgg,
+    vgg_block,
+)
+from convzoo.ops import conv2d_output_size
+
+MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
+NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224, "nin": 224,
+               "googlenet": 96, "resnet18": 96}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the test machines share two cores between several pytest runs, and
+    PyTorch's spinning worker threads slow down many-fold when their core is taken."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- parameter counts by hand ---------------------------------------------------------------
+
+def conv(c_in: int, c_out: int, k: int) -> int:
+    return c_out * (c_in * k * k + 1)
+
+
+def linear(n_in: int, n_out: int) -> int:
+    return n_out * (n_in + 1)
+
+
+def bn(c: int) -> int:
+    return 2 * c  # weight and bias; the running statistics are buffers
+
+
+def lenet_params(c: int, k: int) -> int:
+    return conv(c, 6, 5) + conv(6, 16, 5) + linear(16 * 5 * 5, 120) + linear(120, 84) + linear(84, k)
+
+
+def lenet_bn_params(c: int, k: int) -> int:  # no padding: 28 -> 24 -> 12 -> 8 -> 4
+    return (conv(c, 6, 5) + bn(6) + conv(6, 16, 5) + bn(16)
+            + linear(16 * 4 * 4, 120) + bn(120) + linear(120, 84) + bn(84) + linear(84, k))
+
+
+def alexnet_params(c: int, k: int) -> int:
+    return (conv(c, 96, 11) + conv(96, 256, 5) + conv(256, 384, 3) + conv(384, 384, 3) + conv(384, 256, 3)
+            + linear(256 * 5 * 5, 4096) + linear(4096, 4096) + linear(4096, k))
+
+
+def vgg_params(arch: tuple[tuple[int, int], ...], c: int, k: int, side: int = 7, hidden: int = 4096) -> int:
+    total = 0
+    for num_convs, out in arch:
+        for _ in range(num_convs):
+            total += conv(c, out, 3)
+            c = out
+    return total + linear(c * side * side, hidden) + linear(hidden, hidden) + linear(hidden, k)
+
+
+VGG11 = ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512))
+VGG11_SMALL = ((1, 16), (1, 32), (2, 64), (2, 128), (2, 128))
+
+
+def nin_params(c: int, k: int) -> int:
+    def block(c_in: int, c_out: int, ks: int) -> int:
+        return conv(c_in, c_out, ks) + 2 * conv(c_out, c_out, 1)
+
+    return block(c, 96, 11) + block(96, 256, 5) + block(256, 384, 3) + block(384, k, 3)
+
+
+# (in, c1, c2, c3, c4) of the nine Inception blocks
+INCEPTIONS = [
+    (192, 64, (96, 128), (16, 32), 32), (256, 128, (128, 192), (32, 96), 64),
+    (480, 192, (96, 208), (16, 48), 64), (512, 160, (112, 224), (24, 64), 64),
+    (512, 128, (128, 256), (24, 64), 64), (512, 112, (144, 288), (32, 64), 64),
+    (528, 256, (160, 320), (32, 128), 128),
+    (832, 256, (160, 320), (32, 128), 128), (832, 384, (192, 384), (48, 128), 128),
+]
+
+
+def inception_params(c_in: int, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int) -> int:
+    return (conv(c_in, c1, 1) + conv(c_in, c2[0], 1) + conv(c2[0], c2[1], 3)
+            + conv(c_in, c3[0], 1) + conv(c3[0], c3[1], 5) + conv(c_in, c4, 1))
+
+
+def googlenet_params(c: int, k: int) -> int:
+    return (conv(c, 64, 7) + conv(64, 64, 1) + conv(64, 192, 3)
+            + sum(inception_params(*args) for args in INCEPTIONS) + linear(1024, k))
+
+
+def resnet18_params(c: int, k: int) -> int:
+    def residual(c_in: int, c_out: int, projection: bool) -> int:
+        shortcut = conv(c_in, c_out, 1) if projection else 0
+        return conv(c_in, c_out, 3) + conv(c_out, c_out, 3) + 2 * bn(c_out) + shortcut
+
+    total = conv(c, 64, 7) + bn(64) + 2 * residual(64, 64, False)
+    for c_in, c_out in [(64, 128), (128, 256), (256, 512)]:
+        total += residual(c_in, c_out, True) + residual(c_out, c_out, False)
+    return total + linear(512, k)
+
+
+HAND_PARAMS = {
+    "lenet": lenet_params, "lenet_bn": lenet_bn_params, "alexnet": alexnet_params,
+    "vgg11": lambda c, k: vgg_params(VGG11, c, k), "vgg11_small": lambda c, k: vgg_params(VGG11_SMALL, c, k),
+    "nin": nin_params, "googlenet": googlenet_params, "resnet18": resnet18_params,
+}
+KNOWN_PARAMS = {
+    "lenet": 61_706, "lenet_bn": 44_878, "alexnet": 46_764_746, "vgg11": 128_806_154, "vgg11_small": 43_093_322,
+    "nin": 1_992_166, "googlenet": 5_977_530, "resnet18": 11_178_378,
+}
+
+
+def count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def shapes(model: nn.Module) -> list[tuple[str, torch.Size]]:
+    return [(k, v.shape) for k, v in model.state_dict().items()]
+
+
+def meta_model(name: str, **kwargs: object) -> nn.Module:
+    """Built on the meta device: parameters with shapes but no storage, and no initialisation cost."""
+    with torch.device("meta"):
+        return create_model(name, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def native_model() -> Callable[[str], nn.Module]:
+    """Float32 models at their native size in eval mode, built once per name for this module
+    (and freed after it: VGG-11 alone holds half a gigabyte). Tests only run them under no_grad."""
+    cache: dict[str, nn.Module] = {}
+
+    def get(name: str) -> nn.Module:
+        if name not in cache:
+            torch.manual_seed(0)
+            cache[name] = create_model(name).eval()
+        return cache[name]
+
+    return get
+
+
+def without_dropout(model: nn.Module) -> nn.Module:
+    """Train mode (batch statistics for batch norm) with every dropout layer switched off."""
+    model.train()
+    for module in model.modules():
+        if isinstance(module, nn.Dropout):
+            module.eval()
+    return model
+
+
+def test_the_registry_holds_the_book_networks() -> None:
+    assert list_models() == sorted(MODELS)
+    assert {name: get_model_spec(name).input_size for name in MODELS} == NATIVE_SIZE
+
+
+def test_lenet_parameter_count_by_hand() -> None:
+    # conv 1->6 5x5, conv 6->16 5x5, then 16*5*5=400 -> 120 -> 84 -> 10, each with a bias
+    by_hand = (6 * 1 * 5 * 5 + 6) + (16 * 6 * 5 * 5 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    assert by_hand == 61_706
+    model = create_model("lenet")  # a real, initialised model: the count is known before any forward
+    assert count(model) == by_hand
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_parameter_count_matches_hand_formula(name: str) -> None:
+    model = meta_model(name)
+    assert count(model) == HAND_PARAMS[name](1, 10) == KNOWN_PARAMS[name]
+    # The formulas follow the input channels and classes too.
+    assert count(meta_model(name, in_channels=3, num_classes=7)) == HAND_PARAMS[name](3, 7)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_no_lazy_modules(name: str) -> None:
+    model = meta_model(name)
+    assert not [m for m in model.modules() if isinstance(m, LazyModuleMixin)]
+    assert not [n for n, p in model.named_parameters() if isinstance(p, UninitializedParameter)]
+    assert not [n for n, b in model.named_buffers() if isinstance(b, UninitializedBuffer)]
+
+
+# --- output shapes ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("batch", [1, 3])
+@pytest.mark.parametrize("name", MODELS)
+def test_output_shape_at_native_size(name: str, batch: int, native_model: Callable[[str], nn.Module]) -> None:
+    size = NATIVE_SIZE[name]
+    if name == "vgg11":
+        # ~7.5 GMACs per image: shapes only here; test_vgg11_block_shapes_match_seed runs it once for real.
+        model = meta_model(name).eval()
+        x = torch.zeros(batch, 1, size, size, device="meta")
+    else:
+        model = native_model(name)
+        x = torch.randn(batch, 1, size, size)
+    with torch.no_grad():
+        y = model(x)
+    assert y.shape == (batch, 10)
+    if x.device.type == "cpu":
+        assert torch.isfinite(y).all()
+
+
+@pytest.mark.parametrize("backend", ["torch", "scratch"])
+@pytest.mark.parametrize(("name", "size"), [("lenet", 28), ("lenet_bn", 28), ("googlenet", 64), ("resnet18", 64)])
+def test_output_shape_with_other_classes_and_channels(name: str, size: int, backend: str) -> None:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=7, in_channels=3, input_size=size, backend=backend).eval()
+    with torch.no_grad():
+        y = model(torch.randn(2, 3, size, size))
+    assert y.shape == (2, 7)
+    assert model.config == {"name": name, "num_classes": 7, "in_channels": 3, "backend": backend,
+                            "input_size": size}
+
+
+# --- the seed's printed shapes ---------------------------------------------------------------
+
+def test_lenet_layer_shapes_match_seed() -> None:
+    from convzoo.summary import summarize
+
+    rows = summarize(create_model("lenet"), 28).layers
+    assert [(r.type, tuple(r.output_shape)) for r in rows] == [
+        ("Conv2d", (1, 6, 28, 28)), ("Sigmoid", (1, 6, 28, 28)), ("AvgPool2d", (1, 6, 14, 14)),
+        ("Conv2d", (1, 16, 10, 10)), ("Sigmoid", (1, 16, 10, 10)), ("AvgPool2d", (1, 16, 5, 5)),
+        ("Flatten", (1, 400)),
+        ("Linear", (1, 120)), ("Sigmoid", (1, 120)),
+        ("Linear", (1, 84)), ("Sigmoid", (1, 84)),
+        ("Linear", (1, 10)),
+    ]
+
+
+def test_vgg11_block_shapes_match_seed() -> None:
+    model = create_model("vgg11").eval()  # the one real VGG-11 forward at 224 (~7.5 GMACs)
+    children = list(model.children())
+    blocks, head = children[:5], nn.Sequential(*children[5:])
+    assert all(isinstance(b, nn.Sequential) and isinstance(b[-1], nn.MaxPool2d) for b in blocks)
+    x = torch.rand(1, 1, 224, 224)
+    shapes = []
+    with torch.no_grad():
+        for block in blocks:
+            x = block(x)
+            shapes.append(tuple(x.shape))
+        shapes.append(tuple(head(x).shape))
+    assert shapes == [(1, 64, 112, 112), (1, 128, 56, 56), (1, 256, 28, 28), (1, 512, 14, 14), (1, 512, 7, 7),
+                      (1, 10)]
+
+
+def test_nin_top_level_shapes_match_seed(native_model: Callable[[str], nn.Module]) -> None:
+    x = torch.rand(1, 1, 224, 224)
+    shapes = {}
+    with torch.no_grad():
+        for name, child in native_model("nin").named_children():
+            x = child(x)
+            shapes[name] = tuple(x.shape)
+    assert shapes == {
+        "0": (1, 96, 54, 54), "1": (1, 96, 26, 26), "2": (1, 256, 26, 26), "3": (1, 256, 12, 12),
+        "4": (1, 384, 12, 12), "5": (1, 384, 5, 5), "6": (1, 384, 5, 5), "7": (1, 10, 5, 5),
+        "8": (1, 10, 1, 1), "9": (1, 10),
+    }
+
+
+# --- training behaviour -----------------------------------------------------------------------
+
+# Reduced sizes keep a backward pass of the 224x224 networks cheap; the classifier follows the size.
+GRAD_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 96, "nin": 96, "vgg11": 32, "vgg11_small": 64,
+             "googlenet": 64, "resnet18": 64}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_every_parameter_gets_a_gradient(name: str) -> None:
+    torch.manual_seed(0)
+    size = GRAD_SIZE[name]
+    model = create_model(name, input_size=size).train()
+    x, labels = torch.randn(2, 1, size, size), torch.tensor([3, 7])
+    nn.functional.cross_entropy(model(x), labels).backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    bad = [n for n, p in model.named_parameters() if not torch.isfinite(p.grad).all()]
+    assert not bad
+    assert sum(p.grad.abs().sum() for p in model.parameters()) > 0
+
+
+def _has(model: nn.Module, kind: type) -> bool:
+    return any(isinstance(m, kind) for m in model.modules())
+
+
+STOCHASTIC = ["alexnet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
+SMALL_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 67, "nin": 67, "vgg11": 32, "vgg11_small": 32,
+              "googlenet": 32, "resnet18": 32}
+
+
+def test_stochastic_models_are_those_with_dropout_or_batch_norm() -> None:
+    assert [n for n in MODELS if _has(meta_model(n), (nn.Dropout, _BatchNorm))] == STOCHASTIC
+
+
+@pytest.mark.parametrize("name", STOCHASTIC)
+def test_eval_mode_is_deterministic(name: str) -> None:
+    torch.manual_seed(0)
+    size = SMALL_SIZE[name]
+    model = create_model(name, input_size=size).train()
+    x = torch.randn(4, 1, size, size)
+    with torch.no_grad():
+        train_a, train_b = model(x), model(x)  # also moves the batch-norm running estimates off their start
+        model.eval()
+        eval_a, eval_b = model(x), model(x)
+    assert torch.equal(eval_a, eval_b)
+    if _has(model, nn.Dropout):  # otherwise the check above would pass with dropout never switched on
+        assert not torch.equal(train_a, train_b)
+    if _has(model, _BatchNorm):  # evaluation reads the running estimates, not the batch statistics
+        assert not torch.allclose(eval_a, train_a)
+
+
+# --- the from-scratch backend against torch.nn -----------------------------------------------
+
+@pytest.mark.parametrize("name", MODELS)
+def test_backends_share_state_dict_keys(name: str) -> None:
+    ours, theirs = meta_model(name, backend="scratch"), meta_model(name)
+    assert shapes(ours) == shapes(theirs)
+    assert _has(ours, layers.Conv2d) and not _has(theirs, layers.Conv2d)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_scratch_backend_matches_torch_in_float64(name: str) -> None:
+    torch.manual_seed(0)
+    size = SMALL_SIZE[name]
+    theirs = create_model(name, input_size=size).double()
+    ours = create_model(name, input_size=size, backend="scratch").double()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    without_dropout(theirs), without_dropout(ours)
+    x = torch.randn(2, 1, size, size, dtype=torch.float64)
+
+    out_theirs, out_ours = theirs(x), ours(x)
+    torch.testing.assert_close(out_ours, out_theirs, rtol=1e-7, atol=1e-9)
+    upstream = torch.randn_like(out_theirs)
+    out_theirs.backward(upstream)
+    out_ours.backward(upstream)
+
+    # Batch norm cancels the bias before it, whose gradient is zero up to rounding at the scale
+    # of the largest gradient: tolerances are relative to each tensor and to the whole model.
+    scale = max(p.grad.abs().max().item() for p in theirs.parameters())
+    for (key, p_theirs), p_ours in zip(theirs.named_parameters(), ours.parameters(), strict=True):
+        assert p_ours.grad is not None, key
+        atol = 1e-8 * p_theirs.grad.abs().max().item() + 1e-11 * scale
+        torch.testing.assert_close(p_ours.grad, p_theirs.grad, rtol=1e-7, atol=atol, msg=lambda m, k=key: f"{k}: {m}")
+    # Training updated the running estimates identically.
+    for (key, b_theirs), b_ours in zip(theirs.named_buffers(), ours.buffers(), strict=True):
+        torch.testing.assert_close(b_ours, b_theirs, rtol=1e-9, atol=1e-12, msg=lambda m, k=key: f"{k}: {m}")
+
+
+# --- the seed's quiz --------------------------------------------------------------------------
+
+def test_quiz_fully_connected_layer_on_a_colour_image() -> None:
+    fc = nn.Linear(3 * 256 * 256, 1000, device="meta")  # 196,609,000 parameters: no storage needed
+    assert count(fc) == 3 * 256 * 256 * 1000 + 1000 == 196_609_000
+
+
+def test_quiz_convolution_parameters() -> None:
+    assert count(layers.Conv2d(3, 10, kernel_size=3)) == count(nn.Conv2d(3, 10, 3)) == 10 * 3 * 3 * 3 + 10 == 280
+
+
+def test_quiz_padded_convolution_output_size() -> None:
+    assert conv2d_output_size(100, 3, padding=2) == (102, 102)  # 100 + 4 - 3 + 1
+    conv_layer = layers.Conv2d(3, 4, kernel_size=3, padding=2)
+    assert conv_layer(torch.randn(1, 3, 100, 100)).shape == (1, 4, 102, 102)
+    assert feature_size(conv_layer, 100) == 102
+
+
+# --- shape formulas against forward passes ----------------------------------------------------
+
+# Smallest input each network accepts, by hand from floor((n + 2p - k) / s) + 1 layer by layer:
+# lenet 12 -> 12 -> 6 -> 2 -> 1; lenet_bn 16 -> 12 -> 6 -> 2 -> 1; alexnet 65 -> 15 -> 7 -> 7 -> 3 -> 3 -> 1;
+# nin 67 -> 15 -> 7 -> 3 -> 1; VGG 32 halved five times; GoogLeNet and ResNet pad everything.
+MIN_SIZE = {"lenet": 12, "lenet_bn": 16, "alexnet": 65, "nin": 67, "vgg11": 32, "vgg11_small": 32,
+            "googlenet": 1, "resnet18": 1}
+SWEEP = [1, 2, 11, 12, 15, 16, 20, 28, 31, 32, 33, 64, 65, 66, 67, 96]
+
+
+def features(model: nn.Module) -> nn.Module:
+    """The top-level children before the first Flatten (the part whose size the formulas check)."""
+    children = list(model.children())
+    cut = next((i for i, c in enumerate(children) if isinstance(c, nn.Flatten)), len(children))
+    return nn.Sequential(*children[:cut])
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_check_input_size_agrees_with_forward(name: str) -> None:
+    native = meta_model(name).eval()
+    for size in sorted({*SWEEP, MIN_SIZE[name] - 1, MIN_SIZE[name]} - {0}):
+        x = torch.zeros(2, 1, size, size, device="meta")
+        try:
+            model = meta_model(name, input_size=size).eval()
+        except InputSizeError:
+            assert size < MIN_SIZE[name]
+            with pytest.raises(RuntimeError):
+                features(native)(x)
+        else:
+            assert size >= MIN_SIZE[name]
+            assert model(x).shape == (2, 10), size
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_smallest_input_runs_for_real_and_one_less_fails(name: str) -> None:
+    size = MIN_SIZE[name]
+    model = create_model(name, input_size=size).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 1, size, size)).shape == (1, 10)
+        if size > 1:
+            with pytest.raises(InputSizeError):
+                create_model(name, input_size=size - 1)
+            with pytest.raises(RuntimeError):
+                features(model)(torch.randn(1, 1, size - 1, size - 1))
+
+
+def test_lenet_at_20_sizes_its_classifier_from_the_formula() -> None:
+    model = create_model("lenet", input_size=20)  # 20 -> 20 -> 10 -> 6 -> 3
+    first_linear = next(m for m in model.modules() if isinstance(m, nn.Linear))
+    assert first_linear.in_features == 16 * 3 * 3
+    assert model(torch.randn(2, 1, 20, 20)).shape == (2, 10)
+
+
+def test_googlenet_at_16_works_as_the_formula_says() -> None:
+    assert check_input_size("googlenet", meta_model("googlenet"), 16) == 1
+    with torch.no_grad():
+        assert create_model("googlenet", input_size=16).eval()(torch.randn(1, 1, 16, 16)).shape == (1, 10)
+
+
+def test_alexnet_at_28_names_the_layer_where_the_map_vanishes() -> None:
+    # 28 -> conv 11/4 pad 1 -> 5 -> pool 3/2 -> 2 -> conv 5 pad 2 -> 2 -> pool 3/2 at layer 5: nothing left
+    with pytest.raises(InputSizeError, match=r"alexnet.*'5' \(MaxPool2d\) on a 2x2 map") as info:
+        create_model("alexnet", input_size=28)
+    assert "28x28" in str(info.value)
+    assert isinstance(info.value, UserError)
+
+
+def test_check_input_size_rejects_non_positive_sizes() -> None:
+    with pytest.raises(InputSizeError, match="positive"):
+        check_input_size("lenet", meta_model("lenet"), 0)
+
+
+def test_feature_size_of_the_building_blocks_matches_forward() -> None:
+    cases = [
+        (vgg_block(2, 3, 8), 3, 33, 16),
+        (nin_block(3, 8, 11, 4, 0), 3, 224, 54),
+        (Inception(4, 2, (2, 3), (2, 3), 2), 4, 9, 9),
+        (Residual(3, 8, use_1x1conv=True, stride=2), 3, 9, 5),
+        (Residual(8, 8), 8, 7, 7),
+    ]
+    for block, channels, size, expected in cases:
+        assert feature_size(block, size) == expected
+        with torch.no_grad():
+            assert block.eval()(torch.randn(2, channels, size, size)).shape[-2:] == (expected, expected)
+
+
+def test_vgg_from_a_table() -> None:
+    arch = ((1, 4), (2, 8))
+    model = vgg(arch, num_classes=5, in_channels=2, input_size=12, fc_hidden=16)  # 12 -> 6 -> 3
+    assert count(model) == vgg_params(arch, 2, 5, side=3, hidden=16)
+    assert model.eval()(torch.randn(3, 2, 12, 12)).shape == (3, 5)
+    with pytest.raises(InputSizeError, match="tiny"):
+        vgg(arch, input_size=3, name="tiny")
+
+
+# --- the registry -----------------------------------------------------------------------------
+
+@pytest.fixture
+def private_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A copy of the registry, so that what a test registers disappears with it."""
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+
+def test_register_a_new_model(private_registry: None) -> None:
+    @register_model(input_size=8)
+    def tiny(*, num_classes: int = 10, in_channels: int = 1, input_size: int = 8, backend: str = "torch") -> nn.Module:
+        """A linear classifier.
+
+        More words.
+        """
+        return nn.Sequential(nn.Flatten(), nn.Linear(in_channels * input_size * input_size, num_classes))
+
+    assert "tiny" in list_models()
+    spec = get_model_spec("tiny")
+    assert (spec.name, spec.input_size, spec.description, spec.builder) == ("tiny", 8, "A linear classifier.", tiny)
+    model = create_model("tiny", num_classes=3)
+    assert model(torch.randn(2, 1, 8, 8)).shape == (2, 3)
+    assert model.config == {"name": "tiny", "num_classes": 3, "in_channels": 1, "backend": "torch", "input_size": 8}
+
+
+def test_duplicate_name_is_refused(private_registry: None) -> None:
+    original = get_model_spec("lenet")
+    with pytest.raises(ValueError, match="already registered"):
+        @register_model(input_size=28)
+        def lenet(*, num_classes: int = 10) -> nn.Module:
+            return nn.Identity()
+    assert get_model_spec("lenet") is original
+
+
+def test_builder_with_positional_arguments_is_refused(private_registry: None) -> None:
+    with pytest.raises(TypeError, match="keyword-only"):
+        @register_model(input_size=28)
+        def positional(num_classes: int = 10) -> nn.Module:
+            return nn.Identity()
+    assert "positional" not in list_models()
+
+
+@pytest.mark.parametrize(("typo", "suggestion"), [("alexnt", "alexnet"), ("vgg", "vgg11"), ("resnet", "resnet18"),
+                                                  ("googlenet2", "googlenet"), ("LeNet", "lenet")])
+def test_unknown_name_suggests_the_closest(typo: str, suggestion: str) -> None:
+    with pytest.raises(UnknownModelError, match=f"did you mean {suggestion}") as info:
+        create_model(typo)
+    assert repr(typo) in str(info.value)
+    assert isinstance(info.value, UserError)
+
+
+def test_unknown_name_without_a_close_match_lists_the_models() -> None:
+    with pytest.raises(UnknownModelError) as info:
+        get_model_spec("transformer")
+    assert all(name in str(info.value) for name in MODELS)
+
+
+@pytest.mark.parametrize(("kwargs", "message"),
+                         [({"num_classes": 0}, "num_classes"), ({"in_channels": 0}, "in_channels")])
+def test_bad_classes_or_channels_are_user_errors(kwargs: dict, message: str) -> None:
+    with pytest.raises(UserError, match=message):
+        create_model("lenet", **kwargs)
+
+
+def test_unknown_backend_is_refused() -> None:
+    with pytest.raises(ValueError, match="backend"):
+        create_model("lenet", backend="numpy")
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_config_rebuilds_the_same_architecture(name: str) -> None:
+    size = max(MIN_SIZE[name], 40)
+    model = meta_model(name, num_classes=7, in_channels=3, input_size=size, backend="scratch")
+    config = json.loads(json.dumps(model.config))  # what a checkpoint stores
+    rebuilt = meta_model(config.pop("name"), **config)
+    assert repr(rebuilt) == repr(model)
+    assert shapes(rebuilt) == shapes(model)
+    assert rebuilt.config == model.config

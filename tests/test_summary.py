@@ -1,0 +1,260 @@
+"""Layer-by-layer summaries and the `convzoo models` / `convzoo summary` commands.
+
+The expected rows come from a forward pass on the ``meta`` device (shapes only, no arithmetic)
+with hooks on the leaf modules, and MACs by hand from those shapes (a convolution costs
+``C_in/groups * kh * kw`` per output value, a linear layer ``in_features``); PyTorch's own
+FLOP counter over the ``torch.nn`` network checks the totals.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from convzoo.cli import main
+from convzoo.models import InputSizeError, create_model, list_models
+from convzoo.summary import ModelSummary, summarize, summarize_model
+
+MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
+NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224, "nin": 224,
+               "googlenet": 96, "resnet18": 96}
+KNOWN_PARAMS = {
+    "lenet": 61_706, "lenet_bn": 44_878, "alexnet": 46_764_746, "vgg11": 128_806_154, "vgg11_small": 43_093_322,
+    "nin": 1_992_166, "googlenet": 5_977_530, "resnet18": 11_178_378,
+}
+ROW_KEYS = {"name", "type", "output_shape", "params", "macs"}
+SUMMARY_KEYS = {"model", "input_shape", "layers", "total_params", "total_macs"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the test machines share two cores between several pytest runs, and
+    PyTorch's spinning worker threads slow down many-fold when their core is taken."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+LENET_SHAPES = [
+    ("Conv2d", [1, 6, 28, 28]), ("Sigmoid", [1, 6, 28, 28]), ("AvgPool2d", [1, 6, 14, 14]),
+    ("Conv2d", [1, 16, 10, 10]), ("Sigmoid", [1, 16, 10, 10]), ("AvgPool2d", [1, 16, 5, 5]),
+    ("Flatten", [1, 400]), ("Linear", [1, 120]), ("Sigmoid", [1, 120]), ("Linear", [1, 84]), ("Sigmoid", [1, 84]),
+    ("Linear", [1, 10]),
+]
+# conv1 6 maps of 28x28 with 1*5*5 products each, conv2 16 maps of 10x10 with 6*5*5 each, then the three layers
+LENET_MACS = 6 * 25 * 28 * 28 + 16 * 6 * 25 * 10 * 10 + 400 * 120 + 120 * 84 + 84 * 10
+
+
+def expected_rows(name: str, size: int, in_channels: int = 1, num_classes: int = 10) -> list[dict]:
+    """The leaf modules in the order a meta-device forward pass calls them, with MACs by hand."""
+    with torch.device("meta"):
+        model = create_model(name, in_channels=in_channels, num_classes=num_classes, input_size=size).eval()
+    rows: list[dict] = []
+
+    def record(module: nn.Module, args: tuple, out: torch.Tensor, name: str) -> None:
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            macs = out.numel() * module.in_channels // module.groups * kh * kw
+        elif isinstance(module, nn.Linear):
+            macs = out.numel() * module.in_features
+        else:
+            macs = 0
+        params = sum(p.numel() for p in module.parameters(recurse=False))
+        rows.append({"name": name, "type": type(module).__name__, "output_shape": list(out.shape),
+                     "params": params, "macs": macs})
+
+    for module_name, module in model.named_modules():
+        if module_name and not list(module.children()):
+            module.register_forward_hook(lambda m, a, o, n=module_name: record(m, a, o, n))
+    model(torch.zeros(1, in_channels, size, size, device="meta"))
+    return rows
+
+
+def flop_counter_macs(name: str, size: int) -> int:
+    """Total MACs of the torch.nn network as ``torch.utils.flop_counter`` counts them (on meta: free)."""
+    with torch.device("meta"):
+        model = create_model(name, input_size=size).eval()
+    with FlopCounterMode(display=False) as counter:
+        model(torch.zeros(1, 1, size, size, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_error_line(err: str, *fragments: str) -> None:
+    lines = err.splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("error: ")
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# --- the library --------------------------------------------------------------------------------
+
+def test_lenet_summary_matches_seed_and_hand_count() -> None:
+    summary = summarize_model("lenet")
+    assert isinstance(summary, ModelSummary)
+    assert [(r.type, r.output_shape) for r in summary.layers] == LENET_SHAPES
+    assert summary.total_macs == LENET_MACS == 416_520
+    assert [r.macs for r in summary.layers if r.type in ("Conv2d", "Linear")] == [117_600, 240_000, 48_000, 10_080, 840]
+    assert summary.total_params == 61_706
+
+
+@pytest.mark.parametrize(("name", "size"), [("lenet", 28), ("googlenet", 96)])
+def test_macs_agree_between_backends(name: str, size: int) -> None:
+    theirs = summarize(create_model(name), size)
+    ours = summarize(create_model(name, backend="scratch"), size)
+    assert ours.total_macs == theirs.total_macs > 0
+    assert ours.total_params == theirs.total_params
+    columns = lambda s: [(r.name, r.output_shape, r.params, r.macs) for r in s.layers]  # noqa: E731
+    assert columns(ours) == columns(theirs)
+
+
+def test_summary_leaves_the_model_as_it_was() -> None:
+    model = create_model("lenet_bn").train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    summarize(model, 28)
+    assert model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # no running-stat update
+    assert not model._forward_hooks and all(not m._forward_hooks for m in model.modules())
+
+
+def test_summary_of_an_unregistered_module() -> None:
+    net = nn.Sequential(nn.Conv2d(2, 3, 3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 3 * 3, 4))
+    summary = summarize(net, 5, in_channels=2)
+    assert summary.model == "Sequential"
+    assert summary.input_shape == [1, 2, 5, 5]
+    assert [r.output_shape for r in summary.layers] == [[1, 3, 3, 3], [1, 3, 3, 3], [1, 27], [1, 4]]
+    assert summary.total_macs == 27 * 2 * 9 + 27 * 4
+    assert summarize(net, 5, in_channels=2, name="tiny").model == "tiny"
+
+
+def test_summary_refuses_an_input_too_small() -> None:
+    with pytest.raises(InputSizeError, match="'5' \\(MaxPool2d\\)"):
+        summarize(create_model("alexnet", input_size=96), 28)
+
+
+def test_format_has_a_row_per_layer_and_the_totals() -> None:
+    summary = summarize_model("lenet")
+    lines = summary.format().splitlines()
+    assert lines[0] == "lenet: input (1, 1, 28, 28)"
+    assert len(lines) == 2 + len(summary.layers) + 2
+    assert lines[-2] == "total parameters: 61,706"
+    assert lines[-1].startswith("total MACs: 416,520 (FLOPs = 2 x MACs = 833,040)")
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+def test_cli_summary_lenet_text(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "summary", "lenet")
+    assert (code, err) == (0, "")
+    for layer_type, shape in LENET_SHAPES:
+        assert str(tuple(shape)) in out
+        assert layer_type in out
+    assert "61,706" in out and "416,520" in out
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_cli_summary_json_for_every_model(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "summary", name, "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert set(data) == SUMMARY_KEYS
+    size = NATIVE_SIZE[name]
+    assert data["model"] == name
+    assert data["input_shape"] == [1, 1, size, size]
+    for row in data["layers"]:
+        assert set(row) == ROW_KEYS
+        assert isinstance(row["name"], str) and isinstance(row["type"], str)
+        assert all(type(d) is int and d > 0 for d in row["output_shape"])
+        assert type(row["params"]) is int and type(row["macs"]) is int
+        assert row["params"] >= 0 and row["macs"] >= 0
+    # Leaf modules in forward order, with their shapes, parameters and MACs.
+    assert data["layers"] == expected_rows(name, size)
+    assert data["layers"][-1]["output_shape"] == [1, 10]
+    assert type(data["total_params"]) is int and type(data["total_macs"]) is int
+    assert sum(r["params"] for r in data["layers"]) == data["total_params"] == KNOWN_PARAMS[name]
+    assert sum(r["macs"] for r in data["layers"]) == data["total_macs"] == flop_counter_macs(name, size) > 0
+
+
+def test_cli_summary_options(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "summary", "lenet", "--input-size", "20", "--in-channels", "3", "--num-classes", "7",
+                         "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert data["input_shape"] == [1, 3, 20, 20]
+    assert data["layers"] == expected_rows("lenet", 20, in_channels=3, num_classes=7)
+    assert [r["output_shape"] for r in data["layers"] if r["type"] == "Flatten"] == [[1, 16 * 3 * 3]]
+    assert data["layers"][-1]["output_shape"] == [1, 7]
+    # 3 -> 6 5x5, 6 -> 16 5x5, 144 -> 120 -> 84 -> 7
+    assert data["total_params"] == (6 * 76) + (16 * 151) + (120 * 145) + (84 * 121) + (7 * 85)
+
+
+def test_cli_json_is_the_library_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = run(capsys, "summary", "lenet_bn", "--json")
+    assert json.loads(out) == summarize_model("lenet_bn").to_dict()
+
+
+def test_cli_alexnet_too_small(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "summary", "alexnet", "--input-size", "28")
+    assert (code, out) == (2, "")
+    assert_one_error_line(err, "alexnet", "28x28", "'5'", "MaxPool2d")
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragments"),
+    [
+        (["summary", "alexnt"], ["unknown model 'alexnt'", "did you mean alexnet"]),
+        (["summary", "lenet", "--input-size", "0"], ["positive"]),
+        (["summary", "lenet", "--input-size", "-3"], ["positive"]),
+        (["summary", "lenet", "--num-classes", "0"], ["num_classes"]),
+        (["summary", "lenet", "--in-channels", "0"], ["in_channels"]),
+    ],
+)
+def test_cli_user_errors(argv: list[str], fragments: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert_one_error_line(err, *fragments)
+
+
+def test_cli_bad_argument_type(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["summary", "lenet", "--input-size", "big"])
+    assert info.value.code == 2
+    assert_one_error_line(capsys.readouterr().err, "--input-size", "'big'")
+
+
+def test_cli_models_json(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "models", "--json")
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    assert [r["name"] for r in rows] == list_models() == MODELS
+    for row in rows:
+        name = row["name"]
+        assert {"name", "params", "input_size", "macs"} <= set(row)
+        assert row["params"] == KNOWN_PARAMS[name]
+        assert row["input_size"] == NATIVE_SIZE[name]
+        assert row["macs"] == sum(r["macs"] for r in expected_rows(name, NATIVE_SIZE[name]))
+        assert isinstance(row["description"], str) and row["description"]
+
+
+def test_installed_script_reports_one_error_line() -> None:
+    script = Path(sys.executable).with_name("convzoo")
+    assert script.exists(), f"the console script is not installed next to {sys.executable}"
+    result = subprocess.run([str(script), "summary", "alexnet", "--input-size", "28"],
+                            capture_output=True, text=True, timeout=120)
+    assert (result.returncode, result.stdout) == (2, "")
+    assert_one_error_line(result.stderr, "alexnet", "'5'", "MaxPool2d")

@@ -1,0 +1,228 @@
+"""Training, evaluation and prediction: recipes, the run directory, resume, the CLI around them."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convzoo import cli
+from convzoo.checkpoint import load_model
+from convzoo.data import DEBIAN_DIR, load_split
+from convzoo.models import list_models
+from convzoo.train import BOOK_RECIPES, ConfigError, fit, lr_factor, recipe
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+
+
+def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small LeNet run on the committed slice of the real data (AdamW, so it learns in 2 epochs)."""
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=2, data_dir=str(SLICE), device="cpu")
+    fit(config, out, log=lambda _: None, progress=False)
+    return out
+
+
+# --- recipes ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("model", sorted(BOOK_RECIPES))
+def test_d2l_recipe_is_the_books(model: str) -> None:
+    config = recipe(model)
+    lr, batch, size = BOOK_RECIPES[model]
+    assert (config.lr, config.batch_size, config.resize, config.epochs) == (lr, batch, size, 10)
+    assert (config.optimizer, config.momentum, config.weight_decay, config.init) == ("sgd", 0.0, 0.0, "xavier")
+    assert not config.augment and config.label_smoothing == 0 and config.schedule == "constant"
+
+
+def test_every_model_has_both_recipes() -> None:
+    for model in list_models():
+        assert recipe(model, "d2l").model == model
+        assert recipe(model, "fast").schedule == "onecycle"
+
+
+def test_overrides_win_and_none_is_ignored() -> None:
+    config = recipe("lenet", epochs=3, lr=None, resize=32)
+    assert (config.epochs, config.lr, config.resize) == (3, 0.9, 32)
+
+
+@pytest.mark.parametrize("override", [
+    {"epochs": 0}, {"batch_size": -1}, {"lr": float("nan")}, {"lr": -0.1}, {"lr": float("inf")},
+    {"label_smoothing": 1.0}, {"limit_train": 0}, {"resize": 0},
+])
+def test_bad_values_are_config_errors(override: dict) -> None:
+    with pytest.raises(ConfigError):
+        recipe("lenet", **override)
+
+
+def test_lr_schedules() -> None:
+    assert lr_factor("constant", 50, 100) == 1.0
+    cosine = [lr_factor("cosine", s, 100) for s in range(101)]
+    assert cosine[0] == 1.0 and math.isclose(cosine[-1], 0.0, abs_tol=1e-12)
+    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
+    one = [lr_factor("onecycle", s, 100) for s in range(101)]
+    peak = one.index(max(one))
+    assert one[0] == pytest.approx(0.1) and max(one) == pytest.approx(1.0) and 20 <= peak <= 30
+    assert all(a <= b for a, b in zip(one[:peak], one[1:peak + 1]))
+    assert all(a >= b for a, b in zip(one[peak:], one[peak + 1:])) and one[-1] == pytest.approx(0.0, abs=1e-12)
+
+
+# --- the run directory ------------------------------------------------------------------------
+
+def test_run_directory_has_everything(lenet_run: Path) -> None:
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors",
+                 "curves.png", "confusion.png", "result.json"):
+        assert (lenet_run / name).is_file(), name
+    assert not list(lenet_run.glob(".*tmp*")), "temporary files left behind"
+    meta = json.loads((lenet_run / "config.json").read_text())
+    assert meta["config"]["model"] == "lenet" and meta["model"]["name"] == "lenet"
+    assert meta["versions"]["torch"] == torch.__version__ and meta["device"] == "cpu" and meta["command"]
+    rows = [json.loads(line) for line in (lenet_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert set(r) >= {"epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "examples_per_sec"}
+    assert rows[1]["train_loss"] < rows[0]["train_loss"]
+    result = json.loads((lenet_run / "result.json").read_text())
+    assert result["test_acc"] == rows[-1]["test_acc"] > 0.4
+    assert Image.open(lenet_run / "curves.png").size[0] > 200
+
+
+def test_model_file_rebuilds_its_model(lenet_run: Path) -> None:
+    model = load_model(lenet_run / "model.safetensors")
+    assert model.config["name"] == "lenet" and not model.training
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+def test_eval_reproduces_the_training_accuracy(lenet_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("eval", str(lenet_run), "--json", "--data-dir", str(SLICE), capsys=capsys)
+    assert code == 0
+    report = json.loads(out.strip().splitlines()[-1])
+    result = json.loads((lenet_run / "result.json").read_text())
+    assert report["test_acc"] == pytest.approx(result["test_acc"], abs=1e-9)
+    assert report["num_examples"] == 1000 and len(report["per_class_accuracy"]) == 10
+
+
+def test_predict_a_test_image_and_a_colour_jpeg(lenet_run: Path, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    images, labels = load_split("test", SLICE)
+    model = load_model(lenet_run / "model.safetensors")
+    with torch.no_grad():
+        probs = model(images[:200, None].float() / 255).softmax(1)
+    confidence = probs.gather(1, labels[:200, None]).squeeze(1)
+    index = int(confidence.argmax())  # the image the model is surest of
+    png = tmp_path / "test.png"
+    Image.fromarray(images[index].numpy()).save(png)
+    # A colour photo of another size: the same garment, dark on a light background, 3x larger, tinted.
+    gray = 255 - np.asarray(Image.fromarray(images[index].numpy()).resize((84, 84), Image.BILINEAR))
+    jpeg = tmp_path / "photo.jpg"
+    Image.fromarray(np.stack([gray, gray, (gray * 0.95).astype(np.uint8)], axis=-1)).save(jpeg, quality=95)
+
+    code, out, _ = run_cli("predict", str(lenet_run), str(png), str(jpeg), "--json", capsys=capsys)
+    assert code == 0
+    rows = json.loads(out.strip().splitlines()[-1])
+    assert [r["label"] for r in rows] == [int(labels[index])] * 2
+    assert all(0 < r["probability"] <= 1 for r in rows)
+
+
+def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
+    base = {"optimizer": "adamw", "lr": 0.01, "data_dir": str(SLICE), "device": "cpu", "limit_train": 512,
+            "limit_test": 200}
+    fit(recipe("lenet", epochs=2, **base), tmp_path / "straight", log=lambda _: None, progress=False)
+    fit(recipe("lenet", epochs=1, **base), tmp_path / "resumed", log=lambda _: None, progress=False)
+    fit(recipe("lenet", epochs=2, **base), tmp_path / "resumed", resume=True, log=lambda _: None, progress=False)
+    a = load_model(tmp_path / "straight" / "model.safetensors").state_dict()
+    b = load_model(tmp_path / "resumed" / "model.safetensors").state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
+    rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+
+
+@pytest.mark.parametrize("model, size", [
+    ("lenet", 28), ("lenet_bn", 28), ("alexnet", 64), ("vgg11_small", 32), ("vgg11", 32), ("nin", 64),
+    ("googlenet", 32), ("resnet18", 32),
+])
+def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: Path) -> None:
+    config = recipe(model, optimizer="adamw", lr=1e-3, epochs=1, batch_size=32, resize=size, limit_train=256,
+                    limit_test=64, data_dir=str(SLICE), device="cpu", init="default")
+    result = fit(config, tmp_path / model, log=lambda _: None, progress=False)
+    first = load_model(tmp_path / model / "model.safetensors")
+    assert result.epochs == 1 and math.isfinite(result.history[0]["train_loss"])
+    # Loss on the training slice falls from the untrained network's.
+    images, labels = load_split("train", SLICE)
+    x = torch.nn.functional.interpolate(images[:256, None].float() / 255, size=(size, size), mode="bilinear")
+    torch.manual_seed(config.seed)
+    from convzoo.models import create_model
+    untrained = create_model(model, input_size=size).eval()
+    with torch.no_grad():
+        before = torch.nn.functional.cross_entropy(untrained(x), labels[:256])
+        after = torch.nn.functional.cross_entropy(first(x), labels[:256])
+    assert after < before
+
+
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="the full data set is not installed (make test installs it)")
+def test_one_epoch_on_the_full_real_data(tmp_path: Path) -> None:
+    config = recipe("lenet", "fast", epochs=1, device="cpu")
+    result = fit(config, tmp_path / "full", log=lambda _: None, progress=False)
+    assert result.history[0]["examples_per_sec"] > 0
+    assert len(load_split("train")[0]) == 60000
+    assert result.test_acc > 0.6
+
+
+# --- the command line -------------------------------------------------------------------------
+
+def test_train_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("train", "lenet", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
+                           "--data-dir", str(SLICE), "--device", "cpu", "--out", str(tmp_path / "r"), "--json",
+                           capsys=capsys)
+    assert code == 0
+    line = json.loads(out.strip().splitlines()[-1])
+    assert set(line) == {"run_dir", "test_acc", "train_seconds", "epochs"} and line["epochs"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "lenett"], "did you mean lenet"),
+    (["train", "lenet", "--epochs", "0"], "--epochs"),
+    (["train", "lenet", "--batch-size", "-4"], "--batch-size"),
+    (["train", "lenet", "--lr", "nan"], "--lr"),
+    (["train", "alexnet", "--resize", "28"], "too small for alexnet"),
+    (["summary", "alexnet", "--input-size", "28"], "vanishes"),
+])
+def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "x"), capsys=capsys) if args[0] == "train" \
+        else run_cli(*args, capsys=capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+def test_existing_run_directory_is_refused(lenet_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli("train", "lenet", "--out", str(lenet_run), capsys=capsys)
+    assert code == 2 and "--resume" in err
+
+
+def test_missing_cuda_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code, _, err = run_cli("train", "lenet", "--device", "cuda", "--out", str(tmp_path / "c"), capsys=capsys)
+    assert code == 2 and "CUDA is not available" in err
+
+
+def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "convzoo", "eval", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
