@@ -105,6 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
             resize=args.resize, seed=args.seed, device=args.device, backend=args.backend,
             limit_train=args.limit_train, limit_test=args.limit_test, data_dir=args.data_dir,
+            channels_last=args.channels_last, amp=args.amp, compile=args.compile,
         )
         out = args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}"
         result = fit(config, out, overwrite=args.overwrite, log=quiet, command=command)
@@ -115,33 +116,22 @@ def cmd_train(args: argparse.Namespace) -> None:
         print(f"run directory: {result.run_dir}  (curves.png, confusion.png, metrics.jsonl, model.safetensors)")
 
 
-def _load_run(run_dir: str, device: str):  # noqa: ANN202
-    from .checkpoint import load_model
-    from .train import read_run_config, resolve_device
-
-    meta = read_run_config(run_dir)
-    dev = resolve_device(device)
-    model = load_model(Path(run_dir) / "model.safetensors", dev)
-    return meta["config"], model, dev
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
-    from .data import CLASSES, Batches, load_split
+    from .data import CLASSES
     from .plots import plot_confusion
-    from .train import evaluate
+    from .train import evaluate_run, read_run_config
 
-    config, model, device = _load_run(args.run_dir, args.device)
-    images, labels = load_split("test", args.data_dir or config.data_dir)
-    images, labels = images[: config.limit_test], labels[: config.limit_test]
-    result = evaluate(model, Batches(images, labels, config.eval_batch_size, device=device, resize=config.resize))
+    config = read_run_config(args.run_dir)["config"]
+    result = evaluate_run(args.run_dir, args.device, args.data_dir)
     out = Path(args.run_dir) / "confusion.png"
     plot_confusion(result.confusion, CLASSES, out, title=f"{config.model}: test accuracy {result.accuracy:.4f}")
     per_class = dict(zip(CLASSES, (round(a, 4) for a in result.per_class_accuracy)))
+    n = int(result.confusion.sum())
     if args.json:
         _print_json({"run_dir": args.run_dir, "test_acc": result.accuracy, "test_loss": round(result.loss, 6),
-                     "num_examples": len(labels), "per_class_accuracy": per_class, "confusion": str(out)})
+                     "num_examples": n, "per_class_accuracy": per_class, "confusion": str(out)})
         return
-    print(f"test accuracy {result.accuracy:.4f} on {len(labels):,} images (loss {result.loss:.4f})")
+    print(f"test accuracy {result.accuracy:.4f} on {n:,} images (loss {result.loss:.4f})")
     for name, acc in per_class.items():
         print(f"  {name:<12} {acc:.4f}")
     print(f"confusion matrix: {out}")
@@ -152,8 +142,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from .data import CLASSES, to_input
     from .images import load_image
+    from .train import load_run
 
-    config, model, device = _load_run(args.run_dir, args.device)
+    config, model, device = load_run(args.run_dir, args.device)
     pixels = torch.stack([load_image(path, invert=args.invert) for path in args.images]).to(device)
     with torch.no_grad():
         probs = torch.softmax(model(to_input(pixels, config.resize)).float(), dim=1).cpu()
@@ -234,6 +225,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=_int)
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N or mps")
     g.add_argument("--backend", choices=("torch", "scratch"), help="torch.nn layers or convzoo's from-scratch ops")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="NHWC memory layout (default on; faster convolutions)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="bfloat16 autocast (default off)")
+    g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
+                   help="torch.compile the model (default off)")
     g.add_argument("--limit-train", type=_int, metavar="N", help="train on the first N images")
     g.add_argument("--limit-test", type=_int, metavar="N", help="evaluate on the first N images")
     g.add_argument("--data-dir", help="directory with the four Fashion-MNIST files")

@@ -93,6 +93,9 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     backend: str = "torch"
+    channels_last: bool = True  # NHWC activations: oneDNN's fast convolution path on CPU and GPU
+    amp: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
+    compile: bool = False  # torch.compile the model (pays off only when a run is long enough)
     limit_train: int | None = None
     limit_test: int | None = None
     data_dir: str | None = None
@@ -231,8 +234,13 @@ class Evaluation:
         return [float(self.confusion[i, i] / t) if t else float("nan") for i, t in enumerate(totals)]
 
 
+def autocast(device: torch.device, enabled: bool) -> torch.autocast:
+    """bfloat16 autocast on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches) -> Evaluation:
+def evaluate(model: nn.Module, batches: Batches, amp: bool = False) -> Evaluation:
     """Accuracy, mean loss, confusion matrix and predictions of ``model`` over ``batches``."""
     was_training = model.training
     model.eval()
@@ -240,7 +248,8 @@ def evaluate(model: nn.Module, batches: Batches) -> Evaluation:
     loss_sum = torch.zeros((), device=batches.device)
     predictions = []
     for x, y in batches:
-        logits = model(x)
+        with autocast(batches.device, amp):
+            logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         predictions.append(logits.argmax(dim=1))
     model.train(was_training)
@@ -334,7 +343,10 @@ def fit(
     model = create_model(config.model, backend=config.backend, input_size=config.resize)
     init_weights(model, config.init)
     model.to(device)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
     optimizer = make_optimizer(model, config)
+    step_model = torch.compile(model) if config.compile else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
     start_epoch, history = 0, []
@@ -367,8 +379,9 @@ def fit(
             lr = config.lr * lr_factor(config.schedule, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            logits = model(x)
-            loss = loss_fn(logits, y)
+            with autocast(device, config.amp):
+                logits = step_model(x)
+                loss = loss_fn(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -385,7 +398,7 @@ def fit(
         train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # one sync per epoch
         seconds = time.perf_counter() - started
         evaluated = time.perf_counter()
-        test = evaluate(model, test_batches)
+        test = evaluate(step_model, test_batches, config.amp)
         row = {
             "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
             "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
@@ -398,7 +411,7 @@ def fit(
         log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
             f"test acc {test.accuracy:.4f}  {seconds:.1f} s  {row['examples_per_sec']:,.0f} ex/s")
 
-    return finish_run(run_dir, model, test or evaluate(model, test_batches), history)
+    return finish_run(run_dir, model, test or evaluate(model, test_batches, config.amp), history)
 
 
 def finish_run(run_dir: Path, model: nn.Module, test: Evaluation, history: list[dict]) -> RunResult:
@@ -415,3 +428,24 @@ def finish_run(run_dir: Path, model: nn.Module, test: Evaluation, history: list[
     write_json(run_dir / "result.json", {**result.to_json(), "per_class_accuracy": dict(
         zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
     return result
+
+
+def load_run(run_dir: str | Path, device: str = "auto") -> tuple[TrainConfig, nn.Module, torch.device]:
+    """The config and trained model of a run directory, on ``device``, prepared as in training."""
+    from .checkpoint import load_model
+
+    config = read_run_config(run_dir)["config"]
+    dev = resolve_device(device)
+    model = load_model(Path(run_dir) / "model.safetensors", dev)
+    if config.channels_last:
+        model.to(memory_format=torch.channels_last)
+    return config, model, dev
+
+
+def evaluate_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> Evaluation:
+    """Evaluate a run's final model on the test images it was evaluated on in training."""
+    config, model, dev = load_run(run_dir, device)
+    images, labels = load_split("test", data_dir or config.data_dir)
+    images, labels = images[: config.limit_test], labels[: config.limit_test]
+    batches = Batches(images, labels, config.eval_batch_size, device=dev, resize=config.resize)
+    return evaluate(model, batches, config.amp)

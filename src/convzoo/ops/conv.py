@@ -100,10 +100,11 @@ def _conv_im2col(
 ) -> torch.Tensor:
     n, c_out = x.shape[0], weight.shape[0]
     cols = im2col(x, kernel, stride, dilation, out)  # C x kh x kw x N x H_out x W_out
-    cols = cols.reshape(groups, -1, n * out[0] * out[1])  # G x (C/G * kh * kw) x (N * H_out * W_out)
-    kernels = weight.reshape(groups, c_out // groups, -1)  # G x C_out/G x (C/G * kh * kw)
-    # One plain matrix product when there is one group: MKL's mm beats a batch of one.
-    y = kernels[0] @ cols[0] if groups == 1 else torch.matmul(kernels, cols)
+    if groups == 1:  # one plain matrix product: MKL's mm beats a batch of one
+        y = weight.reshape(c_out, -1) @ cols.reshape(-1, n * out[0] * out[1])  # C_out x (N * H_out * W_out)
+    else:
+        cols = cols.reshape(groups, -1, n * out[0] * out[1])  # G x (C/G * kh * kw) x (N * H_out * W_out)
+        y = torch.matmul(weight.reshape(groups, c_out // groups, -1), cols)  # G x C_out/G x (N * H_out * W_out)
     # N x C_out x H_out x W_out, kept in the product's (C_out, N, H, W) memory order: the next
     # im2col reads any strides, and the backward pass gets its gradient in the same order.
     return y.reshape(c_out, n, out[0], out[1]).transpose(0, 1)
