@@ -175,7 +175,7 @@ def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="the full data set is not installed (make test installs it)")
 def test_one_epoch_on_the_full_real_data(tmp_path: Path) -> None:
-    config = recipe("lenet", "fast", epochs=1, device="cpu")
+    config = recipe("lenet_bn", "fast", epochs=1, device="cpu")
     result = fit(config, tmp_path / "full", log=lambda _: None, progress=False)
     assert result.history[0]["examples_per_sec"] > 0
     assert len(load_split("train")[0]) == 60000
