@@ -17,11 +17,7 @@ hardware, versions, command line and every sample.
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import platform
-import shlex
 import statistics
 import sys
 import time
@@ -33,6 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from convzoo import ops
+from convzoo.io import write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine import machine_info  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_ops.json"
 
@@ -131,16 +131,6 @@ def measure(case: Case, repeats: int) -> dict:
     }
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per side and row (default 10)")
@@ -155,17 +145,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(0)
 
     meta = {
-        "torch": torch.__version__,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        "cpu": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "threads": torch.get_num_threads(),
-        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join([sys.executable, *sys.argv]),
+        **machine_info(),
         "repeats": args.repeats,
         "loop_repeats": args.loop_repeats,
-        "loadavg_start": os.getloadavg(),  # other load on the machine skews both sides
         "timed": "forward + backward (input, weight and bias gradients), float32, median over repeats",
     }
     print(f"torch {meta['torch']}, python {meta['python']}, {meta['cpu']}, {meta['threads']} threads")
@@ -181,9 +163,8 @@ def main(argv: list[str] | None = None) -> None:
             f"{row['ours_ms']:>9.2f} {row['baseline_ms']:>9.2f} {row['ratio']:>8.3g}",
             flush=True,
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta["loadavg_end"] = os.getloadavg()
-    args.out.write_text(json.dumps({**meta, "rows": rows}, indent=2) + "\n")
+    write_json(args.out, {**meta, "rows": rows})
     print(f"ratio = ours / baseline (median ms); wrote {args.out}")
 
 
