@@ -8,12 +8,12 @@ STAMP := $(VENV)/.installed
 DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data lint bench
+.PHONY: demo test setup data browser lint bench
 
 demo: setup data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
 
-test: setup data
+test: setup data browser
 	$(BIN)/python -m pytest -q
 
 setup: $(STAMP)
@@ -29,6 +29,12 @@ data:
 	elif command -v apt-get >/dev/null; then \
 		$(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist >/dev/null; \
 	else $(BIN)/convzoo data fetch; fi
+
+# Headless Chromium opens report.html in the tests; where it cannot be installed that test is skipped.
+browser:
+	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null) || \
+		echo "chromium could not be installed: the report's browser test will be skipped"
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

@@ -6,9 +6,15 @@
     convzoo eval runs/lenet              test accuracy, per class, confusion.png
     convzoo predict runs/lenet shoe.png  class and probability per image
     convzoo data fetch | check | show    the data set
+    convzoo show | report | compare | export   pictures, report.html, runs compared, ONNX (cli_runs.py)
+
+Data-parallel training on N GPUs of one machine (docs/distributed.md for several machines):
+
+    torchrun --standalone --nproc_per_node=N -m convzoo train resnet18 --recipe fast
 
 A mistake the user can make ends in one line ``error: ...`` on stderr and exit status 2
-(``--debug`` shows the traceback); an interrupted command exits 130.
+(``--debug`` shows the traceback); a diverged run exits 3, an interrupted one 130 (SIGINT) or
+143 (SIGTERM), saying how to resume it. docs/reliability.md lists every case.
 """
 
 from __future__ import annotations
@@ -83,32 +89,48 @@ def cmd_summary(args: argparse.Namespace) -> None:
 
 # --- training and evaluation ----------------------------------------------------------------
 
+# What --resume may change: the length of the run, its learning rate (to recover from a divergence),
+# and where it runs; everything else is the run's own configuration.
+RESUME_OVERRIDES = ("epochs", "lr", "device", "data_dir")
+FIXED_ON_RESUME = ("recipe", "out", "overwrite", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
+                   "label_smoothing", "augment", "resize", "seed", "backend", "channels_last", "amp", "compile",
+                   "limit_train", "limit_test", "deterministic")
+
+
 def cmd_train(args: argparse.Namespace) -> None:
+    from dataclasses import replace
+
     from .train import ConfigError, fit, read_run_config, recipe
 
     quiet = (lambda _msg: None) if args.json else print
     command = shlex.join(["convzoo", *sys.argv[1:]])
     if args.resume:
-        meta = read_run_config(args.resume)
-        config = meta["config"]
+        config = read_run_config(args.resume)["config"]
         if args.model and args.model != config.model:
             raise ConfigError(f"{args.resume} is a run of {config.model}, not {args.model}")
-        if args.epochs is not None:
-            config.epochs = args.epochs
+        fixed = [name for name in FIXED_ON_RESUME if getattr(args, name) not in (None, False)]
+        if fixed:
+            options = ", ".join("--" + name.replace("_", "-") for name in fixed)
+            raise ConfigError(f"--resume continues a run as it was configured: {options} cannot change "
+                              "(only --epochs, --lr, --device and --data-dir can)")
+        config = replace(config, **{name: getattr(args, name) for name in RESUME_OVERRIDES
+                                    if getattr(args, name) is not None})
         result = fit(config, args.resume, resume=True, log=quiet, command=command)
     else:
         if not args.model:
             raise ConfigError("train needs a MODEL (see 'convzoo models') or --resume RUN_DIR")
         config = recipe(
-            args.model, args.recipe, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            args.model, args.recipe or "d2l", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
             schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
             resize=args.resize, seed=args.seed, device=args.device, backend=args.backend,
             limit_train=args.limit_train, limit_test=args.limit_test, data_dir=args.data_dir,
-            channels_last=args.channels_last, amp=args.amp, compile=args.compile,
+            channels_last=args.channels_last, amp=args.amp, compile=args.compile, deterministic=args.deterministic,
         )
         out = args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}"
         result = fit(config, out, overwrite=args.overwrite, log=quiet, command=command)
+    if _rank_prefix():  # the other ranks of a torchrun job: rank 0 reports
+        return
     if args.json:
         _print_json(result.to_json())
     else:
@@ -205,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a model on Fashion-MNIST")
     p.add_argument("model", nargs="?", help="a name from 'convzoo models' (optional with --resume)")
-    p.add_argument("--recipe", default="d2l", help="d2l (the book's, default) or fast")
+    p.add_argument("--recipe", help="d2l (the book's, default) or fast")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-RECIPE-seedN)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
@@ -234,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--limit-train", type=_int, metavar="N", help="train on the first N images")
     g.add_argument("--limit-test", type=_int, metavar="N", help="evaluate on the first N images")
     g.add_argument("--data-dir", help="directory with the four Fashion-MNIST files")
+    g.add_argument("--deterministic", action="store_true", default=None,
+                   help="deterministic kernels and a fixed thread count: a resumed run ends with the weights of an "
+                        "uninterrupted one (bitwise on the CPU); can be slower")
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("eval", help="evaluate a run on the test set (writes confusion.png)")
@@ -266,7 +291,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--count", type=_int, default=40)
     d.add_argument("--data-dir")
     p.set_defaults(func=cmd_data)
+
+    from .cli_runs import add_commands  # show, report, compare, export
+
+    add_commands(commands)
     return parser
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def _rank_prefix() -> str:
+    """``rank N: `` in the other processes of a torchrun job (rank 0 reports as a single process does)."""
+    rank = os.environ.get("RANK", "").strip()
+    return f"rank {rank}: " if rank.isdigit() and int(rank) > 0 else ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,11 +318,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+        print(f"{_rank_prefix()}error: {_one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # a RunInterrupted says what the run directory keeps
+        if not _rank_prefix():  # every rank of a torchrun job was interrupted; rank 0 speaks for them
+            print(f"error: {_one_line(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
     except BrokenPipeError:  # e.g. piped into `head`: stop quietly
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
         return 0

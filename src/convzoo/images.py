@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import warnings
 from pathlib import Path
 
@@ -18,6 +19,11 @@ class ImageError(UserError):
     """A file that is not an image convzoo can read."""
 
 
+# What PIL's decoders raise on damaged input (tests/test_reliability.py fuzzes load_image).
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, struct.error, IndexError, KeyError, TypeError,
+                  ZeroDivisionError, OverflowError)
+
+
 def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> torch.Tensor:
     """A ``(size, size)`` uint8 tensor: light object on a dark background, as in Fashion-MNIST.
 
@@ -32,6 +38,7 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
         raise ImageError(f"{path}: no such file")
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # PIL warns about every oddity of a damaged file
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(path) as image:
                 width, height = image.size
@@ -45,8 +52,8 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
         raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file PIL can read") from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageError(f"{path}: corrupt or truncated image ({exc})") from None
+    except _DECODE_ERRORS as exc:
+        raise ImageError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
     if gray.size[0] < 1 or gray.size[1] < 1:
         raise ImageError(f"{path}: empty image")
     pixels = np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None), dtype=np.uint8)
@@ -57,7 +64,7 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
 
 def _to_gray(image: Image.Image) -> Image.Image:
     if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        values = np.asarray(image, dtype=np.float64)
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
         top = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
         return Image.fromarray(np.clip(values / top * 255.0, 0, 255).astype(np.uint8), mode="L")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):

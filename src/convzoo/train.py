@@ -15,13 +15,18 @@ device and read once per epoch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import platform
+import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -31,9 +36,9 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from . import __version__
-from .checkpoint import FORMAT, load_state, save_model, save_state
-from .data import CLASSES, Batches, load_split
+from . import __version__, distributed
+from .checkpoint import FORMAT, load_state, refuse_pickle, save_model, save_state, saved_epoch
+from .data import CLASSES, Batches, DataError, load_split
 from .errors import UserError
 from .io import write_json, write_text
 from .models import create_model, get_model_spec
@@ -41,6 +46,20 @@ from .models import create_model, get_model_spec
 
 class ConfigError(UserError):
     """A training option that cannot work (bad value, missing device, existing output directory)."""
+
+
+class DivergenceError(UserError):
+    """The training loss became NaN or infinite; the run directory keeps its last good checkpoint."""
+
+    exit_code = 3
+
+
+class RunInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped a run; the message says what the run directory keeps and how to resume."""
+
+    def __init__(self, message: str, exit_code: int = 130) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code  # 128 + the signal's number, as a shell reports a process the signal killed
 
 
 # The book's recipe per model (d2l-zh 2.0 `train_ch6`): (learning rate, batch size, input side).
@@ -100,6 +119,8 @@ class TrainConfig:
     limit_test: int | None = None
     data_dir: str | None = None
     eval_batch_size: int = 1000
+    deterministic: bool = False  # deterministic kernels: a resumed run ends bitwise where an uninterrupted one does
+    threads: int | None = None  # CPU threads (None: PyTorch's default); --deterministic records the count used
 
     def validate(self) -> None:
         get_model_spec(self.model)
@@ -119,6 +140,7 @@ class TrainConfig:
             (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1, got {self.limit_test}"),
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
             (self.backend in ("torch", "scratch"), f"--backend must be torch or scratch, got {self.backend!r}"),
+            (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
         ]
         for ok, message in checks:
             if not ok:
@@ -241,24 +263,31 @@ def autocast(device: torch.device, enabled: bool) -> torch.autocast:
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, amp: bool = False) -> Evaluation:
-    """Accuracy, mean loss, confusion matrix and predictions of ``model`` over ``batches``."""
+    """Accuracy, mean loss, confusion matrix and predictions of ``model`` over ``batches``.
+
+    Under ``torch.distributed`` each rank passes its own contiguous shard of the test set
+    (``convzoo.distributed.shard``): the counts and the loss are summed over ranks and the
+    predictions gathered in order, so every rank gets the result for the whole set.
+    """
     was_training = model.training
     model.eval()
-    num_classes = len(CLASSES)
+    k = len(CLASSES)
     loss_sum = torch.zeros((), device=batches.device)
-    predictions = []
+    confusion = torch.zeros(k * k, dtype=torch.int64, device=batches.device)
+    predictions = [torch.zeros(0, dtype=torch.int64, device=batches.device)]
     for x, y in batches:
         with autocast(batches.device, amp):
             logits = model(x)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        predictions.append(logits.argmax(dim=1))
+        pred = logits.argmax(dim=1)
+        confusion += torch.bincount(y * k + pred, minlength=k * k)
+        predictions.append(pred)
     model.train(was_training)
-    pred = torch.cat(predictions)
-    labels = batches.labels[: len(pred)]
-    confusion = torch.bincount(labels * num_classes + pred, minlength=num_classes**2).view(num_classes, num_classes)
-    correct = int(confusion.trace())
-    n = len(pred)
-    return Evaluation(correct / n, float(loss_sum) / n, confusion.cpu().numpy(), pred.cpu())
+    distributed.all_reduce_sum(loss_sum, confusion)
+    pred = distributed.all_gather_cat(torch.cat(predictions))
+    confusion = confusion.view(k, k)
+    n = max(len(pred), 1)
+    return Evaluation(int(confusion.trace()) / n, float(loss_sum) / n, confusion.cpu().numpy(), pred.cpu())
 
 
 def _versions() -> dict[str, str]:
@@ -266,8 +295,8 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version(), "platform": platform.platform()}
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out``; an existing non-empty directory is refused unless ``overwrite`` (a run's only)."""
+def check_run_dir(out: str | Path, overwrite: bool = False) -> None:
+    """Refuse ``out`` if it is a file, or a non-empty directory that ``overwrite`` may not replace."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
@@ -277,6 +306,13 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
                               "or another --out")
         if not (out / "config.json").is_file():
             raise ConfigError(f"refusing to overwrite {out}: it is not a convzoo run directory")
+
+
+def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
+    """Create ``out``; an existing non-empty directory is refused unless ``overwrite`` (a run's only)."""
+    check_run_dir(out, overwrite)
+    out = Path(out)
+    if out.is_dir() and any(out.iterdir()):
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     return out
@@ -284,6 +320,9 @@ def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
 
 def read_run_config(run_dir: str | Path) -> dict:
     """The ``config.json`` of a run directory, checked for this format version."""
+    if Path(run_dir).is_file():
+        refuse_pickle(run_dir)
+        raise ConfigError(f"{run_dir} is a file; give the run directory that holds config.json and model.safetensors")
     path = Path(run_dir) / "config.json"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a convzoo run directory (no config.json)")
@@ -296,11 +335,26 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise ConfigError(f"{path} is of format {found!r}, this convzoo reads {FORMAT!r}")
     try:
         config = TrainConfig(**meta["config"])
+        _check_types(config)
         config.validate()
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"{path} has an invalid training configuration ({exc})") from None
     meta["config"] = config
     return meta
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def _check_types(config: TrainConfig) -> None:
+    """A ``TypeError`` unless every field holds a value of its annotated type (a config.json may be edited)."""
+    for f in fields(config):
+        value, names = getattr(config, f.name), str(f.type).split(" | ")
+        if not all(name in _TYPES or name == "None" for name in names):
+            continue
+        allowed = tuple(t for name in names for t in _TYPES.get(name, (type(None),)))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise TypeError(f"{f.name} is {value!r}, expected {f.type}")
 
 
 @dataclass
@@ -324,99 +378,337 @@ def fit(
     overwrite: bool = False,
     progress: bool | None = None,
     log: Callable[[str], None] = print,
+    warn: Callable[[str], None] | None = None,
     command: str | None = None,
 ) -> RunResult:
-    """Train ``config`` into the run directory ``out`` (or continue it with ``resume``)."""
-    config.validate()
-    device = resolve_device(config.device)
-    run_dir = Path(out) if resume else prepare_run_dir(out, overwrite)
-    torch.manual_seed(config.seed)
+    """Train ``config`` into the run directory ``out`` (or continue it with ``resume``).
 
+    Every mistake in the options, the data or the checkpoint is raised before anything is
+    written. A NaN or infinite loss raises ``DivergenceError``; SIGINT and SIGTERM raise
+    ``RunInterrupted``. Either way the run directory keeps the checkpoint of the last completed
+    epoch (every file is written atomically), and ``resume`` continues from it. ``warn`` gets
+    the warning that a run is not learning (default: a ``warning:`` line on stderr).
+
+    Under ``torchrun`` every rank calls this (``convzoo.distributed``): ``config.batch_size`` is
+    the global batch, each rank trains on its share of it, metrics are summed over the ranks,
+    and only rank 0 writes files, logs and shows progress.
+    """
+    config.validate()
+    if config.deterministic and config.threads is None:
+        config = replace(config, threads=torch.get_num_threads())
+    rank = distributed.detect()
+    main = rank is None or rank.is_main
+    if not main:
+        log = warn = _quiet
+    warn = warn or _warn
+    out = Path(out)
+    opened = resume  # whether ``out`` is this run's directory (what an interruption message may point to)
+    with _interrupt_on_signals() as hold_signals, _reproducible(config):
+        try:
+            device = resolve_device(config.device)
+            if rank is not None:
+                device = distributed.init(rank, device)
+            with distributed.together("setting up the run"):
+                if main and not resume:
+                    check_run_dir(out, overwrite)
+                torch.manual_seed(config.seed)
+                model = create_model(config.model, backend=config.backend, input_size=config.resize)
+                init_weights(model, config.init)
+                train_batches, test_batches = _load_batches(config, device, rank)
+                model.to(device)
+                if config.channels_last:
+                    model.to(memory_format=torch.channels_last)
+                optimizer = make_optimizer(model, config)
+                start_epoch, history = 0, []
+                checkpoint = out / "checkpoint.safetensors"
+                if resume and checkpoint.is_file():
+                    start_epoch, history = load_state(checkpoint, model, optimizer)
+                    if start_epoch > config.epochs:
+                        raise ConfigError(f"{out} has completed {start_epoch} epochs; --epochs {config.epochs} "
+                                          "cannot shorten it")
+                    log(f"resuming {out} after epoch {start_epoch}")
+            with distributed.together("creating the run directory"), hold_signals():
+                if main:
+                    _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite)
+                    opened = True
+                    metrics = "".join(json.dumps(r) + "\n" for r in history)
+                    # After a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch.
+                    if resume and (not (out / "metrics.jsonl").is_file() or (out / "metrics.jsonl").read_text() != metrics):
+                        write_text(out / "metrics.jsonl", metrics)
+
+            net = model
+            if rank is not None:
+                if device.type == "cuda" and rank.world_size > 1:
+                    # Batch statistics over the global batch, as in one process (SyncBatchNorm needs CUDA).
+                    model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+                net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.index is not None
+                                                          else None)
+            step_model = torch.compile(net) if config.compile else net
+            # DDP's forward may talk to the other ranks, whose test shards can differ in batch count.
+            eval_model = step_model if rank is None else model
+            loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+
+            steps_per_epoch = len(train_batches)
+            total_steps = steps_per_epoch * config.epochs
+            check_every = divergence_check_interval(device)
+            show = main and (sys.stderr.isatty() if progress is None else progress)
+            test = None
+            for epoch in range(start_epoch, config.epochs):
+                train_batches.set_epoch(epoch)
+                if rank is not None:  # dropout masks: reproducible per rank and epoch, different across ranks
+                    torch.manual_seed(hash((config.seed, epoch, rank.rank)))
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), device=device, dtype=torch.int64)
+                seen = 0
+                started = time.perf_counter()
+                with tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
+                          leave=False, unit="batch", file=sys.stderr) as bar:
+                    for i, (x, y) in enumerate(train_batches):
+                        step = epoch * steps_per_epoch + i
+                        lr = config.lr * lr_factor(config.schedule, step, total_steps)
+                        for group in optimizer.param_groups:
+                            group["lr"] = lr
+                        with autocast(device, config.amp):
+                            logits = step_model(x)
+                            loss = loss_fn(logits, y)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss.backward()
+                        optimizer.step()
+                        loss_sum += loss.detach() * len(y)
+                        correct += (logits.argmax(dim=1) == y).sum()
+                        seen += len(y)
+                        if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
+                            _check_finite(loss_sum, config, out, epoch, i, steps_per_epoch, lr)
+                        if show:
+                            bar.update()
+                            if step % 20 == 0:
+                                elapsed = time.perf_counter() - started
+                                bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}",
+                                                acc=f"{correct.item() / seen:.3f}",
+                                                ex_s=f"{seen / max(elapsed, 1e-9):,.0f}")
+                seen_all = torch.tensor(seen, device=device)
+                distributed.all_reduce_sum(loss_sum, correct, seen_all)
+                seen = int(seen_all)
+                train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # one sync per epoch
+                seconds = time.perf_counter() - started
+                evaluated = time.perf_counter()
+                test = evaluate(eval_model, test_batches, config.amp)
+                row = {
+                    "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
+                    "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
+                    "examples_per_sec": round(seen / seconds, 1),
+                    "eval_seconds": round(time.perf_counter() - evaluated, 3),
+                }
+                history.append(row)
+                if main:
+                    with hold_signals():  # the checkpoint and metrics.jsonl agree
+                        save_state(checkpoint, model, optimizer, epoch=epoch + 1, history=history)
+                        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+                log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
+                    f"test acc {test.accuracy:.4f}  {seconds:.1f} s  {row['examples_per_sec']:,.0f} ex/s")
+                if len(history) == STALL_EPOCHS and (message := not_learning(history, config)):
+                    warn(message)
+
+            if test is None:  # resumed after the last epoch: only the final files were missing
+                test = evaluate(eval_model, test_batches, config.amp)
+            # The other ranks wait for rank 0's files: a rank that leaves the process group while
+            # another still works can end in std::terminate.
+            with distributed.together("writing the final files"):
+                if main:
+                    return finish_run(out, model, test, history)
+            return RunResult(out, test.accuracy, sum(r["seconds"] + r["eval_seconds"] for r in history),
+                             len(history), history)
+        except KeyboardInterrupt as exc:
+            raise RunInterrupted(f"{exc or 'interrupted'}; {_resume_hint(out if opened else None)}",
+                                 getattr(exc, "exit_code", 130)) from None
+        except RuntimeError as exc:
+            if rank is None or not distributed.is_peer_failure(exc):
+                raise
+            raise distributed.PeerFailure(f"lost contact with the other ranks ({distributed.first_line(exc)}); "
+                                          "another rank probably failed (see its error)") from None
+        finally:
+            distributed.destroy()
+
+
+def _quiet(_message: str) -> None:
+    pass
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def _load_batches(config: TrainConfig, device: torch.device, rank: distributed.Rank | None) -> tuple[Batches, Batches]:
+    """The training batches (this rank's share of each global batch) and this rank's shard of the test set."""
     train_x, train_y = load_split("train", config.data_dir)
     test_x, test_y = load_split("test", config.data_dir)
     train_x, train_y = train_x[: config.limit_train], train_y[: config.limit_train]
     test_x, test_y = test_x[: config.limit_test], test_y[: config.limit_test]
-    train_batches = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
-                            resize=config.resize, augment=config.augment)
-    test_batches = Batches(test_x, test_y, config.eval_batch_size, device=device, resize=config.resize)
+    world = 1 if rank is None else rank.world_size
+    if config.batch_size % world:
+        raise ConfigError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
+                          f"{world} processes")
+    if len(train_x) < world or len(test_x) == 0:
+        raise DataError(f"the data set has {len(train_x)} training and {len(test_x)} test images; "
+                        f"training needs at least {world} and 1")
+    train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
+                    resize=config.resize, augment=config.augment, rank=0 if rank is None else rank.rank,
+                    world_size=world)
+    part = distributed.shard(len(test_x), rank)
+    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.resize)
+    return train, test
 
-    model = create_model(config.model, backend=config.backend, input_size=config.resize)
-    init_weights(model, config.init)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
-    step_model = torch.compile(model) if config.compile else model
-    loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
 
-    start_epoch, history = 0, []
-    checkpoint = run_dir / "checkpoint.safetensors"
-    if resume and checkpoint.is_file():
-        start_epoch, history = load_state(checkpoint, model, optimizer)
-        log(f"resuming {run_dir} after epoch {start_epoch}")
-    if not resume or not (run_dir / "config.json").is_file():
-        write_json(run_dir / "config.json", {
-            "format": FORMAT, "config": asdict(config), "model": model.config, "versions": _versions(),
-            "device": str(device), "device_name": device_name(device),
-            "command": command or " ".join(sys.argv),
-            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        })
+def _open_run_dir(out: Path, config: TrainConfig, model: nn.Module, device: torch.device, command: str | None,
+                  *, resume: bool, overwrite: bool) -> None:
+    """Create the run directory with its config.json, or update a resumed run's config (new --epochs, --lr)."""
+    if resume and (out / "config.json").is_file():
+        meta = json.loads((out / "config.json").read_text())
+        if meta.get("config") != asdict(config):
+            write_json(out / "config.json", {**meta, "config": asdict(config)})
+        return
+    if not resume:
+        prepare_run_dir(out, overwrite)
+    write_json(out / "config.json", {
+        "format": FORMAT, "config": asdict(config), "model": model.config, "versions": _versions(),
+        "device": str(device), "device_name": device_name(device),
+        "command": command or " ".join(sys.argv),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    })
 
-    steps_per_epoch = len(train_batches)
-    total_steps = steps_per_epoch * config.epochs
-    show = sys.stderr.isatty() if progress is None else progress
-    test = None
-    for epoch in range(start_epoch, config.epochs):
-        train_batches.set_epoch(epoch)
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.int64)
-        seen = 0
-        started = time.perf_counter()
-        bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
-                   leave=False, unit="batch", file=sys.stderr)
-        for step, (x, y) in enumerate(train_batches, start=epoch * steps_per_epoch):
-            lr = config.lr * lr_factor(config.schedule, step, total_steps)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(device, config.amp):
-                logits = step_model(x)
-                loss = loss_fn(logits, y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.argmax(dim=1) == y).sum()
-            seen += len(y)
-            if show:
-                bar.update()
-                if step % 20 == 0:
-                    elapsed = time.perf_counter() - started
-                    bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                    ex_s=f"{seen / max(elapsed, 1e-9):,.0f}")
-        bar.close()
-        train_loss, train_acc = loss_sum.item() / seen, correct.item() / seen  # one sync per epoch
-        seconds = time.perf_counter() - started
-        evaluated = time.perf_counter()
-        test = evaluate(step_model, test_batches, config.amp)
-        row = {
-            "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
-            "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
-            "examples_per_sec": round(seen / seconds, 1),
-            "eval_seconds": round(time.perf_counter() - evaluated, 3),
-        }
-        history.append(row)
-        save_state(checkpoint, model, optimizer, epoch=epoch + 1, history=history)
-        write_text(run_dir / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
-        log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
-            f"test acc {test.accuracy:.4f}  {seconds:.1f} s  {row['examples_per_sec']:,.0f} ex/s")
 
-    return finish_run(run_dir, model, test or evaluate(model, test_batches, config.amp), history)
+def divergence_check_interval(device: torch.device) -> int:
+    """Training steps between checks that the loss is finite.
+
+    Every step on the CPU, where reading a scalar costs nothing. On a GPU reading it waits for the
+    device to finish the step, so the check reads the epoch's running loss sum (on the device, NaN
+    once any step's loss was) every 50 steps and at the end of each epoch: a divergence stops the
+    run at most 50 steps late, always before the epoch's checkpoint is written.
+    """
+    return 1 if device.type == "cpu" else 50
+
+
+def _check_finite(loss_sum: torch.Tensor, config: TrainConfig, out: Path, epoch: int, step: int, steps: int,
+                  lr: float) -> None:
+    """Raise ``DivergenceError`` if the running loss sum of any rank is NaN or infinite."""
+    bad = (~torch.isfinite(loss_sum)).to(torch.int32).view(1)
+    distributed.all_reduce_sum(bad)
+    if not bad.item():
+        return
+    value = float(loss_sum)
+    became = f"became {value}" if not math.isfinite(value) else "became non-finite on another rank"
+    suggestion = f"{config.lr / 10:g}"
+    fast = " (or --recipe fast)" if config.recipe != "fast" else ""
+    raise DivergenceError(
+        f"the training loss {became} in epoch {epoch + 1} (by step {step + 1} of {steps}, lr {lr:g}): "
+        f"the learning rate is likely too high for {config.model} with the {config.recipe} recipe; "
+        f"try --lr {suggestion}{fast}. {_resume_hint(out)} --lr {suggestion}")
+
+
+# Epochs at chance accuracy after which a run is reported as not learning. Not 1: the book's
+# LeNet recipe is at 0.11 test accuracy after its first epoch on the full data and at 0.66 after
+# its second; the NiN and GoogLeNet recipes that stall stay at 0.10 for every epoch.
+STALL_EPOCHS = 2
+
+
+def not_learning(history: list[dict], config: TrainConfig) -> str | None:
+    """The warning for a run whose test accuracy stayed at chance level (<= 1/classes + 0.02) in every epoch of
+    ``history``, else None."""
+    chance = 1 / len(CLASSES)
+    accuracies = [row["test_acc"] for row in history]
+    if not accuracies or max(accuracies) > chance + 0.02:
+        return None
+    fast = " or use --recipe fast" if config.recipe != "fast" else ""
+    return (f"{config.model} is not learning: test accuracy has stayed at chance ({chance:.2f}) for "
+            f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); lower the learning rate "
+            f"(e.g. --lr {config.lr / 10:g}){fast}")
+
+
+def _resume_hint(run_dir: Path | None) -> str:
+    """What the run directory keeps and the command that continues it."""
+    if run_dir is None or not (run_dir / "config.json").is_file():
+        return "nothing was written"
+    epochs = saved_epoch(run_dir / "checkpoint.safetensors") or 0
+    return (f"{run_dir} keeps {epochs} completed epoch{'s' if epochs != 1 else ''}; "
+            f"continue with: convzoo train --resume {shlex.quote(str(run_dir))}")
+
+
+@contextlib.contextmanager
+def _interrupt_on_signals() -> Iterator[Callable[[], contextlib.AbstractContextManager[None]]]:
+    """While a run trains, SIGINT and SIGTERM raise ``RunInterrupted`` (exit status 130 and 143).
+
+    The exception abandons the current step and unwinds: temporary files are removed and the
+    progress bar is closed. Yields ``hold``, a context in which a signal waits until the block
+    is done, so that files which must agree (the checkpoint and metrics.jsonl) are written
+    together. Signals the process was started ignoring stay ignored; only the main thread can
+    take signals.
+    """
+    pending: list[RunInterrupted] = []
+    holding = [False]
+
+    def interrupt(signum: int, _frame: object) -> None:
+        exc = RunInterrupted(f"interrupted by {signal.Signals(signum).name}", 128 + signum)
+        if holding[0]:
+            pending.append(exc)
+        else:
+            raise exc
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
+        holding[0] = True
+        try:
+            yield
+        finally:
+            holding[0] = False
+        if pending:
+            raise pending.pop()
+
+    if threading.current_thread() is not threading.main_thread():
+        yield contextlib.nullcontext
+        return
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not signal.SIG_IGN:
+            previous[sig] = signal.signal(sig, interrupt)
+    try:
+        yield hold
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+
+
+@contextlib.contextmanager
+def _reproducible(config: TrainConfig) -> Iterator[None]:
+    """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
+    kernels (cuDNN autotuning off); everything is restored afterwards.
+
+    On the CPU a deterministic run with the same thread count is bitwise reproducible, so a resumed
+    run ends with the weights of an uninterrupted one. CUDA ops without a deterministic kernel
+    warn instead of failing (``warn_only``).
+    """
+    threads, saved = torch.get_num_threads(), None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if config.deterministic:  # only then: switching determinism imports torch._inductor (a second)
+        saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        if saved is not None:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]
 
 
 def finish_run(run_dir: Path, model: nn.Module, test: Evaluation, history: list[dict]) -> RunResult:
     """Write the final weights, figures and ``result.json`` of a completed run."""
     from .plots import plot_confusion, plot_curves  # matplotlib only once a run is done
+    from .report import write_report
 
     save_model(run_dir / "model.safetensors", model)
     name = model.config["name"]
@@ -427,6 +719,7 @@ def finish_run(run_dir: Path, model: nn.Module, test: Evaluation, history: list[
                        len(history), history)
     write_json(run_dir / "result.json", {**result.to_json(), "per_class_accuracy": dict(
         zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
+    write_report(run_dir, evaluation=test)
     return result
 
 

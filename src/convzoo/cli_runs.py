@@ -1,0 +1,134 @@
+"""``convzoo show | report | compare | export``: looking inside finished runs and shipping them out.
+
+    convzoo show kernels runs/lenet [--layer 3]        kernels.png in the run directory
+    convzoo show features runs/lenet shoe.png          features.png
+    convzoo show mistakes runs/lenet --count 32        mistakes.png
+    convzoo show confusion runs/lenet                  confusion.png
+    convzoo show curves runs/a runs/b --out ab.png     train loss and test accuracy overlaid
+    convzoo show ops --out ops.png                     corr2d, padding and stride worked out
+    convzoo report runs/lenet                          report.html (every run writes one)
+    convzoo compare runs/a runs/b [--json]             a table on stdout, and compare.html
+    convzoo export runs/lenet --format onnx            model.onnx, checked with onnxruntime
+
+``add_commands`` registers them on the ``convzoo`` parser; the work is done by ``convzoo.viz``,
+``convzoo.report`` and ``convzoo.export``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from .cli import _int, _print_json
+
+
+def cmd_show(args: argparse.Namespace) -> None:
+    from . import viz
+
+    what = args.show_command
+    if what == "kernels":
+        path = viz.show_kernels(args.run_dir, args.out, layer=args.layer)
+    elif what == "features":
+        if args.channels < 1:
+            raise viz.RunFileError(f"--channels must be at least 1, got {args.channels}")
+        path = viz.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
+    elif what == "mistakes":
+        path = viz.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
+    elif what == "confusion":
+        path = viz.show_confusion(args.run_dir, args.out, device=args.device, data_dir=args.data_dir)
+    elif what == "curves":
+        path = viz.show_curves(args.run_dirs, args.out)
+    else:
+        path = viz.show_ops(args.out)
+    print(f"wrote {path}")
+
+
+def cmd_report(args: argparse.Namespace) -> None:
+    from .report import write_report
+
+    print(f"wrote {write_report(args.run_dir, device=args.device, data_dir=args.data_dir)}")
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from .report import write_comparison
+
+    path, rows = write_comparison(args.run_dirs, args.out)
+    if args.json:
+        _print_json({"out": str(path), "runs": rows})
+        return
+    width = max(len("run"), *(len(r["run"]) for r in rows))
+    print(f"{'run':<{width}}  {'model':<11} {'recipe':<6} {'input':>5} {'params':>12} {'MACs':>15} "
+          f"{'epochs':>6} {'train s':>9} {'test acc':>8}")
+    for r in rows:
+        print(f"{r['run']:<{width}}  {r['model']:<11} {r['recipe']:<6} {r['input_size']:>5} {r['params']:>12,} "
+              f"{r['macs']:>15,} {r['epochs']:>6} {r['train_seconds']:>9.1f} {r['test_acc']:>8.4f}")
+    print(f"wrote {path}")
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from .export import export_run
+
+    result = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir)
+    if args.json:
+        _print_json(result.to_json())
+        return
+    sizes = " and ".join(map(str, result.batch_sizes))
+    print(f"wrote {result.path} ({result.format}, input N x 1 x {result.input_size} x {result.input_size}); "
+          f"max |logit difference| to PyTorch {result.max_abs_diff:.2g} on batches of {sizes} test images")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    """Add ``show``, ``report``, ``compare`` and ``export`` to the ``convzoo`` subcommands."""
+    from .export import FORMATS
+
+    def run_options(p: argparse.ArgumentParser, *, evaluates: bool) -> None:
+        if evaluates:
+            p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+        p.add_argument("--data-dir", help="directory with the Fashion-MNIST files (default: the run's)")
+
+    p = commands.add_parser("show", help="draw what a run learned, or the operations (PNG)")
+    pictures = p.add_subparsers(dest="show_command", required=True, parser_class=type(p))
+    s = pictures.add_parser("kernels", help="learned kernels of a conv layer (kernels.png)")
+    s.add_argument("run_dir")
+    s.add_argument("--layer", help="conv layer name, e.g. 3 or 2.0.p2_2 (default: the first conv layer)")
+    s.add_argument("--out", help="PNG file (default: RUN_DIR/kernels.png)")
+    s = pictures.add_parser("features", help="feature maps after each conv layer for one image (features.png)")
+    s.add_argument("run_dir")
+    s.add_argument("image", help="an image file (PNG, JPEG, ...)")
+    s.add_argument("--channels", type=_int, default=8, help="feature maps per layer (default 8)")
+    s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="make the object light on dark like Fashion-MNIST (auto: when the border is light)")
+    s.add_argument("--out", help="PNG file (default: RUN_DIR/features.png)")
+    s = pictures.add_parser("mistakes", help="misclassified test images, true and predicted class (mistakes.png)")
+    s.add_argument("run_dir")
+    s.add_argument("--count", type=_int, default=24, help="how many (default 24)")
+    s.add_argument("--out", help="PNG file (default: RUN_DIR/mistakes.png)")
+    run_options(s, evaluates=True)
+    s = pictures.add_parser("confusion", help="confusion matrix on the test set (confusion.png)")
+    s.add_argument("run_dir")
+    s.add_argument("--out", help="PNG file (default: RUN_DIR/confusion.png)")
+    run_options(s, evaluates=True)
+    s = pictures.add_parser("curves", help="train loss and test accuracy of several runs overlaid")
+    s.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    s.add_argument("--out", default="curves-compared.png", help="PNG file (default: curves-compared.png)")
+    s = pictures.add_parser("ops", help="the worked examples: corr2d, padding and stride")
+    s.add_argument("--out", default="ops.png", help="PNG file (default: ops.png)")
+    p.set_defaults(func=cmd_show)
+
+    p = commands.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about a run")
+    p.add_argument("run_dir")
+    run_options(p, evaluates=True)
+    p.set_defaults(func=cmd_report)
+
+    p = commands.add_parser("compare", help="compare runs: a table, and one HTML page")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="compare.html", help="HTML file (default: compare.html)")
+    p.add_argument("--json", action="store_true", help='print {"out", "runs": [...]} instead of the table')
+    p.set_defaults(func=cmd_compare)
+
+    p = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, checked against PyTorch")
+    p.add_argument("run_dir")
+    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
+    p.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
+    p.add_argument("--json", action="store_true")
+    run_options(p, evaluates=False)
+    p.set_defaults(func=cmd_export)

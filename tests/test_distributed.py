@@ -1,0 +1,187 @@
+"""Data-parallel training: torchrun with two gloo processes on the CPU against one process.
+
+LeNet (no batch norm, no dropout) with the same seed and global batch must end with the same
+weights, up to the order of floating-point sums, and the same test accuracy. The slice's 2,000
+training images make 62 batches of 32 and one of 16, so every rank's share of every batch has the
+same size, which is when averaging the ranks' mean gradients equals the mean over the batch. The
+999 test images split 499 + 500, exercising uneven evaluation shards.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import torch
+
+from convzoo import distributed
+from convzoo.checkpoint import load_model, saved_epoch
+from convzoo.distributed import DistributedError, Rank
+from convzoo.train import evaluate_run, fit, recipe
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+EPOCHS = 3
+ARGS = ["--optimizer", "adamw", "--lr", "0.005", "--batch-size", "32", "--limit-test", "999",
+        "--data-dir", str(SLICE), "--device", "cpu"]
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same run in one process."""
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, limit_test=999, data_dir=str(SLICE),
+                    device="cpu", epochs=EPOCHS, threads=1)
+    out = tmp_path_factory.mktemp("single") / "run"
+    fit(config, out, log=lambda _: None, progress=False)
+    return out
+
+
+def torchrun(*args: str, home: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "convzoo",
+         "train", *args], env={**ENV, "HOME": str(home)}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def assert_same_training(distributed_run: Path, single_run: Path) -> None:
+    a = load_model(single_run / "model.safetensors").state_dict()
+    b = load_model(distributed_run / "model.safetensors").state_dict()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    result = json.loads((distributed_run / "result.json").read_text())
+    assert result["test_acc"] == json.loads((single_run / "result.json").read_text())["test_acc"] > 0.5
+    rows = [json.loads(line) for line in (distributed_run / "metrics.jsonl").read_text().splitlines()]
+    reference = [json.loads(line) for line in (single_run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, EPOCHS + 1))
+    for r, s in zip(rows, reference):
+        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-4)
+        assert r["train_acc"] == pytest.approx(s["train_acc"], abs=2 / 2000)  # a prediction may flip
+    assert not [p for p in distributed_run.iterdir() if p.name.startswith(".")]
+
+
+def test_two_ranks_end_where_one_process_does(single: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    proc = torchrun("lenet", *ARGS, "--epochs", str(EPOCHS), "--out", str(out), home=tmp_path)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    assert_same_training(out, single)
+    # Only rank 0 prints: one line per epoch and the summary.
+    assert len([line for line in stdout.splitlines() if line.startswith("epoch")]) == EPOCHS
+    assert stdout.count("test accuracy") == 1 and "Traceback" not in stderr
+    # The sharded evaluation agrees with evaluating the saved model in one process.
+    assert evaluate_run(out, "cpu").accuracy == json.loads((out / "result.json").read_text())["test_acc"]
+    assert json.loads((out / "config.json").read_text())["config"]["batch_size"] == 32  # the global batch
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            pass
+    return found
+
+
+def rank_of(pid: int) -> str | None:
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((v[5:].decode() for v in environ if v.startswith(b"RANK=")), None)
+
+
+def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ddp"
+    proc = torchrun("lenet", *ARGS, "--epochs", str(EPOCHS), "--out", str(out), home=tmp_path)
+    deadline = time.monotonic() + 120
+    while not (out / "checkpoint.safetensors").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.005)
+    victim = next(pid for pid in children(proc.pid) if rank_of(pid) == "1")
+    os.kill(victim, signal.SIGKILL)
+    killed = time.monotonic()
+    stdout, stderr = proc.communicate(timeout=90)
+    assert proc.returncode != 0 and time.monotonic() - killed < 60
+    # Rank 0 says in one line why it stopped: it lost its peer, or torchrun stopped it.
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and ("lost contact with the other ranks" in errors[0] or "SIGTERM" in errors[0])
+    assert not (out / "model.safetensors").exists() and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert saved_epoch(out / "checkpoint.safetensors") >= 1
+
+    proc = torchrun("--resume", str(out), home=tmp_path)
+    stdout, stderr = proc.communicate(timeout=180)
+    assert proc.returncode == 0, stderr
+    assert f"resuming {out} after epoch" in stdout
+    assert_same_training(out, single)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_rank_that_fails_to_start_stops_the_others(tmp_path: Path) -> None:
+    env = {**ENV, "HOME": str(tmp_path), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    procs = [subprocess.Popen([sys.executable, "-m", "convzoo", "train", "lenet", *ARGS, "--data-dir", data,
+                               "--out", str(tmp_path / "run")], env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for r, data in enumerate([str(SLICE), str(tmp_path / "nowhere")])]
+    started = time.monotonic()
+    (_, err0), (_, err1) = (p.communicate(timeout=60) for p in procs)
+    assert time.monotonic() - started < 30
+    assert procs[1].returncode == 2 and err1.startswith("rank 1: error: data directory") and err1.count("\n") == 1
+    assert procs[0].returncode == 1 and err0 == "error: another rank failed while setting up the run (its error is above)\n"
+    assert not (tmp_path / "run").exists()
+
+
+# --- the helpers ---------------------------------------------------------------------------------
+
+def test_detect_reads_what_torchrun_sets() -> None:
+    assert distributed.detect({}) is None
+    assert distributed.detect({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Rank(3, 4, 1)
+    assert distributed.detect({"RANK": "0", "WORLD_SIZE": "1"}).is_main
+    for bad in ({"RANK": "1"}, {"RANK": "x", "WORLD_SIZE": "2"}, {"RANK": "2", "WORLD_SIZE": "2"},
+                {"RANK": "0", "WORLD_SIZE": "0"}, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}):
+        with pytest.raises(DistributedError):
+            distributed.detect(bad)
+
+
+def test_collective_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    assert distributed.timeout() == timedelta(seconds=60)
+    monkeypatch.setenv(distributed.TIMEOUT_ENV, "7.5")
+    assert distributed.timeout() == timedelta(seconds=7.5)
+    for bad in ("0", "-1", "nan", "inf", "soon"):
+        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
+        with pytest.raises(DistributedError, match="CONVZOO_DIST_TIMEOUT"):
+            distributed.timeout()
+
+
+def test_shards_partition_the_test_set() -> None:
+    assert distributed.shard(10, None) == slice(0, 10)
+    for n in range(0, 40):
+        for world in range(1, 9):
+            parts = [range(n)[distributed.shard(n, Rank(r, world, r))] for r in range(world)]
+            assert [i for part in parts for i in part] == list(range(n))
+            assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_collectives_are_no_ops_in_one_process() -> None:
+    t = torch.arange(5)
+    distributed.all_reduce_sum(t)
+    assert torch.equal(t, torch.arange(5)) and distributed.all_gather_cat(t) is t
+    with distributed.together("doing nothing"):
+        pass
+    assert distributed.is_peer_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection reset by peer"))
+    assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))

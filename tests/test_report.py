@@ -1,0 +1,189 @@
+"""report.html (self-contained, opened in headless Chromium) and `convzoo compare`."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from convzoo import cli
+from convzoo.data import CLASSES
+from convzoo.summary import summarize_model
+from convzoo.train import fit, recipe
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny LeNet run on the committed slice of the real data (training writes its report.html)."""
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, data_dir=str(SLICE),
+                    device="cpu", limit_train=512, limit_test=200)
+    fit(config, out, log=lambda _: None, progress=False)
+    return out
+
+
+def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = cli.main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class _Page(HTMLParser):
+    """Every tag with its attributes, and the text of the page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+
+def parse(path: Path) -> _Page:
+    page = _Page()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def embedded_images(page: _Page) -> list[Image.Image]:
+    """Decode every <img> of the page; each must be a PNG data: URI."""
+    images = []
+    for tag, attrs in page.tags:
+        if tag == "img":
+            src = attrs["src"] or ""
+            assert src.startswith("data:image/png;base64,"), src[:60]
+            image = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1], validate=True)))
+            image.load()
+            images.append(image)
+    return images
+
+
+def assert_not_blank(image: Image.Image) -> None:
+    assert np.asarray(image.convert("L"), dtype=np.float64).std() > 15
+
+
+def test_every_run_writes_a_self_contained_report(run: Path) -> None:
+    report = run / "report.html"
+    page = parse(report)
+    images = embedded_images(page)
+    assert len(images) == 4  # curves, confusion matrix, kernels, mistakes
+    for image in images:
+        assert image.format == "PNG" and min(image.size) > 150
+        assert_not_blank(image)
+    # Nothing to fetch and nothing to run: no scripts, no links, no external URLs.
+    assert not [tag for tag, _ in page.tags if tag in ("script", "link", "iframe", "object")]
+    html = report.read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:|//|file:)""", html) and "url(" not in html
+    text = " ".join(page.text)
+    assert all(name in text for name in CLASSES)
+    result = json.loads((run / "result.json").read_text())
+    assert f"{result['test_acc']:.4f}" in text and "adamw" in text and "61,706" in text  # LeNet's parameters
+    metrics_rows = [attrs for tag, attrs in page.tags if tag == "tr"]
+    assert len(metrics_rows) > 1 + 10  # header + an epoch row, per-class rows, settings...
+    for name in ("curves.png", "confusion.png", "kernels.png", "mistakes.png"):
+        assert (run / name).is_file()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (make test installs it with apt-get)")
+def test_report_opens_in_a_browser(run: Path, tmp_path: Path) -> None:
+    # The report has no script; a copy gets one that counts the images the browser decoded.
+    probe = tmp_path / "probe.html"
+    probe.write_text(run.joinpath("report.html").read_text().replace("</body>", """<script>
+window.addEventListener("load", () => {
+  const broken = [...document.images].filter(i => !(i.complete && i.naturalWidth > 0)).length;
+  document.body.setAttribute("data-images", document.images.length);
+  document.body.setAttribute("data-broken", broken);
+});
+</script></body>"""))
+
+    def chromium(*args: str, url: Path) -> subprocess.CompletedProcess[str]:
+        profile = tmp_path / f"profile-{len(list(tmp_path.iterdir()))}"
+        return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url.as_uri()],
+                              capture_output=True, text=True, timeout=120)
+
+    proc = chromium("--enable-logging=stderr", "--v=0", "--dump-dom", url=probe)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    body = re.search(r"<body[^>]*>", proc.stdout).group(0)
+    assert 'data-images="4"' in body and 'data-broken="0"' in body, body
+    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
+
+    shot = tmp_path / "report.png"
+    proc = chromium(f"--screenshot={shot}", "--window-size=1200,2000", "--hide-scrollbars", url=run / "report.html")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    with Image.open(shot) as image:
+        assert image.size == (1200, 2000)
+        assert_not_blank(image)
+
+
+def test_report_command_regenerates_it(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (run / "report.html").unlink()
+    (run / "mistakes.png").unlink()
+    code, out, _ = run_cli("report", str(run), "--device", "cpu", "--data-dir", str(SLICE), capsys=capsys)
+    assert code == 0 and out.strip() == f"wrote {run / 'report.html'}"
+    assert len(embedded_images(parse(run / "report.html"))) == 4 and (run / "mistakes.png").is_file()
+
+
+def test_compare_runs(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    other = tmp_path / "lenet-copy"
+    shutil.copytree(run, other)
+    page = tmp_path / "compare.html"
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json", capsys=capsys)
+    assert code == 0
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["out"] == str(page) and [r["run"] for r in line["runs"]] == ["lenet", "lenet-copy"]
+    summary = summarize_model("lenet")
+    result = json.loads((run / "result.json").read_text())
+    for row in line["runs"]:
+        assert (row["model"], row["recipe"], row["input_size"], row["epochs"]) == ("lenet", "d2l", 28, 1)
+        assert (row["params"], row["macs"]) == (summary.total_params, summary.total_macs)
+        assert (row["test_acc"], row["train_seconds"]) == (result["test_acc"], result["train_seconds"])
+    images = embedded_images(parse(page))
+    assert len(images) == 1
+    assert_not_blank(images[0])
+
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), capsys=capsys)
+    assert code == 0
+    header, *rows, wrote = out.strip().splitlines()
+    assert header.split()[:3] == ["run", "model", "recipe"] and len(rows) == 2 and wrote == f"wrote {page}"
+    assert rows[0].split()[:3] == ["lenet", "lenet", "d2l"] and f"{result['test_acc']:.4f}" in rows[0]
+
+
+@pytest.mark.parametrize("command, message", [
+    ("report", "not a convzoo run directory"),
+    ("compare", "not a convzoo run directory"),
+])
+def test_missing_run_directory_is_one_line(command: str, message: str, tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "page.html"
+    args = [command, str(tmp_path / "nowhere")] + (["--out", str(out)] if command == "compare" else [])
+    code, _, err = run_cli(*args, capsys=capsys)
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists()
+
+
+def test_compare_refuses_an_unfinished_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "result.json").unlink()
+    code, _, err = run_cli("compare", str(run), str(unfinished), "--out", str(tmp_path / "c.html"), capsys=capsys)
+    assert code == 2 and "has no result.json" in err and "--resume" in err
+    assert not (tmp_path / "c.html").exists()

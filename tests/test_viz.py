@@ -1,0 +1,183 @@
+"""Pictures: kernels, feature maps, mistakes, confusion, curves of several runs, the worked ops examples."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from convzoo import cli, viz
+from convzoo.checkpoint import load_model
+from convzoo.data import CLASSES, load_split, to_input
+from convzoo.train import fit, recipe
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny LeNet run on the committed slice of the real data."""
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, data_dir=str(SLICE),
+                    device="cpu", limit_train=512, limit_test=200)
+    fit(config, out, log=lambda _: None, progress=False)
+    return out
+
+
+def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    try:
+        code = cli.main(list(args))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_picture(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``path`` is a PNG (of ``size`` pixels when given) that is not blank; returns its RGB pixels."""
+    with Image.open(path) as image:
+        assert image.format == "PNG"
+        if size is not None:
+            assert image.size == size
+        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
+    assert min(pixels.shape[:2]) >= 150
+    assert pixels.mean(axis=2).std() > 15, f"{path.name} looks blank"
+    return pixels
+
+
+def pixel_size(fig: viz.Figure) -> tuple[int, int]:
+    width, height = fig.get_size_inches() * viz.DPI
+    return round(width), round(height)
+
+
+# --- the figures, from tensors ----------------------------------------------------------------
+
+def test_kernel_tiles_are_the_weights_on_one_scale_centred_at_zero() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(16, 6, 5, 5)
+    fig = viz.kernels_figure(weight, title="t")
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 16 * 6  # one tile per (input, output) pair, a row per input channel
+    limit = float(weight.abs().max())
+    assert all(im.get_clim() == pytest.approx((-limit, limit)) for im in images)
+    np.testing.assert_array_equal(images[1].get_array(), weight[1, 0].numpy())  # row 0 = input 0, column 1 = output 1
+    assert images[0].get_cmap().name == viz.KERNEL_CMAP
+    assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
+
+
+def test_many_input_channels_are_averaged_per_output() -> None:
+    weight = torch.randn(100, 64, 3, 3)
+    fig = viz.kernels_figure(weight, title="many")
+    images = [ax.images[0] for ax in fig.axes if ax.images]
+    assert len(images) == 64  # capped at 2 x max_outputs
+    np.testing.assert_allclose(images[5].get_array(), weight[5].mean(0).numpy(), rtol=1e-6)
+    assert "mean over 64 input channels" in fig.get_suptitle() and "first 64 of 100" in fig.get_suptitle()
+
+
+def test_feature_maps_are_the_conv_outputs(run: Path) -> None:
+    model = load_model(run / "model.safetensors")
+    image = load_split("test", SLICE)[0][3]
+    fig = viz.features_figure(model, image, 28, channels=8)
+    rows = fig.subfigs[1:]
+    assert len(rows) == len(viz.conv_layers(model)) == 2
+    first = [ax.images[0] for ax in rows[0].axes if ax.images and ax.images[0].get_cmap().name == viz.FEATURE_CMAP]
+    assert len(first) == 6  # LeNet's first conv has 6 channels, fewer than the 8 asked for
+    with torch.no_grad():
+        expected = model[0](to_input(image[None], 28))[0]
+    np.testing.assert_allclose(first[2].get_array(), expected[2].numpy(), rtol=1e-5, atol=1e-6)
+    assert "output 16\u00d710\u00d710" in rows[1].get_suptitle()
+
+
+def test_mistakes_show_true_and_predicted_classes() -> None:
+    images = torch.randint(0, 256, (30, 28, 28), dtype=torch.uint8)
+    labels = torch.arange(30) % 10
+    predictions = labels.clone()
+    predictions[[3, 7, 20]] = (labels[[3, 7, 20]] + 1) % 10
+    fig = viz.mistakes_figure(images, labels, predictions, title="m")
+    shown = [ax for ax in fig.axes if ax.images]
+    assert len(shown) == 3
+    for ax, i in zip(shown, (3, 7, 20)):
+        assert ax.get_title() == f"true: {CLASSES[int(labels[i])]}"
+        assert f"pred: {CLASSES[int(predictions[i])]}" in [t.get_text() for t in ax.texts]
+    assert "3 of 30" in fig.get_suptitle()
+    assert "no mistakes" in viz.mistakes_figure(images, labels, labels).axes[0].texts[0].get_text()
+
+
+def test_ops_figure_is_computed_with_convzoo_ops() -> None:
+    texts = {t.get_text() for ax in viz.ops_figure().axes for t in ax.texts}
+    assert {"0\u00d70 + 1\u00d71 + 3\u00d72 + 4\u00d73 = 19", "4\u00d70 + 5\u00d71 + 7\u00d72 + 8\u00d73 = 43"} <= texts
+    # Padding 1, stride 2: windows at (0, 0), (0, 2), (2, 0), (2, 2) of the padded input.
+    assert {"0\u00d70 + 0\u00d71 + 1\u00d72 + 2\u00d73 = 8", "0\u00d70 + 3\u00d71 + 0\u00d72 + 6\u00d73 = 21"} <= texts
+    assert {"19", "25", "37", "43", "21"} <= texts
+
+
+# --- `convzoo show`, from a trained run -------------------------------------------------------
+
+def test_show_kernels(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli("show", "kernels", str(run), capsys=capsys)
+    assert code == 0 and out.strip() == f"wrote {run / 'kernels.png'}"
+    model = load_model(run / "model.safetensors")
+    pixels = assert_picture(run / "kernels.png", pixel_size(viz.layer_kernels_figure(model)))
+    red, blue = pixels[..., 0] - pixels[..., 2], pixels[..., 2] - pixels[..., 0]
+    assert (red > 80).sum() > 50 and (blue > 80).sum() > 50  # a diverging map: both signs are drawn
+
+    code, _, _ = run_cli("show", "kernels", str(run), "--layer", "3", "--out", str(tmp_path / "k3.png"), capsys=capsys)
+    assert code == 0
+    assert_picture(tmp_path / "k3.png", pixel_size(viz.layer_kernels_figure(model, "3")))
+
+
+def test_show_features(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    png = tmp_path / "boot.png"
+    Image.fromarray(load_split("test", SLICE)[0][0].numpy()).save(png)
+    code, out, _ = run_cli("show", "features", str(run), str(png), capsys=capsys)
+    assert code == 0 and out.strip() == f"wrote {run / 'features.png'}"
+    assert_picture(run / "features.png")
+
+
+def test_show_mistakes(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out_png = tmp_path / "wrong.png"
+    code, _, _ = run_cli("show", "mistakes", str(run), "--count", "16", "--out", str(out_png), "--device", "cpu",
+                         "--data-dir", str(SLICE), capsys=capsys)
+    assert code == 0
+    # 16 tiles in rows of 8: 2 rows.
+    images, labels = load_split("test", SLICE)
+    assert_picture(out_png, pixel_size(viz.mistakes_figure(images[:16], labels[:16], (labels[:16] + 1) % 10)))
+
+
+def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run_cli("show", "confusion", str(run), "--out", str(tmp_path / "c.png"), "--device", "cpu",
+                         capsys=capsys)
+    assert code == 0
+    assert_picture(tmp_path / "c.png")
+
+    other = tmp_path / "lenet-again"
+    shutil.copytree(run, other)
+    code, _, _ = run_cli("show", "curves", str(run), str(other), "--out", str(tmp_path / "curves.png"), capsys=capsys)
+    assert code == 0
+    fig = viz.runs_figure(viz.run_histories([run, other]))
+    assert_picture(tmp_path / "curves.png", pixel_size(fig))
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lenet", "lenet-again"]
+
+    code, _, _ = run_cli("show", "ops", "--out", str(tmp_path / "ops.png"), capsys=capsys)
+    assert code == 0
+    assert_picture(tmp_path / "ops.png", pixel_size(viz.ops_figure()))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["show", "kernels", "{run}", "--layer", "7"], "no conv layer named '7' in lenet; its conv layers: 0, 3"),
+    (["show", "kernels", "{tmp}/nowhere"], "not a convzoo run directory"),
+    (["show", "features", "{run}", "{tmp}/missing.png"], "no such file"),
+    (["show", "mistakes", "{run}", "--count", "0"], "--count must be at least 1"),
+    (["show", "curves", "{tmp}"], "no metrics.jsonl"),
+])
+def test_show_errors_are_one_line(args: list[str], message: str, run: Path, tmp_path: Path,
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.png"
+    code, _, err = run_cli(*(a.format(run=run, tmp=tmp_path) for a in args), "--out", str(out), capsys=capsys)
+    assert code == 2
+    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
+    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
