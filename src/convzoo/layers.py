@@ -103,8 +103,9 @@ class BatchNorm2d(_BatchNorm, nn.BatchNorm2d):
 # same state_dict keys. Activations, Linear and Dropout are torch.nn's in both.
 BACKENDS: dict[str, SimpleNamespace] = {
     "torch": SimpleNamespace(
-        Conv2d=nn.Conv2d, MaxPool2d=nn.MaxPool2d, AvgPool2d=nn.AvgPool2d, GlobalAvgPool2d=partial(nn.AdaptiveAvgPool2d, (1, 1)),
-        Flatten=nn.Flatten, BatchNorm1d=nn.BatchNorm1d, BatchNorm2d=nn.BatchNorm2d,
+        Conv2d=nn.Conv2d, MaxPool2d=nn.MaxPool2d, AvgPool2d=nn.AvgPool2d,
+        GlobalAvgPool2d=partial(nn.AdaptiveAvgPool2d, (1, 1)), Flatten=nn.Flatten,
+        BatchNorm1d=nn.BatchNorm1d, BatchNorm2d=nn.BatchNorm2d,
     ),
     "scratch": SimpleNamespace(
         Conv2d=Conv2d, MaxPool2d=MaxPool2d, AvgPool2d=AvgPool2d, GlobalAvgPool2d=GlobalAvgPool2d,

@@ -10,7 +10,7 @@ from .nin import nin_block
 from .registry import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models, register_model
 from .resnet import Residual, resnet_block
 from .shapes import InputSizeError, check_input_size, feature_size
-from .vgg import vgg, vgg_block
+from .vgg import vgg, vgg_block  # noqa: F811  (the builder, not the module)
 
 __all__ = [
     "Inception",

@@ -58,7 +58,8 @@ def conv2d(
     output's memory order is ``(C_out, N, H_out, W_out)`` (``.contiguous()`` gives NCHW).
     """
     _check_conv_args(x, weight, bias, groups)
-    kernel, stride_, dilation_ = pair(tuple(weight.shape[2:]), "kernel_size"), pair(stride, "stride"), pair(dilation, "dilation")
+    kernel = pair(tuple(weight.shape[2:]), "kernel_size")
+    stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")
     if padding == "valid":
         pads = (0, 0, 0, 0)
     elif padding == "same":

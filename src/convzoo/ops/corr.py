@@ -18,7 +18,8 @@ def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
 
 def _check_dims(X: torch.Tensor, K: torch.Tensor, x_dim: int, k_dim: int) -> None:
     if X.dim() != x_dim or K.dim() != k_dim:
-        raise ValueError(f"expected a {x_dim}-D input and a {k_dim}-D kernel, got shapes {tuple(X.shape)} and {tuple(K.shape)}")
+        raise ValueError(f"expected a {x_dim}-D input and a {k_dim}-D kernel, "
+                         f"got shapes {tuple(X.shape)} and {tuple(K.shape)}")
 
 
 def corr2d_loop(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:

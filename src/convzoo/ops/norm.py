@@ -28,7 +28,8 @@ def batch_norm(
     if training:
         count = x.numel() // x.shape[1]
         if count <= 1:
-            raise ValueError(f"batch norm needs more than one value per channel in training, got input shape {tuple(x.shape)}")
+            raise ValueError("batch norm needs more than one value per channel in training, "
+                             f"got input shape {tuple(x.shape)}")
         var, mean = torch.var_mean(x, dim=dims, correction=0)
         if running_mean is not None and running_var is not None:
             with torch.no_grad():
