@@ -141,7 +141,8 @@ def test_a_rank_that_fails_to_start_stops_the_others(tmp_path: Path) -> None:
     (_, err0), (_, err1) = (p.communicate(timeout=60) for p in procs)
     assert time.monotonic() - started < 30
     assert procs[1].returncode == 2 and err1.startswith("rank 1: error: data directory") and err1.count("\n") == 1
-    assert procs[0].returncode == 1 and err0 == "error: another rank failed while setting up the run (its error is above)\n"
+    assert procs[0].returncode == 1
+    assert err0 == "error: another rank failed while setting up the run (its error is above)\n"
     assert not (tmp_path / "run").exists()
 
 

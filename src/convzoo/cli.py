@@ -108,7 +108,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = read_run_config(args.resume)["config"]
         if args.model and args.model != config.model:
             raise ConfigError(f"{args.resume} is a run of {config.model}, not {args.model}")
-        fixed = [name for name in FIXED_ON_RESUME if getattr(args, name) not in (None, False)]
+        fixed = [name for name in FIXED_ON_RESUME if getattr(args, name) is not None]
         if fixed:
             options = ", ".join("--" + name.replace("_", "-") for name in fixed)
             raise ConfigError(f"--resume continues a run as it was configured: {options} cannot change "
@@ -128,7 +128,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             channels_last=args.channels_last, amp=args.amp, compile=args.compile, deterministic=args.deterministic,
         )
         out = args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}"
-        result = fit(config, out, overwrite=args.overwrite, log=quiet, command=command)
+        result = fit(config, out, overwrite=bool(args.overwrite), log=quiet, command=command)
     if _rank_prefix():  # the other ranks of a torchrun job: rank 0 reports
         return
     if args.json:
@@ -230,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", help="d2l (the book's, default) or fast")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-RECIPE-seedN)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run directory")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run directory")
     p.add_argument("--json", action="store_true", help="print only a JSON summary line")
     g = p.add_argument_group("recipe overrides")
     g.add_argument("--epochs", type=_int)

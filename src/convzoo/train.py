@@ -16,6 +16,7 @@ device and read once per epoch.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import math
 import os
@@ -431,10 +432,10 @@ def fit(
                 if main:
                     _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite)
                     opened = True
-                    metrics = "".join(json.dumps(r) + "\n" for r in history)
                     # After a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch.
-                    if resume and (not (out / "metrics.jsonl").is_file() or (out / "metrics.jsonl").read_text() != metrics):
-                        write_text(out / "metrics.jsonl", metrics)
+                    metrics, metrics_path = "".join(json.dumps(r) + "\n" for r in history), out / "metrics.jsonl"
+                    if resume and (not metrics_path.is_file() or metrics_path.read_text() != metrics):
+                        write_text(metrics_path, metrics)
 
             net = model
             if rank is not None:
@@ -512,8 +513,8 @@ def fit(
 
             if test is None:  # resumed after the last epoch: only the final files were missing
                 test = evaluate(eval_model, test_batches, config.amp)
-            # The other ranks wait for rank 0's files: a rank that leaves the process group while
-            # another still works can end in std::terminate.
+            # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
+            # them fails, and no rank leaves the process group while another still uses it.
             with distributed.together("writing the final files"):
                 if main:
                     return finish_run(out, model, test, history)
@@ -528,6 +529,11 @@ def fit(
             raise distributed.PeerFailure(f"lost contact with the other ranks ({distributed.first_line(exc)}); "
                                           "another rank probably failed (see its error)") from None
         finally:
+            if rank is not None:
+                # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
+                # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
+                net = step_model = eval_model = model = optimizer = None
+                gc.collect()
             distributed.destroy()
 
 
@@ -549,9 +555,10 @@ def _load_batches(config: TrainConfig, device: torch.device, rank: distributed.R
     if config.batch_size % world:
         raise ConfigError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
                           f"{world} processes")
-    if len(train_x) < world or len(test_x) == 0:
-        raise DataError(f"the data set has {len(train_x)} training and {len(test_x)} test images; "
-                        f"training needs at least {world} and 1")
+    if len(test_x) == 0:
+        raise DataError("the test split has no images")
+    if len(train_x) < world:
+        raise DataError(f"the training split has {len(train_x)} images, fewer than the {world} process(es) training")
     train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
                     resize=config.resize, augment=config.augment, rank=0 if rank is None else rank.rank,
                     world_size=world)
@@ -606,9 +613,10 @@ def _check_finite(loss_sum: torch.Tensor, config: TrainConfig, out: Path, epoch:
         f"try --lr {suggestion}{fast}. {_resume_hint(out)} --lr {suggestion}")
 
 
-# Epochs at chance accuracy after which a run is reported as not learning. Not 1: the book's
-# LeNet recipe is at 0.11 test accuracy after its first epoch on the full data and at 0.66 after
-# its second; the NiN and GoogLeNet recipes that stall stay at 0.10 for every epoch.
+# Epochs at chance accuracy after which a run is reported as not learning. Not 1: trained on the
+# full training set, the book's LeNet recipe is at 0.11 test accuracy after its first epoch and at
+# 0.66 after its second (measured on 2,000 test images); the NiN and GoogLeNet recipes that stall
+# stay at 0.10 for every epoch.
 STALL_EPOCHS = 2
 
 
