@@ -25,7 +25,6 @@ import os
 import shlex
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 from .errors import UserError
 
@@ -140,13 +139,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data import CLASSES
-    from .plots import plot_confusion
-    from .train import evaluate_run, read_run_config
+    from .train import evaluate_run
+    from .viz import show_confusion
 
-    config = read_run_config(args.run_dir)["config"]
     result = evaluate_run(args.run_dir, args.device, args.data_dir)
-    out = Path(args.run_dir) / "confusion.png"
-    plot_confusion(result.confusion, CLASSES, out, title=f"{config.model}: test accuracy {result.accuracy:.4f}")
+    out = show_confusion(args.run_dir, evaluation=result)
     per_class = dict(zip(CLASSES, (round(a, 4) for a in result.per_class_accuracy)))
     n = int(result.confusion.sum())
     if args.json:

@@ -25,7 +25,7 @@ import torch
 from .checkpoint import build_from_config
 from .data import CLASSES
 from .io import write_text
-from .plots import plot_confusion, plot_curves
+from .plots import plot_curves
 from .summary import summarize
 from .train import Evaluation, evaluate_run, load_run, read_run_config
 from .viz import (
@@ -40,6 +40,7 @@ from .viz import (
     run_label,
     runs_figure,
     save_figure,
+    show_confusion,
 )
 
 STYLE = """
@@ -138,8 +139,7 @@ def write_report(
 
     pictures = {}
     plot_curves(history, run_dir / "curves.png", title=config.model)
-    plot_confusion(evaluation.confusion, CLASSES, run_dir / "confusion.png",
-                   title=f"{config.model}: test accuracy {evaluation.accuracy:.4f}")
+    show_confusion(run_dir, evaluation=evaluation)
     if conv_layers(model):
         pictures["kernels"] = save_figure(layer_kernels_figure(model), run_dir / "kernels.png")
     save_figure(mistakes_figure(images, labels, evaluation.predictions, title=config.model), run_dir / "mistakes.png")

@@ -129,7 +129,8 @@ class TrainConfig:
             (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
             (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
-            (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.optimizer in OPTIMIZERS,
+             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
             (math.isfinite(self.momentum) and self.momentum >= 0, f"--momentum must be >= 0, got {self.momentum}"),
             (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
@@ -715,19 +716,14 @@ def _reproducible(config: TrainConfig) -> Iterator[None]:
 
 def finish_run(run_dir: Path, model: nn.Module, test: Evaluation, history: list[dict]) -> RunResult:
     """Write the final weights, figures and ``result.json`` of a completed run."""
-    from .plots import plot_confusion, plot_curves  # matplotlib only once a run is done
-    from .report import write_report
+    from .report import write_report  # matplotlib only once a run is done
 
     save_model(run_dir / "model.safetensors", model)
-    name = model.config["name"]
-    plot_curves(history, run_dir / "curves.png", title=name)
-    plot_confusion(test.confusion, CLASSES, run_dir / "confusion.png",
-                   title=f"{name}: test accuracy {test.accuracy:.4f}")
     result = RunResult(run_dir, test.accuracy, sum(r["seconds"] + r["eval_seconds"] for r in history),
                        len(history), history)
     write_json(run_dir / "result.json", {**result.to_json(), "per_class_accuracy": dict(
         zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
-    write_report(run_dir, evaluation=test)
+    write_report(run_dir, evaluation=test)  # draws curves.png, confusion.png, kernels.png, mistakes.png
     return result
 
 

@@ -39,7 +39,7 @@ from .errors import UserError  # noqa: E402
 from .images import load_image  # noqa: E402
 from .io import atomic_path  # noqa: E402
 from .plots import plot_confusion  # noqa: E402
-from .train import evaluate_run, load_run, read_run_config  # noqa: E402
+from .train import Evaluation, evaluate_run, load_run, read_run_config  # noqa: E402
 
 DPI = 100
 KERNEL_CMAP = "RdBu_r"  # diverging: negative weights blue, positive red, zero white
@@ -413,10 +413,13 @@ def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: 
 
 
 def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device: str = "auto",
-                   data_dir: str | None = None) -> Path:
-    """Evaluate a run and draw its confusion matrix to ``confusion.png`` (what ``convzoo eval`` writes)."""
+                   data_dir: str | None = None, evaluation: Evaluation | None = None) -> Path:
+    """Draw a run's confusion matrix to ``confusion.png`` (what ``convzoo eval`` writes).
+
+    The run is evaluated on ``device`` unless its ``evaluation`` is given.
+    """
     config = read_run_config(run_dir)["config"]
-    evaluation = evaluate_run(run_dir, device, data_dir)
+    evaluation = evaluation or evaluate_run(run_dir, device, data_dir)
     return plot_confusion(evaluation.confusion, CLASSES, out or Path(run_dir) / "confusion.png",
                           title=f"{config.model}: test accuracy {evaluation.accuracy:.4f}")
 
