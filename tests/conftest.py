@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 import torch
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"  # real images: 2000 train, 1000 test
 
 TOL = 1e-10
 
@@ -42,3 +45,25 @@ def _assert_matches_torch(ours: Callable, theirs: Callable, *tensors: torch.Tens
 def assert_matches_torch() -> Callable[..., None]:
     """The helper as a fixture: session-scoped, so hypothesis tests may take it too."""
     return _assert_matches_torch
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One tiny LeNet run on the committed slice of the real data, per test module."""
+    from convzoo.train import fit, recipe
+
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, data_dir=str(SLICE),
+                    device="cpu", limit_train=512, limit_test=200)
+    fit(config, out, log=lambda _: None, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: the test machines share two cores between several pytest runs, and
+    PyTorch's spinning worker threads slow down many-fold when their core is taken."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

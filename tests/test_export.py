@@ -15,7 +15,6 @@ from convzoo import cli, export
 from convzoo.checkpoint import load_model
 from convzoo.data import CLASSES, load_split, to_input
 from convzoo.models import create_model, get_model_spec, list_models
-from convzoo.train import fit, recipe
 
 ort = pytest.importorskip("onnxruntime", reason="onnxruntime is not installed (pip install -e '.[dev]')")
 onnx = pytest.importorskip("onnx")
@@ -27,13 +26,8 @@ BATCHES = (2, 5)
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny LeNet run on the committed slice of the real data."""
-    out = tmp_path_factory.mktemp("runs") / "lenet"
-    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, data_dir=str(SLICE),
-                    device="cpu", limit_train=512, limit_test=200)
-    fit(config, out, log=lambda _: None, progress=False)
-    return out
+def run(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 @pytest.fixture(scope="module")

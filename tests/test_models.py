@@ -8,7 +8,7 @@ matter, or once at the native size where the seed printed shapes.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import torch
@@ -42,14 +42,7 @@ NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 224, "vgg11": 224, "vgg11
                "googlenet": 96, "resnet18": 96}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the test machines share two cores between several pytest runs, and
-    PyTorch's spinning worker threads slow down many-fold when their core is taken."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 # --- parameter counts by hand ---------------------------------------------------------------

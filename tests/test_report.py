@@ -18,7 +18,6 @@ from PIL import Image
 from convzoo import cli
 from convzoo.data import CLASSES
 from convzoo.summary import summarize_model
-from convzoo.train import fit, recipe
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -27,13 +26,8 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One tiny LeNet run on the committed slice of the real data (training writes its report.html)."""
-    out = tmp_path_factory.mktemp("runs") / "lenet"
-    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, data_dir=str(SLICE),
-                    device="cpu", limit_train=512, limit_test=200)
-    fit(config, out, log=lambda _: None, progress=False)
-    return out
+def run(tiny_run: Path) -> Path:
+    return tiny_run
 
 
 def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
