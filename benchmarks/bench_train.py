@@ -21,9 +21,13 @@ torchvision is a benchmark-only dependency: see benchmarks/README.md for its env
 
 from __future__ import annotations
 
+import os
+
+# As the `convzoo` command does: large CPU tensors on transparent huge pages (read when torch starts).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import argparse
 import gzip
-import os
 import shutil
 import statistics
 import sys

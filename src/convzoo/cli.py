@@ -306,6 +306,9 @@ def _rank_prefix() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Large CPU tensors (batches, im2col columns) on transparent huge pages: PyTorch's allocator
+    # reads this once, when torch starts, which is below (build_parser imports it).
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     parser = build_parser()
     args = parser.parse_args(argv)
     if getattr(args, "device", "auto") is None:
