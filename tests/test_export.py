@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from convzoo import cli, export
+from convzoo import export
 from convzoo.checkpoint import load_model
 from convzoo.data import CLASSES, load_split, to_input
 from convzoo.models import create_model, get_model_spec, list_models
@@ -33,15 +34,6 @@ def run(tiny_run: Path) -> Path:
 @pytest.fixture(scope="module")
 def images() -> torch.Tensor:
     return load_split("test", SLICE)[0][:8]
-
-
-def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def onnx_matches(path: Path, model: torch.nn.Module, images: torch.Tensor, size: int) -> float:
@@ -81,8 +73,10 @@ def test_a_scratch_model_exports_through_its_torch_twin(images: torch.Tensor, tm
     assert "Conv" in {node.op_type for node in graph.graph.node}
 
 
-def test_cli_exports_the_trained_run(run: Path, images: torch.Tensor, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli("export", str(run), "--format", "onnx", "--data-dir", str(SLICE), capsys=capsys)
+def test_cli_exports_the_trained_run(
+    run: Path, images: torch.Tensor, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    code, out, _ = run_cli("export", str(run), "--format", "onnx", "--data-dir", str(SLICE))
     assert code == 0 and out.startswith(f"wrote {run / 'model.onnx'} (onnx")
     model = load_model(run / "model.safetensors")
     onnx_matches(run / "model.onnx", model, images, 28)
@@ -93,10 +87,10 @@ def test_cli_exports_the_trained_run(run: Path, images: torch.Tensor, capsys: py
 
 @pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
 def test_torchscript_round_trip(run: Path, images: torch.Tensor, tmp_path: Path,
-                                capsys: pytest.CaptureFixture[str]) -> None:
+                                run_cli: Callable[..., tuple[int, str, str]]) -> None:
     path = tmp_path / "lenet.pt"
     code, out, _ = run_cli("export", str(run), "--format", "torchscript", "--out", str(path), "--json",
-                           "--data-dir", str(SLICE), capsys=capsys)
+                           "--data-dir", str(SLICE))
     assert code == 0 and json.loads(out.strip().splitlines()[-1])["path"] == str(path)
     loaded = torch.jit.load(str(path))
     model = load_model(run / "model.safetensors")
@@ -115,7 +109,7 @@ def test_a_mismatch_leaves_no_file(run: Path, tmp_path: Path, monkeypatch: pytes
 
 @pytest.mark.parametrize("case", ["missing run", "unknown format", "no onnxruntime", "unfinished run"])
 def test_export_errors_are_one_line(case: str, run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                    capsys: pytest.CaptureFixture[str]) -> None:
+                                    run_cli: Callable[..., tuple[int, str, str]]) -> None:
     out = tmp_path / "out" / "model.onnx"
     run_dir, fmt, message = str(run), "onnx", ""
     if case == "missing run":
@@ -129,8 +123,7 @@ def test_export_errors_are_one_line(case: str, run: Path, tmp_path: Path, monkey
         unfinished = tmp_path / "unfinished"
         shutil.copytree(run, unfinished, ignore=shutil.ignore_patterns("model.safetensors"))
         run_dir, message = str(unfinished), "model.safetensors"
-    code, _, err = run_cli("export", run_dir, "--format", fmt, "--out", str(out), "--data-dir", str(SLICE),
-                           capsys=capsys)
+    code, _, err = run_cli("export", run_dir, "--format", fmt, "--out", str(out), "--data-dir", str(SLICE))
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.parent.exists() or not list(out.parent.iterdir())

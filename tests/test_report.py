@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Callable
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -15,7 +16,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from convzoo import cli
 from convzoo.data import CLASSES
 from convzoo.summary import summarize_model
 
@@ -28,12 +28,6 @@ CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic
 @pytest.fixture(scope="module")
 def run(tiny_run: Path) -> Path:
     return tiny_run
-
-
-def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 class _Page(HTMLParser):
@@ -128,19 +122,19 @@ window.addEventListener("load", () => {
         assert_not_blank(image)
 
 
-def test_report_command_regenerates_it(run: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_report_command_regenerates_it(run: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     (run / "report.html").unlink()
     (run / "mistakes.png").unlink()
-    code, out, _ = run_cli("report", str(run), "--device", "cpu", "--data-dir", str(SLICE), capsys=capsys)
+    code, out, _ = run_cli("report", str(run), "--device", "cpu", "--data-dir", str(SLICE))
     assert code == 0 and out.strip() == f"wrote {run / 'report.html'}"
     assert len(embedded_images(parse(run / "report.html"))) == 4 and (run / "mistakes.png").is_file()
 
 
-def test_compare_runs(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     other = tmp_path / "lenet-copy"
     shutil.copytree(run, other)
     page = tmp_path / "compare.html"
-    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json", capsys=capsys)
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json")
     assert code == 0
     line = json.loads(out.strip().splitlines()[-1])
     assert line["out"] == str(page) and [r["run"] for r in line["runs"]] == ["lenet", "lenet-copy"]
@@ -154,7 +148,7 @@ def test_compare_runs(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert len(images) == 1
     assert_not_blank(images[0])
 
-    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), capsys=capsys)
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page))
     assert code == 0
     header, *rows, wrote = out.strip().splitlines()
     assert header.split()[:3] == ["run", "model", "recipe"] and len(rows) == 2 and wrote == f"wrote {page}"
@@ -166,18 +160,20 @@ def test_compare_runs(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
     ("compare", "not a convzoo run directory"),
 ])
 def test_missing_run_directory_is_one_line(command: str, message: str, tmp_path: Path,
-                                           capsys: pytest.CaptureFixture[str]) -> None:
+                                           run_cli: Callable[..., tuple[int, str, str]]) -> None:
     out = tmp_path / "page.html"
     args = [command, str(tmp_path / "nowhere")] + (["--out", str(out)] if command == "compare" else [])
-    code, _, err = run_cli(*args, capsys=capsys)
+    code, _, err = run_cli(*args)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.exists()
 
 
-def test_compare_refuses_an_unfinished_run(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_refuses_an_unfinished_run(
+    run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
     unfinished = tmp_path / "unfinished"
     shutil.copytree(run, unfinished)
     (unfinished / "result.json").unlink()
-    code, _, err = run_cli("compare", str(run), str(unfinished), "--out", str(tmp_path / "c.html"), capsys=capsys)
+    code, _, err = run_cli("compare", str(run), str(unfinished), "--out", str(tmp_path / "c.html"))
     assert code == 2 and "has no result.json" in err and "--resume" in err
     assert not (tmp_path / "c.html").exists()

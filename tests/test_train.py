@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,19 +14,12 @@ import pytest
 import torch
 from PIL import Image
 
-from convzoo import cli
 from convzoo.checkpoint import load_model
 from convzoo.data import DEBIAN_DIR, load_split
 from convzoo.models import list_models
 from convzoo.train import BOOK_RECIPES, ConfigError, fit, lr_factor, recipe
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
-
-
-def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    code = cli.main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -106,8 +100,8 @@ def test_model_file_rebuilds_its_model(lenet_run: Path) -> None:
     assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
 
 
-def test_eval_reproduces_the_training_accuracy(lenet_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli("eval", str(lenet_run), "--json", "--data-dir", str(SLICE), capsys=capsys)
+def test_eval_reproduces_the_training_accuracy(lenet_run: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, _ = run_cli("eval", str(lenet_run), "--json", "--data-dir", str(SLICE))
     assert code == 0
     report = json.loads(out.strip().splitlines()[-1])
     result = json.loads((lenet_run / "result.json").read_text())
@@ -116,7 +110,7 @@ def test_eval_reproduces_the_training_accuracy(lenet_run: Path, capsys: pytest.C
 
 
 def test_predict_a_test_image_and_a_colour_jpeg(lenet_run: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture[str]) -> None:
+                                                run_cli: Callable[..., tuple[int, str, str]]) -> None:
     images, labels = load_split("test", SLICE)
     model = load_model(lenet_run / "model.safetensors")
     with torch.no_grad():
@@ -130,7 +124,7 @@ def test_predict_a_test_image_and_a_colour_jpeg(lenet_run: Path, tmp_path: Path,
     jpeg = tmp_path / "photo.jpg"
     Image.fromarray(np.stack([gray, gray, (gray * 0.95).astype(np.uint8)], axis=-1)).save(jpeg, quality=95)
 
-    code, out, _ = run_cli("predict", str(lenet_run), str(png), str(jpeg), "--json", capsys=capsys)
+    code, out, _ = run_cli("predict", str(lenet_run), str(png), str(jpeg), "--json")
     assert code == 0
     rows = json.loads(out.strip().splitlines()[-1])
     assert [r["label"] for r in rows] == [int(labels[index])] * 2
@@ -184,10 +178,9 @@ def test_one_epoch_on_the_full_real_data(tmp_path: Path) -> None:
 
 # --- the command line -------------------------------------------------------------------------
 
-def test_train_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_json_line(tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, _ = run_cli("train", "lenet", "--epochs", "1", "--limit-train", "256", "--limit-test", "100",
-                           "--data-dir", str(SLICE), "--device", "cpu", "--out", str(tmp_path / "r"), "--json",
-                           capsys=capsys)
+                           "--data-dir", str(SLICE), "--device", "cpu", "--out", str(tmp_path / "r"), "--json")
     assert code == 0
     line = json.loads(out.strip().splitlines()[-1])
     assert set(line) == {"run_dir", "test_acc", "train_seconds", "epochs"} and line["epochs"] == 1
@@ -202,23 +195,23 @@ def test_train_json_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> 
     (["summary", "alexnet", "--input-size", "28"], "vanishes"),
 ])
 def test_user_errors_are_one_line(args: list[str], message: str, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli(*args, "--out", str(tmp_path / "x"), capsys=capsys) if args[0] == "train" \
-        else run_cli(*args, capsys=capsys)
+                                  run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, _, err = run_cli(*args, "--out", str(tmp_path / "x")) if args[0] == "train" \
+        else run_cli(*args)
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
 
 
-def test_existing_run_directory_is_refused(lenet_run: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run_cli("train", "lenet", "--out", str(lenet_run), capsys=capsys)
+def test_existing_run_directory_is_refused(lenet_run: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, _, err = run_cli("train", "lenet", "--out", str(lenet_run))
     assert code == 2 and "--resume" in err
 
 
-def test_missing_cuda_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_cuda_is_a_clear_error(tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    code, _, err = run_cli("train", "lenet", "--device", "cuda", "--out", str(tmp_path / "c"), capsys=capsys)
+    code, _, err = run_cli("train", "lenet", "--device", "cuda", "--out", str(tmp_path / "c"))
     assert code == 2 and "CUDA is not available" in err
 
 

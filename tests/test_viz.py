@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from convzoo import cli, viz
+from convzoo import viz
 from convzoo.checkpoint import load_model
 from convzoo.data import CLASSES, load_split, to_input
 
@@ -20,15 +21,6 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 @pytest.fixture(scope="module")
 def run(tiny_run: Path) -> Path:
     return tiny_run
-
-
-def run_cli(*args: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        code = cli.main(list(args))
-    except SystemExit as exc:  # argparse's own errors
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_picture(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
@@ -111,52 +103,51 @@ def test_ops_figure_is_computed_with_convzoo_ops() -> None:
 
 # --- `convzoo show`, from a trained run -------------------------------------------------------
 
-def test_show_kernels(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run_cli("show", "kernels", str(run), capsys=capsys)
+def test_show_kernels(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, _ = run_cli("show", "kernels", str(run))
     assert code == 0 and out.strip() == f"wrote {run / 'kernels.png'}"
     model = load_model(run / "model.safetensors")
     pixels = assert_picture(run / "kernels.png", pixel_size(viz.layer_kernels_figure(model)))
     red, blue = pixels[..., 0] - pixels[..., 2], pixels[..., 2] - pixels[..., 0]
     assert (red > 80).sum() > 50 and (blue > 80).sum() > 50  # a diverging map: both signs are drawn
 
-    code, _, _ = run_cli("show", "kernels", str(run), "--layer", "3", "--out", str(tmp_path / "k3.png"), capsys=capsys)
+    code, _, _ = run_cli("show", "kernels", str(run), "--layer", "3", "--out", str(tmp_path / "k3.png"))
     assert code == 0
     assert_picture(tmp_path / "k3.png", pixel_size(viz.layer_kernels_figure(model, "3")))
 
 
-def test_show_features(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_features(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     png = tmp_path / "boot.png"
     Image.fromarray(load_split("test", SLICE)[0][0].numpy()).save(png)
-    code, out, _ = run_cli("show", "features", str(run), str(png), capsys=capsys)
+    code, out, _ = run_cli("show", "features", str(run), str(png))
     assert code == 0 and out.strip() == f"wrote {run / 'features.png'}"
     assert_picture(run / "features.png")
 
 
-def test_show_mistakes(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_show_mistakes(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     out_png = tmp_path / "wrong.png"
     code, _, _ = run_cli("show", "mistakes", str(run), "--count", "16", "--out", str(out_png), "--device", "cpu",
-                         "--data-dir", str(SLICE), capsys=capsys)
+                         "--data-dir", str(SLICE))
     assert code == 0
     # 16 tiles in rows of 8: 2 rows.
     images, labels = load_split("test", SLICE)
     assert_picture(out_png, pixel_size(viz.mistakes_figure(images[:16], labels[:16], (labels[:16] + 1) % 10)))
 
 
-def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, _ = run_cli("show", "confusion", str(run), "--out", str(tmp_path / "c.png"), "--device", "cpu",
-                         capsys=capsys)
+def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, _, _ = run_cli("show", "confusion", str(run), "--out", str(tmp_path / "c.png"), "--device", "cpu")
     assert code == 0
     assert_picture(tmp_path / "c.png")
 
     other = tmp_path / "lenet-again"
     shutil.copytree(run, other)
-    code, _, _ = run_cli("show", "curves", str(run), str(other), "--out", str(tmp_path / "curves.png"), capsys=capsys)
+    code, _, _ = run_cli("show", "curves", str(run), str(other), "--out", str(tmp_path / "curves.png"))
     assert code == 0
     fig = viz.runs_figure(viz.run_histories([run, other]))
     assert_picture(tmp_path / "curves.png", pixel_size(fig))
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lenet", "lenet-again"]
 
-    code, _, _ = run_cli("show", "ops", "--out", str(tmp_path / "ops.png"), capsys=capsys)
+    code, _, _ = run_cli("show", "ops", "--out", str(tmp_path / "ops.png"))
     assert code == 0
     assert_picture(tmp_path / "ops.png", pixel_size(viz.ops_figure()))
 
@@ -169,9 +160,9 @@ def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, capsys: pytest
     (["show", "curves", "{tmp}"], "no metrics.jsonl"),
 ])
 def test_show_errors_are_one_line(args: list[str], message: str, run: Path, tmp_path: Path,
-                                  capsys: pytest.CaptureFixture[str]) -> None:
+                                  run_cli: Callable[..., tuple[int, str, str]]) -> None:
     out = tmp_path / "out.png"
-    code, _, err = run_cli(*(a.format(run=run, tmp=tmp_path) for a in args), "--out", str(out), capsys=capsys)
+    code, _, err = run_cli(*(a.format(run=run, tmp=tmp_path) for a in args), "--out", str(out))
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
