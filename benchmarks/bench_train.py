@@ -9,13 +9,17 @@ from a fresh process state, once per seed, after one warm-up run that is not cou
 clock starts before the data is loaded and stops when its last file is written: end to end.
 Reported per pipeline: mean +- std over seeds of the wall seconds, of the seconds to reach
 ``--target`` test accuracy (the end of the first epoch at or above it), the final test
-accuracy, training examples/s, achieved TFLOP/s (6 x MACs per example: forward + backward,
-2 FLOPs per MAC) and, on a GPU with a known peak, the fraction of its dense bf16 peak (MFU).
+accuracy, training examples/s (mean over epochs, and ``steady``: the last epoch's, after any
+compilation and autotuning), achieved TFLOP/s at the steady rate (6 x MACs per example:
+forward + backward, 2 FLOPs per MAC) and, on a GPU with a known peak, the fraction of its dense
+bf16 peak (MFU).
 
 ``--baseline`` also runs the book's pipeline (``d2l.load_data_fashion_mnist`` + ``train_ch6``
 style, written here from that description): torchvision's ``FashionMNIST`` with ``Resize`` +
 ``ToTensor`` transforms, a ``DataLoader`` with 4 workers, a plain float32 loop, the same model,
 initialisation, optimizer and learning rate, with evaluation through a DataLoader each epoch.
+``--baseline-epochs K`` runs K of its epochs and projects the rest at their pace, for GPU
+sessions too short to run it all (the table marks projected times with ``*``).
 torchvision is a benchmark-only dependency: see benchmarks/README.md for its environment.
 """
 
@@ -66,7 +70,8 @@ def run_convzoo(config: TrainConfig, workdir: Path) -> dict:
         "wall_seconds": wall,
         "epoch_end_seconds": [s - start for s in stamps],
         "test_acc": [row["test_acc"] for row in history],
-        "train_examples_per_sec": statistics.fmean(row["examples_per_sec"] for row in history),
+        "epoch_examples_per_sec": [row["examples_per_sec"] for row in history],
+        "eval_seconds": [row["eval_seconds"] for row in history],
     }
 
 
@@ -89,9 +94,16 @@ def _torchvision_root(workdir: Path) -> Path:
     return workdir
 
 
-def run_baseline(config: TrainConfig, workdir: Path, workers: int) -> dict:
-    """The book's pipeline: PIL transforms in DataLoader workers, one plain float32 loop."""
-    from torch.utils.data import DataLoader
+def run_baseline(config: TrainConfig, workdir: Path, workers: int, epochs: int | None = None) -> dict:
+    """The book's pipeline: PIL transforms in DataLoader workers, ``train_ch6``'s plain float32 loop.
+
+    As ``train_ch6`` does, every step adds the batch's loss and correct count to a host-side
+    accumulator (two device reads per step) and every epoch ends with ``evaluate_accuracy_gpu``
+    (one read per test batch). With ``epochs`` fewer than ``config.epochs`` only that many run and
+    ``projected_wall_seconds`` extends the measured time to ``config.epochs`` at the mean pace of
+    epochs 2 and later (epoch 1 carries the start-up).
+    """
+    from torch.utils.data import DataLoader, Subset
     from torchvision import datasets, transforms
 
     start = time.perf_counter()
@@ -102,6 +114,10 @@ def run_baseline(config: TrainConfig, workdir: Path, workers: int) -> dict:
     root = _torchvision_root(workdir)
     train_set = datasets.FashionMNIST(root=str(root), train=True, transform=trans, download=False)
     test_set = datasets.FashionMNIST(root=str(root), train=False, transform=trans, download=False)
+    if config.limit_train:
+        train_set = Subset(train_set, range(min(config.limit_train, len(train_set))))
+    if config.limit_test:
+        test_set = Subset(test_set, range(min(config.limit_test, len(test_set))))
     train_iter = DataLoader(train_set, config.batch_size, shuffle=True, num_workers=workers)
     test_iter = DataLoader(test_set, config.batch_size, shuffle=False, num_workers=workers)
 
@@ -110,32 +126,46 @@ def run_baseline(config: TrainConfig, workdir: Path, workers: int) -> dict:
     model.to(device)
     optimizer = make_optimizer(model, config)
     loss_fn = nn.CrossEntropyLoss()
+    run_epochs = min(epochs or config.epochs, config.epochs)
     stamps, accuracies, rates = [], [], []
-    for _ in range(config.epochs):
+    for _ in range(run_epochs):
         model.train()
-        seen, train_time = 0, 0.0
+        metric = [0.0, 0.0, 0]  # loss sum, correct, examples: d2l.Accumulator(3)
+        train_time = 0.0
         for x, y in train_iter:
             step_start = time.perf_counter()
-            x, y = x.to(device), y.to(device)
-            loss = loss_fn(model(x), y)
             optimizer.zero_grad()
+            x, y = x.to(device), y.to(device)
+            y_hat = model(x)
+            loss = loss_fn(y_hat, y)
             loss.backward()
             optimizer.step()
-            _sync(device)
+            with torch.no_grad():
+                metric[0] += float(loss) * len(y)
+                metric[1] += float((y_hat.argmax(1) == y).sum())
+                metric[2] += len(y)
             train_time += time.perf_counter() - step_start  # the book's timer: compute only
-            seen += len(y)
         model.eval()
         correct = total = 0
         with torch.no_grad():
             for x, y in test_iter:
                 x, y = x.to(device), y.to(device)
-                correct += int((model(x).argmax(1) == y).sum())
+                correct += float((model(x).argmax(1) == y).sum())
                 total += len(y)
         stamps.append(time.perf_counter() - start)
         accuracies.append(correct / total)
-        rates.append(seen / train_time)
-    return {"wall_seconds": time.perf_counter() - start, "epoch_end_seconds": stamps, "test_acc": accuracies,
-            "train_examples_per_sec": statistics.fmean(rates)}
+        rates.append(metric[2] / train_time)
+    wall = time.perf_counter() - start
+    run = {"wall_seconds": wall, "epoch_end_seconds": stamps, "test_acc": accuracies,
+           "epoch_examples_per_sec": rates, "epochs_run": run_epochs}
+    if run_epochs < config.epochs:
+        if run_epochs < 2:
+            raise SystemExit("error: --baseline-epochs must be at least 2 to project a run")
+        pace = (stamps[-1] - stamps[0]) / (run_epochs - 1)
+        run["projected_wall_seconds"] = stamps[0] + pace * (config.epochs - 1)
+        run["wall_seconds"] = run["projected_wall_seconds"]
+        run["measured_wall_seconds"] = wall
+    return run
 
 
 def _mean_std(values: list[float]) -> dict:
@@ -147,16 +177,25 @@ def _mean_std(values: list[float]) -> dict:
 
 
 def summarize(runs: list[dict], target: float, macs: int, device: torch.device) -> dict:
+    """Mean +- std over runs. Throughput is the mean over epochs; ``steady`` is the last epoch's (after
+    any compilation and autotuning), from which TFLOP/s and MFU are computed as well."""
     for run in runs:
         reached = [t for t, acc in zip(run["epoch_end_seconds"], run["test_acc"]) if acc >= target]
         run["seconds_to_target"] = reached[0] if reached else None
         run["final_test_acc"] = run["test_acc"][-1]
+        run["train_examples_per_sec"] = statistics.fmean(run["epoch_examples_per_sec"])
+        run["steady_examples_per_sec"] = run["epoch_examples_per_sec"][-1]
         run["tflops"] = 6 * macs * run["train_examples_per_sec"] / 1e12
+        run["steady_tflops"] = 6 * macs * run["steady_examples_per_sec"] / 1e12
     out = {key: _mean_std([r[key] for r in runs]) for key in
-           ("wall_seconds", "seconds_to_target", "final_test_acc", "train_examples_per_sec", "tflops")}
+           ("wall_seconds", "seconds_to_target", "final_test_acc", "train_examples_per_sec",
+            "steady_examples_per_sec", "tflops", "steady_tflops")}
     out["reached_target"] = sum(r["seconds_to_target"] is not None for r in runs)
+    out["projected"] = any("projected_wall_seconds" in r for r in runs)
     peak = gpu_peak_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+    out["peak_bf16_tflops"] = peak
     out["mfu"] = out["tflops"]["mean"] / peak if peak and out["tflops"]["mean"] else None
+    out["steady_mfu"] = out["steady_tflops"]["mean"] / peak if peak and out["steady_tflops"]["mean"] else None
     out["runs"] = runs
     return out
 
@@ -176,10 +215,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--baseline", action="store_true", help="also run the book's pipeline (needs torchvision)")
     parser.add_argument("--only-baseline", action="store_true", help="run only the book's pipeline")
     parser.add_argument("--workers", type=int, default=4, help="DataLoader workers of the baseline (default 4)")
+    parser.add_argument("--baseline-epochs", type=int, default=None,
+                        help="run only this many baseline epochs (>= 2) and project the rest at their pace")
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
     for flag, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("resize", int),
-                       ("device", str), ("limit-train", int)):
+                       ("device", str), ("limit-train", int), ("limit-test", int), ("eval-batch-size", int)):
         parser.add_argument(f"--{flag}", type=kind, default=None)
     for flag in ("amp", "compile", "channels-last"):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
@@ -188,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
     def config_for(seed: int, **extra: object) -> TrainConfig:
         overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "resize": args.resize,
                      "device": args.device, "amp": args.amp, "compile": args.compile,
-                     "channels_last": args.channels_last, "limit_train": args.limit_train}
+                     "channels_last": args.channels_last, "limit_train": args.limit_train,
+                     "limit_test": args.limit_test, "eval_batch_size": args.eval_batch_size}
         return recipe(args.model, args.recipe, **{**overrides, "seed": seed, **extra})
 
     base = config_for(0)
@@ -201,30 +243,39 @@ def main(argv: list[str] | None = None) -> None:
 
     pipelines = []
     if not args.only_baseline:
-        pipelines.append(("convzoo", lambda cfg, work: run_convzoo(cfg, work / "run")))
+        pipelines.append(("convzoo", lambda cfg, work, warm=False: run_convzoo(cfg, work / "run")))
     if args.baseline or args.only_baseline:
-        pipelines.append(("baseline", lambda cfg, work: run_baseline(cfg, work, args.workers)))
+        pipelines.append(("baseline", lambda cfg, work, warm=False: run_baseline(
+            cfg, work, args.workers, None if warm else args.baseline_epochs)))
     target = args.target if args.target is not None else 1.01
     results = {}
     with tempfile.TemporaryDirectory(prefix="convzoo-bench-") as tmp:
         work = Path(tmp)
         for name, run in pipelines:
             if not args.no_warmup:  # caches, allocator, cuDNN autotuning, worker start-up paths
-                run(config_for(0, epochs=1, limit_train=min(base.limit_train or 4096, 4096)), work)
+                warm_start = time.perf_counter()
+                run(config_for(0, epochs=1, limit_train=min(base.limit_train or 4096, 4096)), work, warm=True)
+                print(f"  {name} warm-up: {time.perf_counter() - warm_start:.1f} s", flush=True)
             runs = []
             for seed in range(args.seeds):
                 runs.append(run(config_for(seed), work))
-                print(f"  {name} seed {seed}: {runs[-1]['wall_seconds']:.1f} s, "
-                      f"test acc {runs[-1]['test_acc'][-1]:.4f}", flush=True)
+                projected = (f" (projected from {runs[-1]['epochs_run']} epochs measured in "
+                             f"{runs[-1]['measured_wall_seconds']:.1f} s)" if "projected_wall_seconds" in runs[-1] else "")
+                print(f"  {name} seed {seed}: {runs[-1]['wall_seconds']:.1f} s{projected}, "
+                      f"test acc {runs[-1]['test_acc'][-1]:.4f}, epochs at "
+                      f"{', '.join(f'{t:.1f}' for t in runs[-1]['epoch_end_seconds'])} s", flush=True)
             results[name] = summarize(runs, target, macs, device)
 
     print(f"\n{'pipeline':<10} {'wall s':>16} {'to target s':>16} {'test acc':>18} {'train ex/s':>20} "
-          f"{'TFLOP/s':>14} {'MFU':>6}")
+          f"{'steady ex/s':>20} {'TFLOP/s':>14} {'MFU':>6}")
     for name, r in results.items():
-        mfu = f"{r['mfu']:.1%}" if r["mfu"] else "-"
-        print(f"{name:<10} {_fmt(r['wall_seconds']):>16} {_fmt(r['seconds_to_target']):>16} "
+        mfu = f"{r['steady_mfu']:.1%}" if r["steady_mfu"] else "-"
+        wall = _fmt(r["wall_seconds"]) + ("*" if r["projected"] else "")
+        print(f"{name:<10} {wall:>16} {_fmt(r['seconds_to_target']):>16} "
               f"{_fmt(r['final_test_acc'], 4):>18} {_fmt(r['train_examples_per_sec'], 0):>20} "
-              f"{_fmt(r['tflops'], 3):>14} {mfu:>6}")
+              f"{_fmt(r['steady_examples_per_sec'], 0):>20} {_fmt(r['steady_tflops'], 3):>14} {mfu:>6}")
+    if any(r["projected"] for r in results.values()):
+        print(f"* projected to {base.epochs} epochs from {args.baseline_epochs} measured ones")
     if "convzoo" in results and "baseline" in results:
         speedup = results["baseline"]["wall_seconds"]["mean"] / results["convzoo"]["wall_seconds"]["mean"]
         meta["speedup_end_to_end"] = speedup

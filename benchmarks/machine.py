@@ -31,6 +31,8 @@ def gpu_peak_tflops(name: str) -> float | None:
 
 
 def commit() -> str:
+    if os.environ.get("CONVZOO_COMMIT"):  # a copy of the tree without .git (e.g. a lent GPU machine)
+        return os.environ["CONVZOO_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10)

@@ -171,6 +171,13 @@ def save_state(
     The optimizer's per-parameter state is stored, not its hyperparameters: those come from the
     run's configuration, so a resumed run cannot pick up tampered ones.
     """
+    write_state(path, snapshot_state(model, optimizer, epoch=epoch, history=history))
+
+
+def snapshot_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, history: list[dict]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """What ``save_state`` writes, copied to the CPU now: training may go on while ``write_state`` writes it."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     plain_state: dict[str, dict] = {}
     for index, values in optimizer.state_dict()["state"].items():
@@ -183,13 +190,20 @@ def save_state(
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
+    # A copy, never a view of a live parameter (``.to("cpu")`` of a CPU tensor returns the tensor itself).
+    tensors = {k: v.detach().to("cpu", copy=True).contiguous() for k, v in tensors.items()}
     metadata = {
         "model": json.dumps(model.config),
         "epoch": str(epoch),
         "history": json.dumps(history),
         "optimizer": json.dumps({"state": plain_state}),
     }
-    _write(path, tensors, metadata)
+    return tensors, metadata
+
+
+def write_state(path: str | Path, snapshot: tuple[dict[str, torch.Tensor], dict[str, str]]) -> None:
+    """Write a ``snapshot_state`` atomically (any thread may call this)."""
+    _write(path, *snapshot)
 
 
 def load_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[int, list[dict]]:

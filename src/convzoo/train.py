@@ -38,7 +38,7 @@ from torch import nn
 from tqdm import tqdm
 
 from . import __version__, distributed
-from .checkpoint import FORMAT, load_state, refuse_pickle, save_model, save_state, saved_epoch
+from .checkpoint import FORMAT, load_state, refuse_pickle, save_model, saved_epoch, snapshot_state, write_state
 from .data import CLASSES, Batches, DataError, load_split
 from .errors import UserError
 from .io import write_json, write_text
@@ -405,6 +405,7 @@ def fit(
     warn = warn or _warn
     out = Path(out)
     opened = resume  # whether ``out`` is this run's directory (what an interruption message may point to)
+    writer = _EpochWriter()
     with _interrupt_on_signals() as hold_signals, _reproducible(config):
         try:
             device = resolve_device(config.device)
@@ -503,10 +504,9 @@ def fit(
                     "eval_seconds": round(time.perf_counter() - evaluated, 3),
                 }
                 history.append(row)
-                if main:
-                    with hold_signals():  # the checkpoint and metrics.jsonl agree
-                        save_state(checkpoint, model, optimizer, epoch=epoch + 1, history=history)
-                        write_text(out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
+                if main:  # copied now, written while the next epoch trains
+                    writer.submit(checkpoint, snapshot_state(model, optimizer, epoch=epoch + 1, history=history),
+                                  out / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in history))
                 log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {train_loss:.4f}  train acc {train_acc:.4f}  "
                     f"test acc {test.accuracy:.4f}  {seconds:.1f} s  {row['examples_per_sec']:,.0f} ex/s")
                 if len(history) == STALL_EPOCHS and (message := not_learning(history, config)):
@@ -518,6 +518,7 @@ def fit(
             # them fails, and no rank leaves the process group while another still uses it.
             with distributed.together("writing the final files"):
                 if main:
+                    writer.wait()
                     return finish_run(out, model, test, history)
             return RunResult(out, test.accuracy, sum(r["seconds"] + r["eval_seconds"] for r in history),
                              len(history), history)
@@ -530,12 +531,52 @@ def fit(
             raise distributed.PeerFailure(f"lost contact with the other ranks ({distributed.first_line(exc)}); "
                                           "another rank probably failed (see its error)") from None
         finally:
+            writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
             if rank is not None:
                 # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
                 # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
                 net = step_model = eval_model = model = optimizer = None
                 gc.collect()
             distributed.destroy()
+
+
+class _EpochWriter:
+    """Writes an epoch's checkpoint, then metrics.jsonl, on a background thread while the next epoch trains.
+
+    One write at a time: ``submit`` first waits for the previous one. Each file is written
+    atomically and the checkpoint first, so after any crash metrics.jsonl is at most one epoch
+    behind the checkpoint (what ``fit(resume=True)`` repairs). A failed write is raised by the
+    next ``submit`` or ``wait``; ``close`` only waits (the run is already failing).
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(self, checkpoint: Path, snapshot: tuple, metrics_path: Path, metrics: str) -> None:
+        self.wait()
+
+        def write() -> None:
+            try:
+                write_state(checkpoint, snapshot)
+                write_text(metrics_path, metrics)
+            except BaseException as exc:  # noqa: BLE001  (handed to the training thread)
+                self._error = exc
+
+        self._thread = threading.Thread(target=write, name="convzoo-checkpoint")
+        self._thread.start()
+
+    def wait(self) -> None:
+        self.close()
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def close(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            while thread.is_alive():  # join in slices: SIGINT/SIGTERM stay deliverable to this thread
+                thread.join(0.1)
 
 
 def _quiet(_message: str) -> None:
@@ -690,7 +731,8 @@ def _interrupt_on_signals() -> Iterator[Callable[[], contextlib.AbstractContextM
 @contextlib.contextmanager
 def _reproducible(config: TrainConfig) -> Iterator[None]:
     """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
-    kernels (cuDNN autotuning off); everything is restored afterwards.
+    kernels (cuDNN autotuning off); otherwise, on CUDA, autotune cuDNN and allow TF32 matmuls.
+    Everything is restored afterwards.
 
     On the CPU a deterministic run with the same thread count is bitwise reproducible, so a resumed
     run ends with the weights of an uninterrupted one. CUDA ops without a deterministic kernel
@@ -699,6 +741,11 @@ def _reproducible(config: TrainConfig) -> Iterator[None]:
     threads, saved = torch.get_num_threads(), None
     if config.threads:
         torch.set_num_threads(config.threads)
+    fast = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    if not config.deterministic and resolve_device(config.device).type == "cuda":
+        # cuDNN autotunes each layer's algorithm on its first batch; float32 matmuls may use TF32.
+        torch.backends.cudnn.benchmark = True
+        torch.set_float32_matmul_precision("high")
     if config.deterministic:  # only then: switching determinism imports torch._inductor (a second)
         saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
                  torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
@@ -709,6 +756,8 @@ def _reproducible(config: TrainConfig) -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = fast[0]
+        torch.set_float32_matmul_precision(fast[1])
         if saved is not None:
             torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
             torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]

@@ -1,0 +1,150 @@
+"""Every GPU measurement of the speed issue in one run that fits a time budget.
+
+    CONVZOO_DATA=data/fashion-mnist PYTHONPATH=src python benchmarks/gpu_suite.py --out results-dir
+    PYTHONPATH=src python benchmarks/gpu_suite.py --tiny --out /tmp/suite     # rehearsal on the CPU
+
+Runs ``bench_train.py`` once per item, each in its own process (a crash or an out-of-memory
+error costs one item, not the session), in order of importance, and skips what the remaining
+``--budget`` cannot fit. Items:
+
+* the book's recipe (``d2l``, 10 epochs, the book's input size) for LeNet, AlexNet, VGG-11/4,
+  NiN and GoogLeNet, convzoo against the book's pipeline in the same process; the 224x224
+  baselines run ``--baseline-epochs`` epochs and are projected to 10 (marked ``*``);
+* the ``fast`` recipe to 0.93 test accuracy, after a warm-up;
+* steady-state throughput of AlexNet and VGG-11/4 at a large batch, bf16 and ``torch.compile``
+  (MFU against the GPU's dense bf16 peak).
+
+Every item writes ``<item>.json`` and ``<item>.log`` to ``--out``; ``summary.md`` collects
+the table, rewritten after each item so that a session cut short keeps what it measured.
+``--tiny`` shrinks every item (CPU, a few hundred images, small inputs) to check the script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# (item, minimum seconds worth starting it with, bench_train.py arguments)
+D2L = ["--recipe", "d2l", "--seeds", "1", "--amp", "--baseline"]
+ITEMS: list[tuple[str, int, list[str]]] = [
+    ("lenet_d2l", 30, ["--model", "lenet", *D2L]),
+    ("alexnet_d2l", 60, ["--model", "alexnet", *D2L, "--baseline-epochs", "2"]),
+    ("vgg11_small_d2l", 60, ["--model", "vgg11_small", *D2L, "--baseline-epochs", "2"]),
+    ("nin_d2l", 60, ["--model", "nin", *D2L, "--baseline-epochs", "2"]),
+    ("googlenet_d2l", 60, ["--model", "googlenet", *D2L, "--baseline-epochs", "2"]),
+    ("resnet18_fast", 30, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--amp", "--target", "0.93"]),
+    ("resnet18_fast_b512", 30, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--amp", "--target",
+                                "0.93", "--batch-size", "512", "--lr", "0.2", "--epochs", "8"]),
+    ("vgg11_small_fast64", 30, ["--model", "vgg11_small", "--recipe", "fast", "--seeds", "1", "--amp", "--target",
+                                "0.93", "--resize", "64"]),
+    ("alexnet_mfu", 40, ["--model", "alexnet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile",
+                         "--batch-size", "512", "--epochs", "2", "--limit-train", "30720", "--limit-test", "2000"]),
+    ("vgg11_small_mfu", 40, ["--model", "vgg11_small", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile",
+                             "--batch-size", "512", "--epochs", "2", "--limit-train", "30720", "--limit-test", "2000"]),
+    ("lenet_d2l_compile", 30, ["--model", "lenet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
+]
+
+# --tiny: the smallest inputs each model accepts comfortably, a few hundred images, 2 epochs, CPU.
+TINY_SIZE = {"lenet": 28, "alexnet": 67, "vgg11_small": 32, "nin": 67, "googlenet": 32, "resnet18": 32}
+TINY = ["--device", "cpu", "--epochs", "2", "--limit-train", "256", "--limit-test", "128", "--workers", "2"]
+
+
+def tiny_args(args: list[str]) -> list[str]:
+    """``args`` shrunk for a CPU rehearsal (later flags win in argparse)."""
+    model = args[args.index("--model") + 1]
+    args = [a for a in args if a != "--compile"]  # a CPU compile needs a C++ toolchain; the test suite covers it
+    return [*args, *TINY, "--resize", str(TINY_SIZE[model]), "--batch-size", "64"]
+
+
+def _fmt(stat: dict | None, digits: int = 1) -> str:
+    return "-" if not stat or stat.get("mean") is None else f"{stat['mean']:.{digits}f}"
+
+
+def summary_rows(out: Path) -> list[str]:
+    rows = ["| item | convzoo wall s | baseline wall s | speed-up | test acc | to target s | steady ex/s | "
+            "steady TFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, _, _ in ITEMS:
+        path = out / f"{name}.json"
+        if not path.is_file():
+            continue
+        data = json.loads(path.read_text())
+        ours, base = data["results"].get("convzoo"), data["results"].get("baseline")
+        base_wall = _fmt(base["wall_seconds"]) + ("*" if base and base.get("projected") else "") if base else "-"
+        speedup = f"{data['speedup_end_to_end']:.1f}x" if data.get("speedup_end_to_end") else "-"
+        mfu = f"{ours['steady_mfu']:.1%}" if ours.get("steady_mfu") else "-"
+        rows.append(f"| {name} | {_fmt(ours['wall_seconds'])} | {base_wall} | {speedup} | "
+                    f"{_fmt(ours['final_test_acc'], 4)} | {_fmt(ours['seconds_to_target'])} | "
+                    f"{_fmt(ours['steady_examples_per_sec'], 0)} | {_fmt(ours['steady_tflops'])} | {mfu} |")
+    return rows
+
+
+def environment() -> str:
+    lines = [f"python {platform.python_version()} on {platform.platform()}"]
+    for command in (["nvidia-smi", "--query-gpu=name,memory.total,driver_version,clocks.max.sm", "--format=csv"],
+                    [sys.executable, "-c", "import torch, torchvision; print('torch', torch.__version__, "
+                     "'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), "
+                     "'torchvision', torchvision.__version__)"]):
+        try:
+            result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            lines.append((result.stdout + result.stderr).strip())
+        except (OSError, subprocess.SubprocessError) as exc:
+            lines.append(f"{command[0]}: {exc}")
+    lines.append(f"nproc {os.cpu_count()}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, required=True, help="directory for the JSON, logs and summary.md")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for the whole suite (default 450)")
+    parser.add_argument("--tiny", action="store_true", help="a quick CPU rehearsal of every item")
+    parser.add_argument("--only", nargs="*", default=None, help="run only these items")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    (args.out / "environment.txt").write_text(environment() + "\n")
+    print(environment(), flush=True)
+    status = 0
+    for name, needs, item_args in ITEMS:
+        if args.only is not None and name not in args.only:
+            continue
+        left = args.budget - (time.perf_counter() - start)
+        if left < needs and not args.tiny:
+            print(f"== {name}: skipped, {left:.0f} s left of the budget", flush=True)
+            continue
+        bench_args = tiny_args(item_args) if args.tiny else item_args
+        command = [sys.executable, str(HERE / "bench_train.py"), *bench_args, "--out", str(args.out / f"{name}.json")]
+        print(f"== {name} ({left:.0f} s left): {' '.join(bench_args)}", flush=True)
+        item_start = time.perf_counter()
+        with open(args.out / f"{name}.log", "w") as log:
+            proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            watchdog = threading.Timer(max(left, 1), proc.kill)  # the budget holds even if an item hangs
+            watchdog.start()
+            for line in proc.stdout:  # type: ignore[union-attr]
+                if "UserWarning" in line or "check_worker_number_rationality" in line:
+                    continue
+                log.write(line)
+                print(f"   {line}", end="", flush=True)
+            proc.wait()
+            watchdog.cancel()
+        if proc.returncode != 0:
+            status = 1
+            print(f"== {name}: FAILED (exit {proc.returncode})", flush=True)
+        print(f"== {name}: {time.perf_counter() - item_start:.1f} s", flush=True)
+        (args.out / "summary.md").write_text("\n".join(summary_rows(args.out)) + "\n")
+    print("\n".join(summary_rows(args.out)))
+    print(f"suite: {time.perf_counter() - start:.1f} s")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
