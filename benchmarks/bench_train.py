@@ -259,8 +259,9 @@ def main(argv: list[str] | None = None) -> None:
             runs = []
             for seed in range(args.seeds):
                 runs.append(run(config_for(seed), work))
-                projected = (f" (projected from {runs[-1]['epochs_run']} epochs measured in "
-                             f"{runs[-1]['measured_wall_seconds']:.1f} s)" if "projected_wall_seconds" in runs[-1] else "")
+                last = runs[-1]
+                projected = (f" (projected from {last['epochs_run']} epochs measured in "
+                             f"{last['measured_wall_seconds']:.1f} s)" if "projected_wall_seconds" in last else "")
                 print(f"  {name} seed {seed}: {runs[-1]['wall_seconds']:.1f} s{projected}, "
                       f"test acc {runs[-1]['test_acc'][-1]:.4f}, epochs at "
                       f"{', '.join(f'{t:.1f}' for t in runs[-1]['epoch_end_seconds'])} s", flush=True)

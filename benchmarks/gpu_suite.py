@@ -14,8 +14,10 @@ error costs one item, not the session), in order of importance, and skips what t
 * steady-state throughput of AlexNet and VGG-11/4 at a large batch, bf16 and ``torch.compile``
   (MFU against the GPU's dense bf16 peak).
 
-Every item writes ``<item>.json`` and ``<item>.log`` to ``--out``; ``summary.md`` collects
-the table, rewritten after each item so that a session cut short keeps what it measured.
+``--out`` gets three files, rewritten after each item so that a session cut short keeps what
+it measured (and few, since a lent machine returns a limited number of files): ``suite.json``
+(every item's ``bench_train.py`` JSON and the environment), ``suite.log`` (the console output)
+and ``summary.md`` (the table).
 ``--tiny`` shrinks every item (CPU, a few hundred images, small inputs) to check the script.
 """
 
@@ -27,9 +29,12 @@ import os
 import platform
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
+
+from convzoo.io import write_json
 
 HERE = Path(__file__).resolve().parent
 
@@ -69,14 +74,10 @@ def _fmt(stat: dict | None, digits: int = 1) -> str:
     return "-" if not stat or stat.get("mean") is None else f"{stat['mean']:.{digits}f}"
 
 
-def summary_rows(out: Path) -> list[str]:
+def summary_rows(items: dict[str, dict]) -> list[str]:
     rows = ["| item | convzoo wall s | baseline wall s | speed-up | test acc | to target s | steady ex/s | "
             "steady TFLOP/s | MFU |", "|---|---|---|---|---|---|---|---|---|"]
-    for name, _, _ in ITEMS:
-        path = out / f"{name}.json"
-        if not path.is_file():
-            continue
-        data = json.loads(path.read_text())
+    for name, data in items.items():
         ours, base = data["results"].get("convzoo"), data["results"].get("baseline")
         base_wall = _fmt(base["wall_seconds"]) + ("*" if base and base.get("projected") else "") if base else "-"
         speedup = f"{data['speedup_end_to_end']:.1f}x" if data.get("speedup_end_to_end") else "-"
@@ -111,38 +112,48 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    (args.out / "environment.txt").write_text(environment() + "\n")
-    print(environment(), flush=True)
+    env = environment()
+    suite: dict = {"environment": env, "budget_seconds": args.budget, "items": {}}
+    log = open(args.out / "suite.log", "w")
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+        log.write(line + "\n")
+        log.flush()
+
+    say(env)
     status = 0
-    for name, needs, item_args in ITEMS:
-        if args.only is not None and name not in args.only:
-            continue
-        left = args.budget - (time.perf_counter() - start)
-        if left < needs and not args.tiny:
-            print(f"== {name}: skipped, {left:.0f} s left of the budget", flush=True)
-            continue
-        bench_args = tiny_args(item_args) if args.tiny else item_args
-        command = [sys.executable, str(HERE / "bench_train.py"), *bench_args, "--out", str(args.out / f"{name}.json")]
-        print(f"== {name} ({left:.0f} s left): {' '.join(bench_args)}", flush=True)
-        item_start = time.perf_counter()
-        with open(args.out / f"{name}.log", "w") as log:
+    with log, tempfile.TemporaryDirectory(prefix="convzoo-suite-") as tmp:
+        for name, needs, item_args in ITEMS:
+            if args.only is not None and name not in args.only:
+                continue
+            left = args.budget - (time.perf_counter() - start)
+            if left < needs and not args.tiny:
+                say(f"== {name}: skipped, {left:.0f} s left of the budget")
+                continue
+            bench_args = tiny_args(item_args) if args.tiny else item_args
+            result = Path(tmp) / f"{name}.json"
+            command = [sys.executable, str(HERE / "bench_train.py"), *bench_args, "--out", str(result)]
+            say(f"== {name} ({left:.0f} s left): {' '.join(bench_args)}")
+            item_start = time.perf_counter()
             proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             watchdog = threading.Timer(max(left, 1), proc.kill)  # the budget holds even if an item hangs
             watchdog.start()
             for line in proc.stdout:  # type: ignore[union-attr]
-                if "UserWarning" in line or "check_worker_number_rationality" in line:
-                    continue
-                log.write(line)
-                print(f"   {line}", end="", flush=True)
+                if "UserWarning" not in line and "check_worker_number_rationality" not in line:
+                    say(f"   {line.rstrip()}")
             proc.wait()
             watchdog.cancel()
-        if proc.returncode != 0:
-            status = 1
-            print(f"== {name}: FAILED (exit {proc.returncode})", flush=True)
-        print(f"== {name}: {time.perf_counter() - item_start:.1f} s", flush=True)
-        (args.out / "summary.md").write_text("\n".join(summary_rows(args.out)) + "\n")
-    print("\n".join(summary_rows(args.out)))
-    print(f"suite: {time.perf_counter() - start:.1f} s")
+            if proc.returncode != 0 or not result.is_file():
+                status = 1
+                say(f"== {name}: FAILED (exit {proc.returncode})")
+            else:
+                suite["items"][name] = json.loads(result.read_text())
+            say(f"== {name}: {time.perf_counter() - item_start:.1f} s")
+            write_json(args.out / "suite.json", suite)
+            (args.out / "summary.md").write_text("\n".join(summary_rows(suite["items"])) + "\n")
+        say("\n".join(summary_rows(suite["items"])))
+        say(f"suite: {time.perf_counter() - start:.1f} s")
     return status
 
 
