@@ -37,9 +37,9 @@ from convzoo.models import (
 )
 from convzoo.ops import conv2d_output_size
 
-MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
-NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224, "nin": 224,
-               "googlenet": 96, "resnet18": 96}
+MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "lenet_modern", "nin", "resnet18", "vgg11", "vgg11_small"]
+NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "lenet_modern": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224,
+               "nin": 224, "googlenet": 96, "resnet18": 96}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,6 +66,10 @@ def lenet_params(c: int, k: int) -> int:
 def lenet_bn_params(c: int, k: int) -> int:  # no padding: 28 -> 24 -> 12 -> 8 -> 4
     return (conv(c, 6, 5) + bn(6) + conv(6, 16, 5) + bn(16)
             + linear(16 * 4 * 4, 120) + bn(120) + linear(120, 84) + bn(84) + linear(84, k))
+
+
+def lenet_modern_params(c: int, k: int) -> int:  # 28 -> 28 -> 14 -> 10 -> 5
+    return conv(c, 16, 5) + bn(16) + conv(16, 32, 5) + bn(32) + linear(32 * 5 * 5, 128) + bn(128) + linear(128, k)
 
 
 def alexnet_params(c: int, k: int) -> int:
@@ -125,12 +129,14 @@ def resnet18_params(c: int, k: int) -> int:
 
 
 HAND_PARAMS = {
-    "lenet": lenet_params, "lenet_bn": lenet_bn_params, "alexnet": alexnet_params,
+    "lenet": lenet_params, "lenet_bn": lenet_bn_params, "lenet_modern": lenet_modern_params,
+    "alexnet": alexnet_params,
     "vgg11": lambda c, k: vgg_params(VGG11, c, k), "vgg11_small": lambda c, k: vgg_params(VGG11_SMALL, c, k),
     "nin": nin_params, "googlenet": googlenet_params, "resnet18": resnet18_params,
 }
 KNOWN_PARAMS = {
-    "lenet": 61_706, "lenet_bn": 44_878, "alexnet": 46_764_746, "vgg11": 128_806_154, "vgg11_small": 43_093_322,
+    "lenet": 61_706, "lenet_bn": 44_878, "lenet_modern": 117_418, "alexnet": 46_764_746, "vgg11": 128_806_154,
+    "vgg11_small": 43_093_322,
     "nin": 1_992_166, "googlenet": 5_977_530, "resnet18": 11_178_378,
 }
 
@@ -283,7 +289,7 @@ def test_nin_top_level_shapes_match_seed(native_model: Callable[[str], nn.Module
 # --- training behaviour -----------------------------------------------------------------------
 
 # Reduced sizes keep a backward pass of the 224x224 networks cheap; the classifier follows the size.
-GRAD_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 96, "nin": 96, "vgg11": 32, "vgg11_small": 64,
+GRAD_SIZE = {"lenet": 28, "lenet_bn": 28, "lenet_modern": 28, "alexnet": 96, "nin": 96, "vgg11": 32, "vgg11_small": 64,
              "googlenet": 64, "resnet18": 64}
 
 
@@ -305,8 +311,8 @@ def _has(model: nn.Module, kind: type) -> bool:
     return any(isinstance(m, kind) for m in model.modules())
 
 
-STOCHASTIC = ["alexnet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
-SMALL_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 67, "nin": 67, "vgg11": 32, "vgg11_small": 32,
+STOCHASTIC = ["alexnet", "lenet_bn", "lenet_modern", "nin", "resnet18", "vgg11", "vgg11_small"]
+SMALL_SIZE = {"lenet": 28, "lenet_bn": 28, "lenet_modern": 28, "alexnet": 67, "nin": 67, "vgg11": 32, "vgg11_small": 32,
               "googlenet": 32, "resnet18": 32}
 
 
@@ -389,9 +395,10 @@ def test_quiz_padded_convolution_output_size() -> None:
 # --- shape formulas against forward passes ----------------------------------------------------
 
 # Smallest input each network accepts, by hand from floor((n + 2p - k) / s) + 1 layer by layer:
-# lenet 12 -> 12 -> 6 -> 2 -> 1; lenet_bn 16 -> 12 -> 6 -> 2 -> 1; alexnet 65 -> 15 -> 7 -> 7 -> 3 -> 3 -> 1;
+# lenet 12 -> 12 -> 6 -> 2 -> 1; lenet_bn 16 -> 12 -> 6 -> 2 -> 1; lenet_modern 12 -> 12 -> 6 -> 2 -> 1;
+# alexnet 65 -> 15 -> 7 -> 7 -> 3 -> 3 -> 1;
 # nin 67 -> 15 -> 7 -> 3 -> 1; VGG 32 halved five times; GoogLeNet and ResNet pad everything.
-MIN_SIZE = {"lenet": 12, "lenet_bn": 16, "alexnet": 65, "nin": 67, "vgg11": 32, "vgg11_small": 32,
+MIN_SIZE = {"lenet": 12, "lenet_bn": 16, "lenet_modern": 12, "alexnet": 65, "nin": 67, "vgg11": 32, "vgg11_small": 32,
             "googlenet": 1, "resnet18": 1}
 SWEEP = [1, 2, 11, 12, 15, 16, 20, 28, 31, 32, 33, 64, 65, 66, 67, 96]
 

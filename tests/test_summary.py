@@ -22,11 +22,12 @@ from convzoo.cli import main
 from convzoo.models import InputSizeError, create_model, list_models
 from convzoo.summary import ModelSummary, summarize, summarize_model
 
-MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "nin", "resnet18", "vgg11", "vgg11_small"]
-NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224, "nin": 224,
-               "googlenet": 96, "resnet18": 96}
+MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "lenet_modern", "nin", "resnet18", "vgg11", "vgg11_small"]
+NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "lenet_modern": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224,
+               "nin": 224, "googlenet": 96, "resnet18": 96}
 KNOWN_PARAMS = {
-    "lenet": 61_706, "lenet_bn": 44_878, "alexnet": 46_764_746, "vgg11": 128_806_154, "vgg11_small": 43_093_322,
+    "lenet": 61_706, "lenet_bn": 44_878, "lenet_modern": 117_418, "alexnet": 46_764_746, "vgg11": 128_806_154,
+    "vgg11_small": 43_093_322,
     "nin": 1_992_166, "googlenet": 5_977_530, "resnet18": 11_178_378,
 }
 ROW_KEYS = {"name", "type", "output_shape", "params", "macs"}

@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convzoo.checkpoint import load_model
+from convzoo.checkpoint import load_model, snapshot_state
 from convzoo.data import DEBIAN_DIR, load_split
 from convzoo.models import list_models
-from convzoo.train import BOOK_RECIPES, ConfigError, fit, lr_factor, recipe
+from convzoo.train import BOOK_RECIPES, ConfigError, evaluate_run, fit, lr_factor, recipe
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -146,8 +146,8 @@ def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model, size", [
-    ("lenet", 28), ("lenet_bn", 28), ("alexnet", 67), ("vgg11_small", 32), ("vgg11", 32), ("nin", 67),
-    ("googlenet", 32), ("resnet18", 32),
+    ("lenet", 28), ("lenet_bn", 28), ("lenet_modern", 28), ("alexnet", 67), ("vgg11_small", 32), ("vgg11", 32),
+    ("nin", 67), ("googlenet", 32), ("resnet18", 32),
 ])
 def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: Path) -> None:
     config = recipe(model, optimizer="adamw", lr=3e-4, epochs=1, batch_size=32, resize=size, limit_train=512,
@@ -165,6 +165,54 @@ def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: 
         before = torch.nn.functional.cross_entropy(untrained(x), labels[:256])
         after = torch.nn.functional.cross_entropy(first(x), labels[:256])
     assert after < before
+
+
+# --- the speed switches: the GPU code paths, run on the CPU ---------------------------------------
+
+@pytest.mark.parametrize("amp, channels_last, compiled", [
+    (True, True, False), (False, False, False), (True, True, True),
+], ids=["bf16-autocast+channels-last", "float32+contiguous", "bf16-autocast+compile"])
+def test_speed_switches_train_and_save_a_model_that_evaluates_the_same(
+        amp: bool, channels_last: bool, compiled: bool, tmp_path: Path) -> None:
+    config = recipe("lenet_bn", "fast", epochs=1, batch_size=64, limit_train=256, limit_test=128,
+                    data_dir=str(SLICE), device="cpu", amp=amp, channels_last=channels_last, compile=compiled)
+    result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    assert math.isfinite(result.history[0]["train_loss"])
+    # The saved (uncompiled) model under the run's precision agrees with the training-time evaluation;
+    # a compiled graph may round bf16 differently, so allow a prediction or two to flip.
+    evaluation = evaluate_run(tmp_path / "run", device="cpu")
+    assert evaluation.accuracy == pytest.approx(result.test_acc, abs=0.02 if compiled else 0)
+
+
+def test_checkpoint_snapshot_is_a_copy_of_the_live_weights() -> None:
+    from convzoo.models import create_model
+
+    model = create_model("lenet")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    model(torch.rand(2, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=[])
+    saved = {k: v.clone() for k, v in tensors.items()}
+    with torch.no_grad():  # training goes on while the snapshot is being written
+        for p in model.parameters():
+            p.add_(1)
+    optimizer.step()
+    assert all(torch.equal(tensors[k], saved[k]) for k in saved)
+    assert metadata["epoch"] == "1" and any(k.startswith("optim.") for k in tensors)
+
+
+def test_a_failed_background_checkpoint_write_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import convzoo.train as train
+
+    def no_space(_path: object, _snapshot: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train, "write_state", no_space)
+    config = recipe("lenet", epochs=2, batch_size=32, limit_train=64, limit_test=32, data_dir=str(SLICE),
+                    device="cpu")
+    with pytest.raises(OSError, match="No space left"):
+        fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="the full data set is not installed (make test installs it)")

@@ -247,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="NHWC memory layout (default on; faster convolutions)")
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="bfloat16 autocast (default off)")
+                   help="bfloat16 autocast on the CPU or CUDA (default: on with --recipe fast, off with d2l)")
     g.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                    help="torch.compile the model (default off)")
     g.add_argument("--limit-train", type=_int, metavar="N", help="train on the first N images")

@@ -76,17 +76,19 @@ BOOK_RECIPES: dict[str, tuple[float, int, int]] = {
     "resnet18": (0.05, 256, 96),
 }
 
-# The modern recipe: (learning rate, batch size, input side, epochs) with SGD + Nesterov momentum,
-# weight decay, a one-cycle schedule, label smoothing and flip/crop augmentation.
-FAST_RECIPES: dict[str, tuple[float, int, int, int]] = {
-    "lenet": (0.1, 256, 28, 10),
-    "lenet_bn": (0.2, 256, 28, 10),
-    "alexnet": (0.02, 128, 96, 10),
-    "vgg11": (0.02, 128, 96, 10),
-    "vgg11_small": (0.05, 128, 96, 10),
-    "nin": (0.05, 128, 96, 10),
-    "googlenet": (0.05, 128, 96, 10),
-    "resnet18": (0.1, 256, 64, 10),
+# The modern recipe: (learning rate, batch size, input side, epochs, flip/crop augmentation) with SGD +
+# Nesterov momentum, weight decay, a one-cycle schedule, label smoothing and bfloat16 autocast.
+# Augmentation pays only in longer runs: lenet_modern's 4 epochs end 1 point higher without it.
+FAST_RECIPES: dict[str, tuple[float, int, int, int, bool]] = {
+    "lenet": (0.1, 256, 28, 10, True),
+    "lenet_bn": (0.2, 256, 28, 10, True),
+    "lenet_modern": (0.2, 256, 28, 4, False),
+    "alexnet": (0.02, 128, 96, 10, True),
+    "vgg11": (0.02, 128, 96, 10, True),
+    "vgg11_small": (0.05, 128, 96, 10, True),
+    "nin": (0.05, 128, 96, 10, True),
+    "googlenet": (0.05, 128, 96, 10, True),
+    "resnet18": (0.1, 256, 64, 10, True),
 }
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -156,10 +158,11 @@ def recipe(model: str, name: str = "d2l", **overrides: object) -> TrainConfig:
         lr, batch, size = BOOK_RECIPES.get(model, (0.05, 128, get_model_spec(model).input_size))
         config = TrainConfig(model=model, recipe=name, lr=lr, batch_size=batch, resize=size)
     elif name == "fast":
-        lr, batch, size, epochs = FAST_RECIPES.get(model, (0.05, 128, get_model_spec(model).input_size, 10))
+        default = (0.05, 128, get_model_spec(model).input_size, 10, True)
+        lr, batch, size, epochs, augment = FAST_RECIPES.get(model, default)
         config = TrainConfig(
             model=model, recipe=name, lr=lr, batch_size=batch, resize=size, epochs=epochs, momentum=0.9,
-            weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment=True, init="default",
+            weight_decay=5e-4, schedule="onecycle", label_smoothing=0.1, augment=augment, init="default", amp=True,
         )
     else:
         raise ConfigError(f"--recipe must be d2l or fast, got {name!r}")
@@ -259,7 +262,9 @@ class Evaluation:
 
 
 def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bfloat16 autocast on ``device`` when ``enabled`` (a no-op context otherwise)."""
+    """bfloat16 autocast on ``device`` when ``enabled`` (a no-op context otherwise, and on devices other
+    than the CPU and CUDA, where it is untested)."""
+    enabled = enabled and device.type in ("cpu", "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
