@@ -1,7 +1,7 @@
 """Time to accuracy: convzoo's training against the book's pipeline, measured in one run.
 
     python benchmarks/bench_train.py --model lenet --recipe d2l --baseline     # the book's LeNet, both pipelines
-    python benchmarks/bench_train.py --model lenet_bn --recipe fast --target 0.91 --seeds 3
+    python benchmarks/bench_train.py --model lenet_modern --recipe fast --target 0.91 --seeds 3
     python benchmarks/bench_train.py --model alexnet --device cuda --baseline --amp
 
 Each measured run trains ``--model`` with ``--recipe`` (flags override it, as in ``convzoo train``)
