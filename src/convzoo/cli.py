@@ -92,8 +92,8 @@ def cmd_summary(args: argparse.Namespace) -> None:
 # and where it runs; everything else is the run's own configuration.
 RESUME_OVERRIDES = ("epochs", "lr", "device", "data_dir")
 FIXED_ON_RESUME = ("recipe", "out", "overwrite", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
-                   "label_smoothing", "augment", "resize", "seed", "backend", "channels_last", "amp", "compile",
-                   "limit_train", "limit_test", "deterministic")
+                   "label_smoothing", "augment", "init", "resize", "seed", "backend", "channels_last", "amp",
+                   "compile", "limit_train", "limit_test", "deterministic")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -121,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = recipe(
             args.model, args.recipe or "d2l", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
-            schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment,
+            schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment, init=args.init,
             resize=args.resize, seed=args.seed, device=args.device, backend=args.backend,
             limit_train=args.limit_train, limit_test=args.limit_test, data_dir=args.data_dir,
             channels_last=args.channels_last, amp=args.amp, compile=args.compile, deterministic=args.deterministic,
@@ -204,7 +204,7 @@ def cmd_data(args: argparse.Namespace) -> None:
 # --- parser -----------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train import OPTIMIZERS, SCHEDULES
+    from .train import INITS, OPTIMIZERS, SCHEDULES
 
     parser = _Parser(prog="convzoo", description="Classic CNNs and their operations, trained on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
@@ -239,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--label-smoothing", type=_float)
     g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--init", choices=INITS, help="weights: xavier (the book's), kaiming (He, deep ReLU nets), default")
     g.add_argument("--resize", type=_int, help="input side the images are resized to")
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=_int)
