@@ -56,6 +56,11 @@ ITEMS: list[tuple[str, int, list[str]]] = [
     ("vgg11_small_mfu", 40, ["--model", "vgg11_small", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile",
                              "--batch-size", "512", "--epochs", "2", "--limit-train", "30720", "--limit-test", "2000"]),
     ("lenet_d2l_compile", 30, ["--model", "lenet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
+    # Next: does torch.compile pay for its compile time end to end (launch-bound GoogLeNet and ResNet-18)?
+    ("resnet18_fast_b512_compile", 40, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--target", "0.93",
+                                        "--batch-size", "512", "--lr", "0.2", "--epochs", "8", "--compile"]),
+    ("googlenet_d2l_compile", 60, ["--model", "googlenet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
+    ("alexnet_d2l_compile", 60, ["--model", "alexnet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
 ]
 
 # --tiny: the smallest inputs each model accepts comfortably, a few hundred images, 2 epochs, CPU.
