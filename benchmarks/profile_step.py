@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from convzoo.data import Batches, DataError, load_split
 from convzoo.models import create_model
-from convzoo.train import autocast, init_weights, make_optimizer, recipe, resolve_device
+from convzoo.train import autocast, backend_settings, init_weights, make_optimizer, recipe, resolve_device
 
 
 def batches(config, device: torch.device) -> Batches:  # noqa: ANN001
@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     config = recipe(args.model, args.recipe, batch_size=args.batch_size, resize=args.resize, device=args.device,
                     amp=args.amp, compile=args.compile, channels_last=args.channels_last, threads=args.threads)
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    with backend_settings(config):  # threads, cuDNN autotuning and TF32 as in training
+        profile_step(config, args)
+
+
+def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     device = resolve_device(config.device)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-        torch.set_float32_matmul_precision("high")
     model = create_model(config.model, input_size=config.resize)
     init_weights(model, config.init)
     model.to(device)

@@ -35,9 +35,9 @@ def test_gpu_suite_rehearses_an_item_on_the_cpu(tmp_path: Path) -> None:
 def test_cuda_runs_autotune_and_allow_tf32_and_restore_both(monkeypatch: pytest.MonkeyPatch) -> None:
     before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     monkeypatch.setattr(train, "resolve_device", lambda _name: torch.device("cuda"))
-    with train._reproducible(recipe("lenet")):
+    with train.backend_settings(recipe("lenet")):
         assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-    with train._reproducible(recipe("lenet", deterministic=True)):  # determinism wins over speed
+    with train.backend_settings(recipe("lenet", deterministic=True)):  # determinism wins over speed
         assert not torch.backends.cudnn.benchmark
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before

@@ -428,7 +428,7 @@ def fit(
     out = Path(out)
     opened = resume  # whether ``out`` is this run's directory (what an interruption message may point to)
     writer = _EpochWriter()
-    with _interrupt_on_signals() as hold_signals, _reproducible(config):
+    with _interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             device = resolve_device(config.device)
             if rank is not None:
@@ -751,7 +751,7 @@ def _interrupt_on_signals() -> Iterator[Callable[[], contextlib.AbstractContextM
 
 
 @contextlib.contextmanager
-def _reproducible(config: TrainConfig) -> Iterator[None]:
+def backend_settings(config: TrainConfig) -> Iterator[None]:
     """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
     kernels (cuDNN autotuning off); otherwise, on CUDA, autotune cuDNN and allow TF32 matmuls.
     Everything is restored afterwards.
