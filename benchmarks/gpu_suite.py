@@ -11,8 +11,10 @@ error costs one item, not the session), in order of importance, and skips what t
   NiN and GoogLeNet, convzoo against the book's pipeline in the same process; the 224x224
   baselines run ``--baseline-epochs`` epochs and are projected to 10 (marked ``*``);
 * the ``fast`` recipe to 0.93 test accuracy, after a warm-up;
-* steady-state throughput of AlexNet and VGG-11/4 at a large batch, bf16 and ``torch.compile``
-  (MFU against the GPU's dense bf16 peak).
+* steady-state throughput of AlexNet and VGG-11/4 at a large batch in bf16, with CUDA graphs and
+  with ``torch.compile`` (MFU against the GPU's dense bf16 peak).
+
+convzoo trains with bf16 autocast and, except in the ``*_compile`` items, ``--cuda-graphs``.
 
 ``--out`` gets three files, rewritten after each item so that a session cut short keeps what
 it measured (and few, since a lent machine returns a limited number of files): ``suite.json``
@@ -39,28 +41,25 @@ from convzoo.io import write_json
 HERE = Path(__file__).resolve().parent
 
 # (item, minimum seconds worth starting it with, bench_train.py arguments)
-D2L = ["--recipe", "d2l", "--seeds", "1", "--amp", "--baseline"]
+D2L = ["--recipe", "d2l", "--seeds", "1", "--amp", "--cuda-graphs", "--baseline"]
+FAST = ["--recipe", "fast", "--seeds", "1", "--amp", "--cuda-graphs", "--target", "0.93"]
+MFU = ["--recipe", "d2l", "--seeds", "1", "--amp", "--batch-size", "512", "--epochs", "2", "--limit-train", "30720",
+       "--limit-test", "2000"]
 ITEMS: list[tuple[str, int, list[str]]] = [
     ("lenet_d2l", 30, ["--model", "lenet", *D2L]),
-    ("alexnet_d2l", 60, ["--model", "alexnet", *D2L, "--baseline-epochs", "2"]),
-    ("vgg11_small_d2l", 60, ["--model", "vgg11_small", *D2L, "--baseline-epochs", "2"]),
-    ("nin_d2l", 60, ["--model", "nin", *D2L, "--baseline-epochs", "2"]),
     ("googlenet_d2l", 60, ["--model", "googlenet", *D2L, "--baseline-epochs", "2"]),
-    ("resnet18_fast", 30, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--amp", "--target", "0.93"]),
-    ("resnet18_fast_b512", 30, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--amp", "--target",
-                                "0.93", "--batch-size", "512", "--lr", "0.2", "--epochs", "8"]),
-    ("vgg11_small_fast64", 30, ["--model", "vgg11_small", "--recipe", "fast", "--seeds", "1", "--amp", "--target",
-                                "0.93", "--resize", "64"]),
-    ("alexnet_mfu", 40, ["--model", "alexnet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile",
-                         "--batch-size", "512", "--epochs", "2", "--limit-train", "30720", "--limit-test", "2000"]),
-    ("vgg11_small_mfu", 40, ["--model", "vgg11_small", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile",
-                             "--batch-size", "512", "--epochs", "2", "--limit-train", "30720", "--limit-test", "2000"]),
-    ("lenet_d2l_compile", 30, ["--model", "lenet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
-    # Next: does torch.compile pay for its compile time end to end (launch-bound GoogLeNet and ResNet-18)?
-    ("resnet18_fast_b512_compile", 40, ["--model", "resnet18", "--recipe", "fast", "--seeds", "1", "--target", "0.93",
-                                        "--batch-size", "512", "--lr", "0.2", "--epochs", "8", "--compile"]),
-    ("googlenet_d2l_compile", 60, ["--model", "googlenet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
-    ("alexnet_d2l_compile", 60, ["--model", "alexnet", "--recipe", "d2l", "--seeds", "1", "--amp", "--compile"]),
+    ("alexnet_d2l", 60, ["--model", "alexnet", *D2L, "--baseline-epochs", "2"]),
+    ("nin_d2l", 60, ["--model", "nin", *D2L, "--baseline-epochs", "2"]),
+    ("vgg11_small_d2l", 80, ["--model", "vgg11_small", *D2L, "--baseline-epochs", "2"]),
+    ("resnet18_fast_b512", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs", "8"]),
+    ("resnet18_fast_b512_e6", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs",
+                                   "6"]),
+    ("resnet18_fast_b512_r48", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs",
+                                    "8", "--resize", "48"]),
+    ("alexnet_mfu_graphs", 30, ["--model", "alexnet", *MFU, "--cuda-graphs"]),
+    ("vgg11_small_mfu_graphs", 30, ["--model", "vgg11_small", *MFU, "--cuda-graphs"]),
+    ("alexnet_mfu_compile", 50, ["--model", "alexnet", *MFU, "--compile"]),
+    ("vgg11_small_mfu_compile", 50, ["--model", "vgg11_small", *MFU, "--compile"]),
 ]
 
 # --tiny: the smallest inputs each model accepts comfortably, a few hundred images, 2 epochs, CPU.

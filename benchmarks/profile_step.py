@@ -26,7 +26,8 @@ from torch.profiler import ProfilerActivity, profile
 
 from convzoo.data import Batches, DataError, load_split
 from convzoo.models import create_model
-from convzoo.train import autocast, backend_settings, init_weights, make_optimizer, recipe, resolve_device
+from convzoo.step import TrainStep
+from convzoo.train import backend_settings, init_weights, make_optimizer, recipe, resolve_device
 
 
 def batches(config, device: torch.device) -> Batches:  # noqa: ANN001
@@ -49,11 +50,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trace", default=None, help="write a Chrome trace to this file")
     for flag, kind in (("batch-size", int), ("resize", int), ("device", str), ("threads", int)):
         parser.add_argument(f"--{flag}", type=kind, default=None)
-    for flag in ("amp", "compile", "channels-last"):
+    for flag in ("amp", "compile", "channels-last", "cuda-graphs"):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
     config = recipe(args.model, args.recipe, batch_size=args.batch_size, resize=args.resize, device=args.device,
-                    amp=args.amp, compile=args.compile, channels_last=args.channels_last, threads=args.threads)
+                    amp=args.amp, compile=args.compile, channels_last=args.channels_last, threads=args.threads,
+                    cuda_graphs=args.cuda_graphs)
     with backend_settings(config):  # threads, cuDNN autotuning and TF32 as in training
         profile_step(config, args)
 
@@ -65,17 +67,11 @@ def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, device=device, graphable=config.cuda_graphs)
     net = torch.compile(model) if config.compile else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     data = batches(config, device)
-
-    def step(x: torch.Tensor, y: torch.Tensor) -> None:
-        with autocast(device, config.amp):
-            loss = loss_fn(net(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+    step = TrainStep(net, loss_fn, optimizer, device, amp=config.amp, cuda_graph=config.cuda_graphs)  # as fit's
 
     def run(n: int) -> float:
         seen, it = 0, iter(data)
@@ -103,6 +99,7 @@ def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
     print(f"{config.model} / {config.recipe}: batch {config.batch_size}, input {config.resize}, device {device}, "
           f"amp {config.amp}, channels_last {config.channels_last}, compile {config.compile}, "
+          f"cuda_graphs {config.cuda_graphs}, "
           f"{torch.get_num_threads()} threads: {rate:,.0f} examples/s without the profiler")
     if args.trace:
         prof.export_chrome_trace(args.trace)

@@ -43,6 +43,7 @@ from .data import CLASSES, Batches, DataError, load_split
 from .errors import UserError
 from .io import write_json, write_text
 from .models import create_model, get_model_spec
+from .step import TrainStep, autocast
 
 
 class ConfigError(UserError):
@@ -120,6 +121,7 @@ class TrainConfig:
     channels_last: bool = True  # NHWC activations: oneDNN's fast convolution path on CPU and GPU
     amp: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
     compile: bool = False  # torch.compile the model (pays off only when a run is long enough)
+    cuda_graphs: bool = False  # on CUDA, replay each training step from a CUDA graph (convzoo.step)
     limit_train: int | None = None
     limit_test: int | None = None
     data_dir: str | None = None
@@ -147,6 +149,7 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
             (self.backend in ("torch", "scratch"), f"--backend must be torch or scratch, got {self.backend!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
+            (not (self.compile and self.cuda_graphs), "--compile and --cuda-graphs: choose one (untested together)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -256,12 +259,26 @@ def init_weights(model: nn.Module, scheme: str) -> None:
                 nn.init.zeros_(module.bias)
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, config: TrainConfig, *, device: torch.device | None = None,
+                   graphable: bool = False) -> torch.optim.Optimizer:
+    """The run's optimizer over ``model``'s parameters.
+
+    On CUDA (``device``) the fused implementation: one kernel updates every parameter.
+    ``graphable`` (CUDA only) also makes the learning rate a device tensor, so that a CUDA graph
+    can capture the update and ``TrainStep.set_lr`` can change the rate between replays.
+    """
+    fused = device is not None and device.type == "cuda"
+    lr: float | torch.Tensor = config.lr
+    extra: dict = {"fused": True} if fused else {}
+    if graphable and fused:
+        lr = torch.tensor(config.lr, device=device)
+        if config.optimizer == "adamw":
+            extra["capturable"] = True
     if config.optimizer == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        return torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=config.weight_decay, **extra)
     return torch.optim.SGD(
-        model.parameters(), lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay,
-        nesterov=config.momentum > 0,
+        model.parameters(), lr=lr, momentum=config.momentum, weight_decay=config.weight_decay,
+        nesterov=config.momentum > 0, **extra,
     )
 
 
@@ -276,13 +293,6 @@ class Evaluation:
     def per_class_accuracy(self) -> list[float]:
         totals = self.confusion.sum(axis=1)
         return [float(self.confusion[i, i] / t) if t else float("nan") for i, t in enumerate(totals)]
-
-
-def autocast(device: torch.device, enabled: bool) -> torch.autocast:
-    """bfloat16 autocast on ``device`` when ``enabled`` (a no-op context otherwise, and on devices other
-    than the CPU and CUDA, where it is untested)."""
-    enabled = enabled and device.type in ("cpu", "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
 
 
 @torch.no_grad()
@@ -431,6 +441,8 @@ def fit(
     with _interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             device = resolve_device(config.device)
+            if rank is not None and config.cuda_graphs and device.type == "cuda":
+                raise ConfigError("--cuda-graphs trains in one process; leave it out under torchrun")
             if rank is not None:
                 device = distributed.init(rank, device)
             with distributed.together("setting up the run"):
@@ -443,7 +455,7 @@ def fit(
                 model.to(device)
                 if config.channels_last:
                     model.to(memory_format=torch.channels_last)
-                optimizer = make_optimizer(model, config)
+                optimizer = make_optimizer(model, config, device=device, graphable=config.cuda_graphs)
                 start_epoch, history = 0, []
                 checkpoint = out / "checkpoint.safetensors"
                 if resume and checkpoint.is_file():
@@ -472,6 +484,9 @@ def fit(
             # DDP's forward may talk to the other ranks, whose test shards can differ in batch count.
             eval_model = step_model if rank is None else model
             loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+            train_step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp,
+                                   cuda_graph=config.cuda_graphs)
+            loss_sum, correct = train_step.loss_sum, train_step.correct  # the epoch's sums, on the device
 
             steps_per_epoch = len(train_batches)
             total_steps = steps_per_epoch * config.epochs
@@ -483,8 +498,7 @@ def fit(
                 if rank is not None:  # dropout masks: reproducible per rank and epoch, different across ranks
                     torch.manual_seed(hash((config.seed, epoch, rank.rank)))
                 model.train()
-                loss_sum = torch.zeros((), device=device)
-                correct = torch.zeros((), device=device, dtype=torch.int64)
+                train_step.reset()
                 seen = 0
                 started = time.perf_counter()
                 with tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show,
@@ -492,16 +506,8 @@ def fit(
                     for i, (x, y) in enumerate(train_batches):
                         step = epoch * steps_per_epoch + i
                         lr = config.lr * lr_factor(config.schedule, step, total_steps)
-                        for group in optimizer.param_groups:
-                            group["lr"] = lr
-                        with autocast(device, config.amp):
-                            logits = step_model(x)
-                            loss = loss_fn(logits, y)
-                        optimizer.zero_grad(set_to_none=True)
-                        loss.backward()
-                        optimizer.step()
-                        loss_sum += loss.detach() * len(y)
-                        correct += (logits.argmax(dim=1) == y).sum()
+                        train_step.set_lr(lr)
+                        train_step(x, y)
                         seen += len(y)
                         if (i + 1) % check_every == 0 or i + 1 == steps_per_epoch:
                             _check_finite(loss_sum, config, out, epoch, i, steps_per_epoch, lr)

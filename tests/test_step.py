@@ -1,0 +1,136 @@
+"""The training step: eager everywhere, replayed from a CUDA graph on CUDA.
+
+The CUDA tests run only where a GPU is present (the project's GPU sessions run them with
+``pytest tests/test_step.py``); on the CPU, ``--cuda-graphs`` must change nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from convzoo.data import Batches
+from convzoo.models import create_model
+from convzoo.step import WARMUP, TrainStep
+from convzoo.train import ConfigError, backend_settings, fit, make_optimizer, recipe
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+def _batches(device: str, n: int = 600, batch: int = 64) -> Batches:
+    """``n`` random images in batches of ``batch``: several full ones, then a partial one."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    return Batches(images, labels, batch, shuffle=True, device=device)
+
+
+def _train(model_name: str, device: str, *, graph: bool, epochs: int = 2, amp: bool = False, **overrides: object):
+    """Train ``model_name`` on ``_batches`` with a one-cycle schedule; the weights, sums and step."""
+    torch.manual_seed(0)
+    dev = torch.device(device)
+    config = recipe(model_name, "fast", amp=amp, cuda_graphs=graph, **overrides)
+    model = create_model(model_name).to(dev)
+    optimizer = make_optimizer(model, config, device=dev, graphable=graph)
+    step = TrainStep(model, nn.CrossEntropyLoss(label_smoothing=0.1), optimizer, dev, amp=amp, cuda_graph=graph)
+    data = _batches(device)
+    sums = []
+    total = epochs * len(data)
+    for epoch in range(epochs):
+        data.set_epoch(epoch)
+        step.reset()
+        for i, (x, y) in enumerate(data):
+            step.set_lr(config.lr * (1 - (epoch * len(data) + i) / total))
+            step(x, y)
+        sums.append((float(step.loss_sum), int(step.correct)))
+    return model, sums, step
+
+
+def test_the_step_accumulates_the_epoch_sums_on_the_device() -> None:
+    model, sums, step = _train("lenet", "cpu", graph=False, epochs=1)
+    assert step.graph is None and step.replays == 0
+    loss, correct = sums[0]
+    assert 0 < loss / 600 < 5 and 0 <= correct <= 600
+
+
+def test_cuda_graphs_change_nothing_on_the_cpu() -> None:
+    eager, eager_sums, _ = _train("lenet", "cpu", graph=False)
+    graphed, graphed_sums, step = _train("lenet", "cpu", graph=True)
+    assert step.graph is None
+    assert eager_sums == graphed_sums
+    for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_compile_and_cuda_graphs_are_one_or_the_other() -> None:
+    with pytest.raises(ConfigError, match="choose one"):
+        recipe("lenet", compile=True, cuda_graphs=True)
+
+
+def test_set_lr_writes_a_tensor_learning_rate_in_place() -> None:
+    model = nn.Linear(3, 2)
+    rate = torch.tensor(0.1)
+    optimizer = torch.optim.SGD(model.parameters(), lr=rate)
+    step = TrainStep(model, nn.CrossEntropyLoss(), optimizer, torch.device("cpu"))
+    step.set_lr(0.25)
+    assert optimizer.param_groups[0]["lr"] is rate and float(rate) == 0.25
+
+
+def test_cuda_graphs_on_the_cpu_train_as_without(tmp_path: Path) -> None:
+    common = dict(epochs=1, batch_size=64, limit_train=256, limit_test=100, data_dir=str(SLICE), device="cpu")
+    with_graphs = fit(recipe("lenet", cuda_graphs=True, **common), tmp_path / "a", log=lambda _: None, progress=False)
+    without = fit(recipe("lenet", **common), tmp_path / "b", log=lambda _: None, progress=False)
+    assert with_graphs.history[0]["train_loss"] == without.history[0]["train_loss"]
+    assert with_graphs.test_acc == without.test_acc
+
+
+# --- on a GPU -----------------------------------------------------------------------------------
+
+@cuda
+@pytest.mark.parametrize("model_name", ["lenet", "lenet_bn"])
+def test_a_replayed_graph_trains_as_eager_steps_do(model_name: str) -> None:
+    """Same weights after two epochs (full batches replayed, the partial one eager), to float32 rounding."""
+    with backend_settings(recipe(model_name, deterministic=True)):
+        eager, eager_sums, _ = _train(model_name, "cuda", graph=False)
+        graphed, graphed_sums, step = _train(model_name, "cuda", graph=True)
+    assert step.graph is not None
+    assert step.replays == 2 * (600 // 64) - WARMUP
+    for (loss_a, correct_a), (loss_b, correct_b) in zip(eager_sums, graphed_sums, strict=True):
+        assert loss_b == pytest.approx(loss_a, rel=1e-4)
+        assert abs(correct_a - correct_b) <= 2
+    for a, b in zip(eager.parameters(), graphed.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-4)
+
+
+@cuda
+@pytest.mark.parametrize("model_name, overrides", [
+    ("lenet_modern", {"amp": True}),  # bf16 autocast, batch norm, SGD + Nesterov momentum
+    ("alexnet", {"amp": True, "optimizer": "adamw", "lr": 1e-3, "resize": 67}),  # dropout, capturable AdamW
+])
+def test_graphed_fit_on_cuda_learns(model_name: str, overrides: dict, tmp_path: Path) -> None:
+    config = recipe(model_name, "fast", epochs=2, batch_size=100, data_dir=str(SLICE), device="cuda",
+                    cuda_graphs=True, augment=True, **overrides)
+    result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.test_acc > 0.4
+    eager = fit(replace_graphs(config), tmp_path / "eager", log=lambda _: None, progress=False)
+    assert abs(result.test_acc - eager.test_acc) < 0.15
+
+
+def replace_graphs(config):  # noqa: ANN001, ANN201
+    from dataclasses import replace
+
+    return replace(config, cuda_graphs=False)
+
+
+@cuda
+def test_cuda_graphs_refuse_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    config = recipe("lenet", epochs=1, data_dir=str(SLICE), device="cuda", cuda_graphs=True)
+    with pytest.raises(ConfigError, match="one process"):
+        fit(config, tmp_path / "run", log=lambda _: None, progress=False)
