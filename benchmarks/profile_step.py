@@ -37,7 +37,7 @@ def batches(config, device: torch.device) -> Batches:  # noqa: ANN001
         images = torch.randint(0, 256, (4096, 28, 28), dtype=torch.uint8)
         labels = torch.randint(0, 10, (4096,))
     return Batches(images, labels, config.batch_size, shuffle=True, device=device, resize=config.resize,
-                   augment=config.augment, drop_last=True)
+                   augment=config.augment, drop_last=True, channels_last=config.channels_last)
 
 
 def main(argv: list[str] | None = None) -> None:

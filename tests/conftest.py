@@ -41,6 +41,14 @@ def _assert_matches_torch(ours: Callable, theirs: Callable, *tensors: torch.Tens
         torch.testing.assert_close(ours_grad, theirs_grad, rtol=TOL, atol=TOL, msg=message)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite's raw data copies (``convzoo.data.raw_cache_dir``) go to a temporary cache, not the user's."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
 @pytest.fixture(scope="session")
 def assert_matches_torch() -> Callable[..., None]:
     """The helper as a fixture: session-scoped, so hypothesis tests may take it too."""

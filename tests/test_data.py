@@ -6,8 +6,11 @@ import gzip
 import hashlib
 import json
 import math
+import os
+import re
 import shutil
 import struct
+import time
 import urllib.request
 from pathlib import Path
 
@@ -59,6 +62,14 @@ def make_dir(
 
 def slice_checksums() -> dict[str, str]:
     return {name: hashlib.sha256(gzip.decompress((SLICE / f"{name}.gz").read_bytes())).hexdigest() for name in NAMES}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """Every read_idx here caches raw copies under a temporary directory, never the real user cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
 
 
 @pytest.fixture
@@ -177,6 +188,150 @@ def test_read_idx_mutated_gzip(tmp_path, draw):
     path = tmp_path / "f.gz"
     path.write_bytes(bytes(valid))
     _read_or_data_error(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache of decompressed files
+
+
+@pytest.fixture
+def raw_cache(monkeypatch, tmp_path) -> Path:
+    """An empty cache that also takes files written a moment ago; returns its raw_cache_dir()."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(data, "_SETTLED_NS", 0)
+    return data.raw_cache_dir()
+
+
+def no_gunzip(monkeypatch) -> None:
+    def fail(_):
+        raise AssertionError("decompressed although the cache holds the file")
+
+    monkeypatch.setattr(gzip, "decompress", fail)
+
+
+def test_cache_second_load_skips_decompression(tmp_path, raw_cache, monkeypatch):
+    root = make_dir(tmp_path / "d")
+    first = {split: data.load_split(split, root) for split in FILES}
+    assert len(list(raw_cache.iterdir())) == 4
+    no_gunzip(monkeypatch)
+    for split, (images, labels) in first.items():
+        again = data.load_split(split, root)
+        assert torch.equal(again[0], images) and torch.equal(again[1], labels)
+        again[0][0, 0, 0] = 255  # the tensor owns a writable buffer
+
+
+def test_cache_takes_only_gzipped_files(tmp_path, raw_cache):
+    read_idx(write(tmp_path / "raw.gz", idx((4,)), gz=False))
+    read_idx(write(tmp_path / "raw", idx((4,)), gz=False))
+    assert not raw_cache.exists()
+
+
+def replace_in_place_with_later_mtime(path: Path, content: bytes) -> None:
+    before = path.stat()
+    write(path, content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+
+
+def replace_keeping_size_and_mtime(path: Path, content: bytes) -> None:
+    """What ``cp -p`` or ``rsync -t`` do: new content under the old name and mtime."""
+    before = path.stat()
+    new = path.with_name("new.gz")
+    new.write_bytes(gzip.compress(content, compresslevel=0, mtime=0))  # stored: as long as the first version
+    assert new.stat().st_size == before.st_size
+    os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(new, path)
+
+
+@pytest.mark.parametrize("replace", [replace_in_place_with_later_mtime, replace_keeping_size_and_mtime])
+def test_cache_never_serves_a_changed_file(tmp_path, raw_cache, replace):
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(idx((3, 4, 5)), compresslevel=0, mtime=0))
+    assert read_idx(path).flatten()[:3].tolist() == [0, 1, 2]
+    replace(path, idx((3, 4, 5), bytes(range(100, 160))))
+    assert read_idx(path).flatten()[:3].tolist() == [100, 101, 102]
+    assert len(list(raw_cache.iterdir())) == 1  # the old version's entry is gone
+
+
+def test_cache_waits_until_a_file_has_settled(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    read_idx(path)
+    assert not data.raw_cache_dir().exists()  # a second write in the same clock tick could keep its stat
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now + data._SETTLED_NS)
+    read_idx(path)
+    assert len(list(data.raw_cache_dir().iterdir())) == 1
+
+
+def cache_dir_is_a_file(raw_cache: Path, monkeypatch) -> None:
+    raw_cache.parent.mkdir(parents=True)
+    raw_cache.write_bytes(b"")
+
+
+def disk_full_halfway(raw_cache: Path, monkeypatch) -> None:
+    write_bytes = Path.write_bytes
+
+    def half_then_full(self, content):
+        write_bytes(self, content[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+
+
+@pytest.mark.parametrize("break_cache", [cache_dir_is_a_file, disk_full_halfway])
+def test_cache_unwritable_falls_back(tmp_path, raw_cache, monkeypatch, break_cache):
+    content = idx((3, 4, 5))
+    path = write(tmp_path / "f.gz", content)
+    break_cache(raw_cache, monkeypatch)
+    assert read_idx(path).flatten().tolist() == list(content[16:])
+    assert not raw_cache.is_dir() or list(raw_cache.iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"\x00\x00\x08\x03 truncated", b"not idx at all"], ids=["empty", "truncated", "not-idx"]
+)
+def test_cache_corrupt_entry_is_replaced(tmp_path, raw_cache, damage):
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    expected = read_idx(path)
+    [entry] = raw_cache.iterdir()
+    entry.write_bytes(damage)
+    assert torch.equal(read_idx(path), expected)
+    assert entry.read_bytes() == idx((3, 4, 5))
+
+
+def test_cache_hit_reports_errors_as_the_file_does(tmp_path, raw_cache, monkeypatch):
+    path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
+    with pytest.raises(DataError) as uncached:
+        read_idx(path, ndim=1)
+    read_idx(path, ndim=3)
+    no_gunzip(monkeypatch)
+    with pytest.raises(DataError) as cached:
+        read_idx(path, ndim=1)
+    assert str(cached.value) == str(uncached.value)
+    assert str(cached.value) == f"{path}: IDX file has 3 dimensions, expected 1 (magic 0x00000803)"
+
+
+def test_cache_never_hides_a_broken_or_missing_file(tmp_path, raw_cache):
+    path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
+    read_idx(path)
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: corrupt or truncated gzip"):
+        read_idx(path)
+    path.unlink()
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: file not found"):
+        read_idx(path)
+    assert len(list(raw_cache.iterdir())) == 1  # the entry of the valid version, unused
+
+
+def test_check_reads_the_files_not_the_cache(tmp_path, raw_cache):
+    root = make_dir(tmp_path / "d")
+    data.load_split("train", root)
+    for entry in raw_cache.iterdir():  # valid IDX, other content: only a reader of the cache would see it
+        content = entry.read_bytes()
+        entry.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    real = hashlib.sha256(gzip.decompress((root / "train-images-idx3-ubyte.gz").read_bytes())).hexdigest()
+    assert data.check(root)[0]["sha256"] == real
 
 
 # ---------------------------------------------------------------------------------------------
@@ -491,6 +646,17 @@ def test_batches_resize(small):
     x, _ = next(iter(Batches(*small, 8, resize=96)))
     assert x.shape == (8, 1, 96, 96)
     assert torch.equal(x, data.to_input(small[0][:8], 96))
+
+
+@pytest.mark.parametrize("resize, augment", [(None, False), (64, False), (None, True), (48, True)])
+def test_batches_channels_last_are_the_same_pixels_in_nhwc_strides(small, resize, augment):
+    common = dict(shuffle=True, seed=2, resize=resize, augment=augment)
+    for (x, y), (x_cl, y_cl) in zip(Batches(*small, 32, **common), Batches(*small, 32, channels_last=True, **common),
+                                    strict=True):
+        assert torch.equal(x, x_cl) and torch.equal(y, y_cl)
+        assert x_cl.stride(1) == 1 and x_cl.is_contiguous(memory_format=torch.channels_last)
+        conv = torch.nn.Conv2d(1, 4, 3).to(memory_format=torch.channels_last)
+        assert conv(x_cl).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_batches_drop_last(small):

@@ -149,7 +149,6 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
             (self.backend in ("torch", "scratch"), f"--backend must be torch or scratch, got {self.backend!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
-            (not (self.compile and self.cuda_graphs), "--compile and --cuda-graphs: choose one (untested together)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -631,9 +630,10 @@ def _load_batches(config: TrainConfig, device: torch.device, rank: distributed.R
         raise DataError(f"the training split has {len(train_x)} images, fewer than the {world} process(es) training")
     train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
                     resize=config.resize, augment=config.augment, rank=0 if rank is None else rank.rank,
-                    world_size=world)
+                    world_size=world, channels_last=config.channels_last)
     part = distributed.shard(len(test_x), rank)
-    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.resize)
+    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.resize,
+                   channels_last=config.channels_last)
     return train, test
 
 
@@ -821,5 +821,6 @@ def evaluate_run(run_dir: str | Path, device: str = "auto", data_dir: str | None
     config, model, dev = load_run(run_dir, device)
     images, labels = load_split("test", data_dir or config.data_dir)
     images, labels = images[: config.limit_test], labels[: config.limit_test]
-    batches = Batches(images, labels, config.eval_batch_size, device=dev, resize=config.resize)
+    batches = Batches(images, labels, config.eval_batch_size, device=dev, resize=config.resize,
+                      channels_last=config.channels_last)
     return evaluate(model, batches, config.amp)
