@@ -222,14 +222,14 @@ def main(argv: list[str] | None = None) -> None:
     for flag, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("resize", int),
                        ("device", str), ("limit-train", int), ("limit-test", int), ("eval-batch-size", int)):
         parser.add_argument(f"--{flag}", type=kind, default=None)
-    for flag in ("amp", "compile", "channels-last", "cuda-graphs"):
+    for flag in ("amp", "compile", "channels-last", "cuda-graphs", "autotune"):
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
 
     def config_for(seed: int, **extra: object) -> TrainConfig:
         overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "resize": args.resize,
                      "device": args.device, "amp": args.amp, "compile": args.compile,
-                     "cuda_graphs": args.cuda_graphs,
+                     "cuda_graphs": args.cuda_graphs, "autotune": args.autotune,
                      "channels_last": args.channels_last, "limit_train": args.limit_train,
                      "limit_test": args.limit_test, "eval_batch_size": args.eval_batch_size}
         return recipe(args.model, args.recipe, **{**overrides, "seed": seed, **extra})

@@ -11,10 +11,10 @@ error costs one item, not the session), in order of importance, and skips what t
   NiN and GoogLeNet, convzoo against the book's pipeline in the same process; the 224x224
   baselines run ``--baseline-epochs`` epochs and are projected to 10 (marked ``*``);
 * the ``fast`` recipe to 0.93 test accuracy, after a warm-up;
-* steady-state throughput of AlexNet and VGG-11/4 at a large batch in bf16, with CUDA graphs and
-  with ``torch.compile`` (MFU against the GPU's dense bf16 peak).
+* steady-state throughput of AlexNet and VGG-11/4 at a large batch in bf16, with CUDA graphs,
+  with and without ``torch.compile`` (MFU against the GPU's dense bf16 peak).
 
-convzoo trains with bf16 autocast and, except in the ``*_compile`` items, ``--cuda-graphs``.
+convzoo trains with ``--cuda-graphs`` and, unless an item says ``fp32``, bf16 autocast.
 
 ``--out`` gets three files, rewritten after each item so that a session cut short keeps what
 it measured (and few, since a lent machine returns a limited number of files): ``suite.json``
@@ -47,19 +47,20 @@ MFU = ["--recipe", "d2l", "--seeds", "1", "--amp", "--batch-size", "512", "--epo
        "--limit-test", "2000"]
 ITEMS: list[tuple[str, int, list[str]]] = [
     ("lenet_d2l", 30, ["--model", "lenet", *D2L]),
+    ("lenet_d2l_fp32", 15, ["--model", "lenet", *D2L[:-1], "--no-amp"]),
+    ("lenet_d2l_fp32_nchw", 15, ["--model", "lenet", *D2L[:-1], "--no-amp", "--no-channels-last"]),
     ("googlenet_d2l", 60, ["--model", "googlenet", *D2L, "--baseline-epochs", "2"]),
     ("alexnet_d2l", 60, ["--model", "alexnet", *D2L, "--baseline-epochs", "2"]),
     ("nin_d2l", 60, ["--model", "nin", *D2L, "--baseline-epochs", "2"]),
     ("vgg11_small_d2l", 80, ["--model", "vgg11_small", *D2L, "--baseline-epochs", "2"]),
-    ("resnet18_fast_b512", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs", "8"]),
-    ("resnet18_fast_b512_e6", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs",
+    ("googlenet_d2l_no_autotune", 40, ["--model", "googlenet", *D2L[:-1], "--no-autotune"]),
+    ("resnet18_fast_b512", 20, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs", "8"]),
+    ("resnet18_fast_b512_e6", 20, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs",
                                    "6"]),
-    ("resnet18_fast_b512_r48", 30, ["--model", "resnet18", *FAST, "--batch-size", "512", "--lr", "0.2", "--epochs",
-                                    "8", "--resize", "48"]),
-    ("alexnet_mfu_graphs", 30, ["--model", "alexnet", *MFU, "--cuda-graphs"]),
-    ("vgg11_small_mfu_graphs", 30, ["--model", "vgg11_small", *MFU, "--cuda-graphs"]),
-    ("alexnet_mfu_compile", 50, ["--model", "alexnet", *MFU, "--compile"]),
-    ("vgg11_small_mfu_compile", 50, ["--model", "vgg11_small", *MFU, "--compile"]),
+    ("googlenet_d2l_compile", 60, ["--model", "googlenet", *D2L[:-1], "--compile"]),
+    ("alexnet_mfu", 15, ["--model", "alexnet", *MFU, "--cuda-graphs"]),
+    ("alexnet_mfu_compile", 45, ["--model", "alexnet", *MFU, "--cuda-graphs", "--compile"]),
+    ("vgg11_small_mfu_compile", 45, ["--model", "vgg11_small", *MFU, "--cuda-graphs", "--compile"]),
 ]
 
 # --tiny: the smallest inputs each model accepts comfortably, a few hundred images, 2 epochs, CPU.

@@ -6,6 +6,7 @@ The CUDA tests run only where a GPU is present (the project's GPU sessions run t
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,12 @@ def test_cuda_graphs_refuse_torchrun(tmp_path: Path, monkeypatch: pytest.MonkeyP
     config = recipe("lenet", epochs=1, data_dir=str(SLICE), device="cuda", cuda_graphs=True)
     with pytest.raises(ConfigError, match="one process"):
         fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+
+
+def test_speed_flags_reach_the_run_config(tmp_path: Path, run_cli) -> None:  # noqa: ANN001
+    code, _, err = run_cli("train", "lenet", "--epochs", "1", "--batch-size", "32", "--limit-train", "64",
+                           "--limit-test", "32", "--data-dir", str(SLICE), "--device", "cpu", "--cuda-graphs",
+                           "--no-autotune", "--out", str(tmp_path / "run"))
+    assert code == 0, err
+    config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert config["cuda_graphs"] is True and config["autotune"] is False

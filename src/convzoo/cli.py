@@ -93,7 +93,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 RESUME_OVERRIDES = ("epochs", "lr", "device", "data_dir")
 FIXED_ON_RESUME = ("recipe", "out", "overwrite", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
                    "label_smoothing", "augment", "init", "resize", "seed", "backend", "channels_last", "amp",
-                   "compile", "cuda_graphs", "limit_train", "limit_test", "deterministic")
+                   "compile", "cuda_graphs", "autotune", "limit_train", "limit_test", "deterministic")
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -125,7 +125,7 @@ def cmd_train(args: argparse.Namespace) -> None:
             resize=args.resize, seed=args.seed, device=args.device, backend=args.backend,
             limit_train=args.limit_train, limit_test=args.limit_test, data_dir=args.data_dir,
             channels_last=args.channels_last, amp=args.amp, compile=args.compile, deterministic=args.deterministic,
-            cuda_graphs=args.cuda_graphs,
+            cuda_graphs=args.cuda_graphs, autotune=args.autotune,
         )
         out = args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}"
         result = fit(config, out, overwrite=bool(args.overwrite), log=quiet, command=command)
@@ -255,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="on CUDA, record the training step once as a CUDA graph and replay it: one launch per step "
                         "instead of hundreds, for small networks and batches (default off; one process only)")
+    g.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=None,
+                   help="on CUDA, time cuDNN's convolution algorithms on each new shape and keep the fastest "
+                        "(default on; off saves seconds of start-up in short runs of many-layer networks)")
     g.add_argument("--limit-train", type=_int, metavar="N", help="train on the first N images")
     g.add_argument("--limit-test", type=_int, metavar="N", help="evaluate on the first N images")
     g.add_argument("--data-dir", help="directory with the four Fashion-MNIST files")

@@ -122,6 +122,7 @@ class TrainConfig:
     amp: bool = False  # bfloat16 autocast for the forward pass (weights and optimizer stay float32)
     compile: bool = False  # torch.compile the model (pays off only when a run is long enough)
     cuda_graphs: bool = False  # on CUDA, replay each training step from a CUDA graph (convzoo.step)
+    autotune: bool = True  # on CUDA, time cuDNN's algorithms on the first batch of each shape and keep the fastest
     limit_train: int | None = None
     limit_test: int | None = None
     data_dir: str | None = None
@@ -759,8 +760,13 @@ def _interrupt_on_signals() -> Iterator[Callable[[], contextlib.AbstractContextM
 @contextlib.contextmanager
 def backend_settings(config: TrainConfig) -> Iterator[None]:
     """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
-    kernels (cuDNN autotuning off); otherwise, on CUDA, autotune cuDNN and allow TF32 matmuls.
-    Everything is restored afterwards.
+    kernels (cuDNN autotuning off); otherwise, on CUDA, allow TF32 matmuls and, with ``config.autotune``,
+    autotune cuDNN. Everything is restored afterwards.
+
+    Autotuning times the candidate algorithms of every convolution shape (forward, both backward
+    passes; the last partial batch and the evaluation batch are shapes of their own) the first time
+    it runs: it pays in long runs of a few layer shapes and can cost seconds in a short run of a
+    network with many (GoogLeNet has 57 convolutions).
 
     On the CPU a deterministic run with the same thread count is bitwise reproducible, so a resumed
     run ends with the weights of an uninterrupted one. CUDA ops without a deterministic kernel
@@ -772,7 +778,7 @@ def backend_settings(config: TrainConfig) -> Iterator[None]:
     fast = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     if not config.deterministic and resolve_device(config.device).type == "cuda":
         # cuDNN autotunes each layer's algorithm on its first batch; float32 matmuls may use TF32.
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = config.autotune
         torch.set_float32_matmul_precision("high")
     if config.deterministic:  # only then: switching determinism imports torch._inductor (a second)
         saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
