@@ -1,35 +1,55 @@
-"""Figures of a run: training curves and the confusion matrix (matplotlib, Agg backend, PNG)."""
+"""Figures of a run: training curves, the confusion matrix, and grids of images (matplotlib, Agg, PNG).
+
+Figures are ``matplotlib.figure.Figure`` objects laid out by hand (no layout engine, no tight
+bounding box) and rendered by Agg; pyplot's global state is never touched.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.image import AxesImage  # noqa: E402
+from matplotlib.text import Text  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .io import atomic_path  # noqa: E402
 
+DPI = 110
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+
+def _save(fig: Figure, path: str | Path) -> Path:
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
+        fig.savefig(tmp, dpi=DPI)
     return Path(path)
+
+
+def place_axes(fig: Figure, left: float, bottom: float, width: float, height: float, **kwargs) -> Axes:
+    """An Axes at a position given in inches from the figure's lower-left corner."""
+    fig_w, fig_h = fig.get_size_inches()
+    return fig.add_axes((left / fig_w, bottom / fig_h, width / fig_w, height / fig_h), **kwargs)
 
 
 def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
     """The book's training plot: train loss, train accuracy and test accuracy per epoch."""
     epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig = Figure(figsize=(5.0, 3.7))
+    ax = place_axes(fig, 0.5, 0.45, 4.35, 2.9)
     ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
     ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, label="train acc")
     ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, label="test acc")
     ax.set_xlabel("epoch")
     ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 0.5 ticks
     ax.grid(alpha=0.3)
     ax.legend()
     ax.set_title(title)
@@ -39,9 +59,14 @@ def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> P
 def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
     """Confusion matrix (rows: true class, columns: predicted), counts in the cells, a colour bar."""
     matrix = np.asarray(matrix)
-    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    # Inches: room for the class names on the left and (at 45 degrees) below, the title above,
+    # and the colour bar with its tick labels on the right of a square matrix.
+    side, left, bottom, top, bar = 4.9, 1.2, 1.1, 0.4, 0.2
+    fig = Figure(figsize=(left + side + 0.25 + bar + 0.85, bottom + side + top))
+    ax = place_axes(fig, left, bottom, side, side)
+    cax = place_axes(fig, left + side + 0.25, bottom, bar, side)
     image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="test images")
+    fig.colorbar(image, cax=cax, label="test images")
     ticks = np.arange(len(classes))
     ax.set_xticks(ticks, classes, rotation=45, ha="right")
     ax.set_yticks(ticks, classes)
@@ -54,3 +79,105 @@ def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path,
                     color="white" if matrix[i, j] > threshold else "black")
     ax.set_title(title or "confusion matrix")
     return _save(fig, path)
+
+
+# --- grids of images --------------------------------------------------------------------------
+
+def mosaic(tiles: np.ndarray, gap: tuple[int, int], scale: int = 1) -> np.ndarray:
+    """Tiles ``(rows, cols, h, w)`` as one float32 image, row-major, ``gap`` ``(y, x)`` pixels apart.
+
+    Each tile pixel becomes ``scale x scale`` pixels, so the image is ``(rows * (scale*h + gap_y) - gap_y,
+    cols * (scale*w + gap_x) - gap_x)``. The gaps are NaN, which a colormap draws transparent.
+    """
+    rows, cols, h, w = tiles.shape
+    h, w = h * scale, w * scale
+    gap_y, gap_x = gap
+    out = np.full((rows * (h + gap_y) - gap_y, cols * (w + gap_x) - gap_x), np.nan, dtype=np.float32)
+    for r in range(rows):
+        for c in range(cols):
+            tile = tiles[r, c]
+            if scale > 1:
+                tile = np.repeat(np.repeat(tile, scale, axis=0), scale, axis=1)
+            out[r * (h + gap_y): r * (h + gap_y) + h, c * (w + gap_x): c * (w + gap_x) + w] = tile
+    return out
+
+
+@dataclass
+class TileGrid:
+    """A figure whose one Axes ``ax`` shows a grid of tiles as one mosaic ``image``.
+
+    The Axes' data coordinates are the mosaic's pixels (x to the right, y downwards); ``above``,
+    ``below`` and ``left`` put text next to a tile, ``pad`` points away from it.
+    """
+
+    fig: Figure
+    ax: Axes
+    image: AxesImage
+    box: tuple[float, float, float, float]  # the Axes' (left, bottom, width, height) in inches
+    tile: tuple[int, int]  # (height, width) of a tile in mosaic pixels
+    pitch: tuple[int, int]  # (y, x) mosaic pixels from one tile's corner to the next one's
+    points: float  # mosaic pixels per typographic point
+
+    def _x(self, col: int) -> float:
+        return col * self.pitch[1] + self.tile[1] / 2 - 0.5
+
+    def above(self, row: int, col: int, text: str, *, pad: float = 2, **kwargs) -> Text:
+        """``text`` centred above tile ``(row, col)``."""
+        y = row * self.pitch[0] - 0.5 - pad * self.points
+        return self.ax.text(self._x(col), y, text, ha="center", va="bottom", **kwargs)
+
+    def below(self, row: int, col: int, text: str, *, pad: float = 2, **kwargs) -> Text:
+        """``text`` centred below tile ``(row, col)``."""
+        y = row * self.pitch[0] + self.tile[0] - 0.5 + pad * self.points
+        return self.ax.text(self._x(col), y, text, ha="center", va="top", **kwargs)
+
+    def left(self, row: int, text: str, *, pad: float = 3, **kwargs) -> Text:
+        """``text`` right-aligned to the left of row ``row``."""
+        y = row * self.pitch[0] + self.tile[0] / 2 - 0.5
+        return self.ax.text(-0.5 - pad * self.points, y, text, ha="right", va="center", **kwargs)
+
+
+def tile_grid(
+    tiles: np.ndarray, *, tile_inches: float, gap: tuple[float, float], margins: tuple[float, float, float, float],
+    cmap: str, vmin: float, vmax: float, min_size: tuple[float, float] = (0.0, 0.0), frame: str | None = None,
+) -> TileGrid:
+    """A figure showing ``tiles`` ``(rows, cols, h, w)`` as one mosaic image on one Axes; NaN tiles are blank.
+
+    ``tile_inches`` is a tile's longer side, ``gap`` the ``(vertical, horizontal)`` space between
+    tiles (where per-tile titles go) and ``margins`` the ``(left, bottom, right, top)`` space around
+    the mosaic, all in inches; the figure is made at least ``min_size`` ``(width, height)``, the
+    mosaic centred in the extra space. With a ``frame`` colour every tile that is not blank gets an
+    outline, as an Axes' spines would draw it. Small tiles are enlarged by whole pixels (drawn with
+    ``interpolation="nearest"``, they look the same) so that the gaps, whole mosaic pixels, can be narrow.
+    """
+    rows, cols, h, w = tiles.shape
+    scale = max(1, math.ceil(32 / max(h, w)))  # a tile of 32 mosaic pixels or more
+    inch = tile_inches / (scale * max(h, w))  # inches per mosaic pixel
+    gap_px = (max(1, round(gap[0] / inch)), max(1, round(gap[1] / inch)))
+    image = mosaic(tiles, gap_px, scale)
+    width, height = image.shape[1] * inch, image.shape[0] * inch
+    left, bottom, right, top = margins
+    # Whole hundredths of an inch, so that at 100 DPI (viz.DPI) the PNG is exactly figsize x DPI pixels.
+    fig_w = math.ceil(max(min_size[0], left + width + right) * 100 - 1e-6) / 100
+    fig_h = math.ceil(max(min_size[1], bottom + height + top) * 100 - 1e-6) / 100
+    extra_x, extra_y = (fig_w - (left + width + right)) / 2, (fig_h - (bottom + height + top)) / 2
+    fig = Figure(figsize=(fig_w, fig_h))
+    box = (left + extra_x, bottom + extra_y, width, height)
+    ax = place_axes(fig, *box)
+    ax.set_axis_off()
+    drawn = ax.imshow(image, cmap=cmap, vmin=vmin, vmax=vmax, interpolation="nearest")
+    tile = (h * scale, w * scale)
+    pitch = (tile[0] + gap_px[0], tile[1] + gap_px[1])
+    if frame is not None:
+        corners = [(c * pitch[1] - 0.5, r * pitch[0] - 0.5) for r in range(rows) for c in range(cols)
+                   if not np.isnan(tiles[r, c]).all()]
+        outlines = [[(x, y), (x + tile[1], y), (x + tile[1], y + tile[0]), (x, y + tile[0])] for x, y in corners]
+        ax.add_collection(PolyCollection(outlines, facecolors="none", edgecolors=frame, linewidths=0.8,
+                                         clip_on=False),
+                          autolim=False)
+    return TileGrid(fig, ax, drawn, box, tile, pitch, points=1 / 72 / inch)
+
+
+def text_width(text: str, fontsize: float) -> float:
+    """A generous estimate of the width in inches of one line of ``text`` in the default sans-serif font."""
+    return len(text) * fontsize * 0.62 / 72

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import build_from_config
+from .checkpoint import build_from_config, load_model
 from .data import CLASSES
 from .io import write_text
 from .plots import plot_curves
 from .summary import summarize
-from .train import Evaluation, evaluate_run, load_run, read_run_config
+from .train import Evaluation, evaluate_run, read_run_config
 from .viz import (
     RunFileError,
     conv_layers,
@@ -130,7 +130,7 @@ def write_report(
     meta = read_run_config(run_dir)
     config = meta["config"]
     history = read_metrics(run_dir)
-    _, model, _ = load_run(run_dir, "cpu")
+    model = load_model(run_dir / "model.safetensors")  # for its kernels: not load_run's channels_last copy
     if evaluation is None:
         evaluation = evaluate_run(run_dir, device, data_dir)
     images, labels = evaluated_images(run_dir, data_dir)

@@ -38,7 +38,7 @@ from .data import CLASSES, load_split, to_input  # noqa: E402
 from .errors import UserError  # noqa: E402
 from .images import load_image  # noqa: E402
 from .io import atomic_path  # noqa: E402
-from .plots import plot_confusion  # noqa: E402
+from .plots import place_axes, plot_confusion, text_width, tile_grid  # noqa: E402
 from .train import Evaluation, evaluate_run, load_run, read_run_config  # noqa: E402
 
 DPI = 100
@@ -95,55 +95,58 @@ def kernels_figure(weight: torch.Tensor, *, title: str = "", max_inputs: int = 8
 
     With 2 to ``max_inputs`` input channels there is one tile per (input, output) pair, a row per
     input channel; otherwise one tile per output channel, averaged over the input channels. At most
-    ``max_outputs`` output channels are drawn (the first ones).
+    ``max_outputs`` output channels are drawn (the first ones). The tiles are one mosaic image
+    (``plots.tile_grid``) with a colour bar.
     """
     w = weight.detach().float().cpu()
     c_out, c_in, kh, kw = w.shape
-    shown = min(c_out, max_outputs if 1 < c_in <= max_inputs else 2 * max_outputs)
-    if 1 < c_in <= max_inputs:
+    pairs = 1 < c_in <= max_inputs
+    shown = min(c_out, max_outputs if pairs else 2 * max_outputs)
+    if pairs:
         tiles = w[:shown].transpose(0, 1)  # (C_in, shown, kh, kw): a row per input channel
         rows, cols = c_in, shown
         note = ""
     else:
         cols = min(shown, 8)
         rows = math.ceil(shown / cols)
-        mean = w[:shown].mean(dim=1)
         tiles = torch.full((rows * cols, kh, kw), float("nan"))
-        tiles[:shown] = mean
+        tiles[:shown] = w[:shown].mean(dim=1)
         tiles = tiles.view(rows, cols, kh, kw)
         note = f"mean over {c_in} input channels" if c_in > 1 else ""
     if shown < c_out:
         note = ", ".join(filter(None, [note, f"first {shown} of {c_out} output channels"]))
-    limit = float(np.nanmax(np.abs(tiles.numpy()))) or 1.0
+    tiles = tiles.numpy()
+    limit = float(np.nanmax(np.abs(tiles))) or 1.0
+    heading = title + (f"\n({note})" if note else "")
 
-    tile = (0.85 if cols <= 8 else 0.62) if max(kh, kw) > 1 else 0.45
-    fig = Figure(figsize=(max(cols * tile + 1.6, 4.8), rows * tile + 1.2), layout="constrained")
-    axes = fig.subplots(rows, cols, squeeze=False)
-    image = None
-    for r in range(rows):
+    # Inches. Tile numbers (7 pt) go above every tile, or above the first row and left of each row
+    # for (input, output) pairs; the axis labels (9 pt) below and on the left; the colour bar right.
+    label = 0.16
+    top = 0.12 + 0.2 * (heading.count("\n") + 1) + label
+    grid = tile_grid(
+        tiles, tile_inches=(0.75 if cols <= 8 else 0.55) if max(kh, kw) > 1 else 0.4,
+        gap=(0.08 if pairs else 0.08 + label, 0.08), margins=(0.5 if pairs else 0.2, 0.35, 1.25, top),
+        cmap=KERNEL_CMAP, vmin=-limit, vmax=limit, frame="black",
+        min_size=(max(4.8, *(text_width(line, 10) + 0.3 for line in heading.splitlines())), 0.35 + 1.5 + top),
+    )
+    if pairs:
         for c in range(cols):
-            ax = axes[r, c]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            values = tiles[r, c].numpy()
-            if np.isnan(values).all():
-                ax.set_axis_off()
-                continue
-            image = ax.imshow(values, cmap=KERNEL_CMAP, vmin=-limit, vmax=limit, interpolation="nearest")
-            if tiles.shape[:2] == (c_in, shown) and c_in > 1:
-                if r == 0:
-                    ax.set_title(str(c), fontsize=7, pad=2)
-                if c == 0:
-                    ax.set_ylabel(str(r), fontsize=7, rotation=0, ha="right", va="center")
-            else:
-                ax.set_title(str(r * cols + c), fontsize=7, pad=2)
-    if 1 < c_in <= max_inputs:
-        fig.supxlabel("output channel", fontsize=9)
-        fig.supylabel("input channel", fontsize=9)
+            grid.above(0, c, str(c), fontsize=7)
+        for r in range(rows):
+            grid.left(r, str(r), fontsize=7)
     else:
-        fig.supxlabel("tile number = output channel", fontsize=9)
-    fig.colorbar(image, ax=axes, shrink=min(1.0, 3.0 / rows + 0.3), label="weight", aspect=25)
-    fig.suptitle(title + (f"\n({note})" if note else ""), fontsize=10)
+        for n in range(shown):
+            grid.above(*divmod(n, cols), str(n), fontsize=7)
+    fig = grid.fig
+    fig_w, fig_h = fig.get_size_inches()
+    left, bottom, width, height = grid.box
+    bar = max(1.5, height * min(1.0, 3.0 / rows + 0.3))
+    fig.colorbar(grid.image, cax=place_axes(fig, left + width + 0.25, bottom + (height - bar) / 2, 0.15, bar),
+                 label="weight")
+    fig.supxlabel("output channel" if pairs else "tile number = output channel", fontsize=9, y=0.06 / fig_h)
+    if pairs:
+        fig.supylabel("input channel", fontsize=9, x=0.06 / fig_w)
+    fig.suptitle(heading, fontsize=10, y=1 - 0.1 / fig_h)
     return fig
 
 
@@ -225,30 +228,37 @@ def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *, count: int = 24, ncols: int = 8,
     title: str = "",
 ) -> Figure:
-    """The first ``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below."""
+    """The first ``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below.
+
+    The images are one mosaic (``plots.tile_grid``), grey from 0 (black) to 255 (white).
+    """
     wrong = torch.nonzero(predictions.cpu() != labels.cpu()).flatten()
-    shown = wrong[:count]
+    shown = wrong[:count].tolist()
     heading = f"{title}: {len(wrong)} of {len(labels)} test images misclassified"
-    if len(shown) == 0:
-        fig = Figure(figsize=(6, 2), layout="constrained")
-        ax = fig.subplots()
+    if not shown:
+        fig = Figure(figsize=(6, 2))
+        ax = fig.add_axes((0, 0, 1, 1))
         ax.set_axis_off()
-        ax.text(0.5, 0.5, "no mistakes", ha="center", va="center", fontsize=14)
+        ax.text(0.5, 0.45, "no mistakes", ha="center", va="center", fontsize=14)
         fig.suptitle(heading, fontsize=10)
         return fig
+    heading += f" (the first {len(shown)})" if len(shown) < len(wrong) else ""
     ncols = min(ncols, len(shown))
     nrows = math.ceil(len(shown) / ncols)
-    fig = Figure(figsize=(1.45 * ncols, 1.85 * nrows + 0.5), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat:
-        ax.set_axis_off()
-    for ax, i in zip(axes.flat, shown.tolist()):
-        ax.imshow(images[i].cpu().numpy(), cmap="gray", vmin=0, vmax=255)
-        ax.set_title(f"true: {CLASSES[int(labels[i])]}", fontsize=7.5, pad=3)
-        ax.text(0.5, -0.03, f"pred: {CLASSES[int(predictions[i])]}", transform=ax.transAxes, ha="center",
-                va="top", fontsize=7.5, color="tab:red")
-    fig.suptitle(heading + (f" (the first {len(shown)})" if len(shown) < len(wrong) else ""), fontsize=10)
-    return fig
+    h, w = images.shape[1:]
+    tiles = np.full((nrows * ncols, h, w), np.nan, dtype=np.float32)
+    tiles[: len(shown)] = images[shown].cpu().numpy()
+    # Inches: a 7.5 pt line above (true class) and below (prediction) every image, the heading on top.
+    grid = tile_grid(
+        tiles.reshape(nrows, ncols, h, w), tile_inches=1.35, gap=(0.44, 0.1), margins=(0.05, 0.22, 0.05, 0.55),
+        cmap="gray", vmin=0, vmax=255, min_size=(text_width(heading, 10) + 0.3, 0.0),
+    )
+    for n, i in enumerate(shown):
+        r, c = divmod(n, ncols)
+        grid.above(r, c, f"true: {CLASSES[int(labels[i])]}", fontsize=7.5, pad=3)
+        grid.below(r, c, f"pred: {CLASSES[int(predictions[i])]}", fontsize=7.5, pad=3, color="tab:red")
+    grid.fig.suptitle(heading, fontsize=10, y=1 - 0.1 / grid.fig.get_figheight())
+    return grid.fig
 
 
 # --- curves of several runs -------------------------------------------------------------------
