@@ -92,7 +92,7 @@ def cmd_summary(args: argparse.Namespace) -> None:
 # and where it runs; everything else is the run's own configuration.
 RESUME_OVERRIDES = ("epochs", "lr", "device", "data_dir")
 FIXED_ON_RESUME = ("recipe", "out", "overwrite", "batch_size", "optimizer", "momentum", "weight_decay", "schedule",
-                   "label_smoothing", "augment", "init", "resize", "seed", "backend", "channels_last", "amp",
+                   "label_smoothing", "augment", "tta", "init", "resize", "seed", "backend", "channels_last", "amp",
                    "compile", "cuda_graphs", "autotune", "limit_train", "limit_test", "deterministic")
 
 
@@ -121,7 +121,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         config = recipe(
             args.model, args.recipe or "d2l", epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             optimizer=args.optimizer, momentum=args.momentum, weight_decay=args.weight_decay,
-            schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment, init=args.init,
+            schedule=args.schedule, label_smoothing=args.label_smoothing, augment=args.augment, tta=args.tta,
+            init=args.init,
             resize=args.resize, seed=args.seed, device=args.device, backend=args.backend,
             limit_train=args.limit_train, limit_test=args.limit_test, data_dir=args.data_dir,
             channels_last=args.channels_last, amp=args.amp, compile=args.compile, deterministic=args.deterministic,
@@ -162,12 +163,13 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
     from .data import CLASSES, to_input
     from .images import load_image
-    from .train import load_run
+    from .train import load_run, scores
 
     config, model, device = load_run(args.run_dir, args.device)
     pixels = torch.stack([load_image(path, invert=args.invert) for path in args.images]).to(device)
-    with torch.no_grad():
-        probs = torch.softmax(model(to_input(pixels, config.resize)).float(), dim=1).cpu()
+    with torch.no_grad():  # scored as in the run's evaluation (float32 unless it trained with autocast)
+        probs = torch.softmax(scores(model, to_input(pixels, config.resize), config.amp, config.tta).float(), dim=1)
+    probs = probs.cpu()
     top_p, top_i = probs.max(dim=1)
     rows = [{"image": str(path), "class": CLASSES[int(i)], "label": int(i), "probability": round(float(p), 4)}
             for path, p, i in zip(args.images, top_p, top_i)]
@@ -239,7 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=_float)
     g.add_argument("--schedule", choices=SCHEDULES)
     g.add_argument("--label-smoothing", type=_float)
-    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None)
+    g.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,
+                   help="random flips and 2-pixel shifts of the training images (default: on with --recipe fast)")
+    g.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time augmentation: score each test image and its mirror image (default: on with "
+                        "--recipe fast when it augments)")
     g.add_argument("--init", choices=INITS, help="weights: xavier (the book's), kaiming (He, deep ReLU nets), default")
     g.add_argument("--resize", type=_int, help="input side the images are resized to")
     g = p.add_argument_group("run")
