@@ -21,15 +21,15 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 def test_gpu_suite_rehearses_an_item_on_the_cpu(tmp_path: Path) -> None:
     env = {**os.environ, "CONVZOO_DATA": str(SLICE), "PYTHONPATH": str(ROOT / "src")}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu_suite.py"), "--tiny", "--only",
-                           "googlenet_d2l_compile", "--out", str(tmp_path)], env=env, capture_output=True, text=True,
+                           "alexnet_mfu_compile", "--out", str(tmp_path)], env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["suite.json", "suite.log", "summary.md"]
-    item = json.loads((tmp_path / "suite.json").read_text())["items"]["googlenet_d2l_compile"]
+    item = json.loads((tmp_path / "suite.json").read_text())["items"]["alexnet_mfu_compile"]
     run = item["results"]["convzoo"]["runs"][0]
     assert len(run["test_acc"]) == 2 and run["wall_seconds"] > 0
     assert item["config"]["device"] == "cpu" and "commit" in item
-    assert "| googlenet_d2l_compile |" in (tmp_path / "summary.md").read_text()
+    assert "| alexnet_mfu_compile |" in (tmp_path / "summary.md").read_text()
 
 
 def test_cuda_runs_autotune_and_allow_tf32_and_restore_both(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -67,6 +67,11 @@ def test_cuda_graphs_change_nothing_on_the_cpu() -> None:
         assert torch.equal(a, b)
 
 
+def test_compile_and_cuda_graphs_are_one_or_the_other() -> None:
+    with pytest.raises(ConfigError, match="choose one"):
+        recipe("lenet", compile=True, cuda_graphs=True)
+
+
 def test_set_lr_writes_a_tensor_learning_rate_in_place() -> None:
     model = nn.Linear(3, 2)
     rate = torch.tensor(0.1)
