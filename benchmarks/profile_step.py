@@ -27,7 +27,7 @@ from torch.profiler import ProfilerActivity, profile
 from convzoo.data import Batches, DataError, load_split
 from convzoo.models import create_model
 from convzoo.step import TrainStep
-from convzoo.train import backend_settings, init_weights, make_optimizer, recipe, resolve_device
+from convzoo.train import backend_settings, init_weights, make_optimizer, recipe, resolve_device, uses_cuda_graphs
 
 
 def batches(config, device: torch.device) -> Batches:  # noqa: ANN001
@@ -67,11 +67,12 @@ def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
-    optimizer = make_optimizer(model, config, device=device, graphable=config.cuda_graphs)
+    graphs = uses_cuda_graphs(config, device)
+    optimizer = make_optimizer(model, config, device=device, graphable=graphs)
     net = torch.compile(model) if config.compile else model
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     data = batches(config, device)
-    step = TrainStep(net, loss_fn, optimizer, device, amp=config.amp, cuda_graph=config.cuda_graphs)  # as fit's
+    step = TrainStep(net, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs)  # as fit's
 
     def run(n: int) -> float:
         seen, it = 0, iter(data)
@@ -99,7 +100,7 @@ def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
     print(f"{config.model} / {config.recipe}: batch {config.batch_size}, input {config.resize}, device {device}, "
           f"amp {config.amp}, channels_last {config.channels_last}, compile {config.compile}, "
-          f"cuda_graphs {config.cuda_graphs}, "
+          f"cuda_graphs {graphs}, "
           f"{torch.get_num_threads()} threads: {rate:,.0f} examples/s without the profiler")
     if args.trace:
         prof.export_chrome_trace(args.trace)

@@ -16,7 +16,7 @@ from torch import nn
 from convzoo.data import Batches
 from convzoo.models import create_model
 from convzoo.step import WARMUP, TrainStep
-from convzoo.train import ConfigError, backend_settings, fit, make_optimizer, recipe
+from convzoo.train import ConfigError, backend_settings, fit, make_optimizer, recipe, uses_cuda_graphs
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -70,6 +70,16 @@ def test_cuda_graphs_change_nothing_on_the_cpu() -> None:
 def test_compile_and_cuda_graphs_are_one_or_the_other() -> None:
     with pytest.raises(ConfigError, match="choose one"):
         recipe("lenet", compile=True, cuda_graphs=True)
+
+
+def test_cuda_graphs_by_default_on_cuda_in_one_process_without_compile() -> None:
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert uses_cuda_graphs(recipe("lenet"), cuda)
+    assert not uses_cuda_graphs(recipe("lenet"), cpu)
+    assert not uses_cuda_graphs(recipe("lenet", compile=True), cuda)
+    assert not uses_cuda_graphs(recipe("lenet"), cuda, distributed=True)
+    assert not uses_cuda_graphs(recipe("lenet", cuda_graphs=False), cuda)
+    assert uses_cuda_graphs(recipe("lenet", cuda_graphs=True), cuda)
 
 
 def test_set_lr_writes_a_tensor_learning_rate_in_place() -> None:

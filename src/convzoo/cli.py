@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch.compile the model (default off)")
     g.add_argument("--cuda-graphs", action=argparse.BooleanOptionalAction, default=None,
                    help="on CUDA, record the training step once as a CUDA graph and replay it: one launch per step "
-                        "instead of hundreds, for small networks and batches (default off; one process only)")
+                        "instead of hundreds (default: on in one process without --compile)")
     g.add_argument("--autotune", action=argparse.BooleanOptionalAction, default=None,
                    help="on CUDA, time cuDNN's convolution algorithms on each new shape and keep the fastest "
                         "(default on; off saves seconds of start-up in short runs of many-layer networks)")
