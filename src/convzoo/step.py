@@ -1,10 +1,11 @@
 """One training step, eager or replayed from a CUDA graph.
 
 A small network at a small batch spends most of a step launching kernels: the book's LeNet
-runs a few hundred of them per step, each a few microseconds of GPU work behind tens of
+runs about a hundred of them per step, each a few microseconds of GPU work behind tens of
 microseconds of Python and dispatcher work. ``TrainStep`` with ``cuda_graph`` records the whole
 step (forward, loss, backward, optimizer update and the epoch's metric sums) once as a CUDA
-graph and then replays it: one launch per step, whatever the network.
+graph and then replays it: one launch per step, whatever the network. On an H200 that took
+LeNet from 109,000 to about 650,000 training examples/s and GoogLeNet from 8,900 to 21,100.
 
 What a graph needs, and how the step provides it:
 

@@ -9,8 +9,9 @@ A run directory holds everything a run produced:
     curves.png, confusion.png, result.json
 
 Speed by design: both splits live on the training device as uint8 tensors, batches are cut by
-index and converted/resized there (``convzoo.data.Batches``), and metrics are accumulated on the
-device and read once per epoch.
+index and converted/resized there (``convzoo.data.Batches``), metrics are accumulated on the
+device and read once per epoch, and on CUDA each step replays from a CUDA graph
+(``convzoo.step``). The checkpoint of each epoch is written while the next one trains.
 """
 
 from __future__ import annotations
