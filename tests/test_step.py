@@ -7,6 +7,7 @@ The CUDA tests run only where a GPU is present (the project's GPU sessions run t
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -128,14 +129,8 @@ def test_graphed_fit_on_cuda_learns(model_name: str, overrides: dict, tmp_path: 
     result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
     assert result.test_acc > 0.4
-    eager = fit(replace_graphs(config), tmp_path / "eager", log=lambda _: None, progress=False)
+    eager = fit(replace(config, cuda_graphs=False), tmp_path / "eager", log=lambda _: None, progress=False)
     assert abs(result.test_acc - eager.test_acc) < 0.15
-
-
-def replace_graphs(config):  # noqa: ANN001, ANN201
-    from dataclasses import replace
-
-    return replace(config, cuda_graphs=False)
 
 
 @cuda
@@ -154,3 +149,15 @@ def test_speed_flags_reach_the_run_config(tmp_path: Path, run_cli) -> None:  # n
     assert code == 0, err
     config = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
     assert config["cuda_graphs"] is True and config["autotune"] is False
+
+
+@cuda
+def test_a_graphed_run_resumes(tmp_path: Path) -> None:
+    """The resumed run captures its own graph, over the restored weights, optimizer state and learning rate."""
+    config = recipe("lenet_bn", epochs=2, batch_size=100, data_dir=str(SLICE), device="cuda")  # constant lr
+    whole = fit(config, tmp_path / "whole", log=lambda _: None, progress=False)
+    fit(replace(config, epochs=1), tmp_path / "part", log=lambda _: None, progress=False)
+    resumed = fit(config, tmp_path / "part", resume=True, log=lambda _: None, progress=False)
+    assert [row["epoch"] for row in resumed.history] == [1, 2]
+    assert resumed.history[1]["train_loss"] == pytest.approx(whole.history[1]["train_loss"], rel=0.05)
+    assert abs(resumed.test_acc - whole.test_acc) < 0.05
