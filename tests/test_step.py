@@ -161,3 +161,20 @@ def test_a_graphed_run_resumes(tmp_path: Path) -> None:
     assert [row["epoch"] for row in resumed.history] == [1, 2]
     assert resumed.history[1]["train_loss"] == pytest.approx(whole.history[1]["train_loss"], rel=0.05)
     assert abs(resumed.test_acc - whole.test_acc) < 0.05
+
+
+@cuda
+def test_only_a_full_batch_is_captured() -> None:
+    """With three batches an epoch (64, 64, 22), the partial one is neither a warm-up step nor the recording."""
+    dev = torch.device("cuda")
+    model = create_model("lenet").to(dev)
+    config = recipe("lenet", cuda_graphs=True)
+    step = TrainStep(model, nn.CrossEntropyLoss(), make_optimizer(model, config, device=dev, graphable=True), dev,
+                     cuda_graph=True, batch_size=64)
+    data = _batches("cuda", n=150, batch=64)
+    for epoch in range(3):
+        data.set_epoch(epoch)
+        for x, y in data:
+            step(x, y)
+    assert step.graph is not None and step._static[0].shape[0] == 64
+    assert step.replays == 6 - WARMUP

@@ -44,8 +44,10 @@ class TrainStep:
     """``step(x, y)`` trains ``model`` on one batch; ``loss_sum`` and ``correct`` accumulate on the device.
 
     ``cuda_graph`` (honoured on CUDA only) captures the step after ``WARMUP`` eager ones and
-    replays it for every later batch of the same shape. The optimizer must then take its learning
-    rate as a device tensor (``make_optimizer(..., graphable=True)``); ``set_lr`` writes either kind.
+    replays it for every later batch of the same shape; with ``batch_size`` only batches of that
+    size are warmed up and captured, so that a short split's partial batch is never the one recorded.
+    The optimizer must then take its learning rate as a device tensor (``make_optimizer(...,
+    graphable=True)``); ``set_lr`` writes either kind.
     """
 
     def __init__(
@@ -57,9 +59,11 @@ class TrainStep:
         *,
         amp: bool = False,
         cuda_graph: bool = False,
+        batch_size: int | None = None,
     ) -> None:
         self.model, self.loss_fn, self.optimizer, self.device, self.amp = model, loss_fn, optimizer, device, amp
         self.cuda_graph = cuda_graph and device.type == "cuda"
+        self.batch_size = batch_size
         self.loss_sum = torch.zeros((), device=device)
         self.correct = torch.zeros((), dtype=torch.int64, device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
@@ -99,8 +103,8 @@ class TrainStep:
             self._static[1].copy_(y)
             self.graph.replay()  # type: ignore[union-attr]
             self.replays += 1
-        elif not self.cuda_graph or self.graph is not None:
-            self._step(x, y)  # no graph, or a batch of another shape than the captured one
+        elif not self.cuda_graph or self.graph is not None or (self.batch_size and len(x) != self.batch_size):
+            self._step(x, y)  # no graph, or a batch of another shape than the captured (or to be captured) one
         elif self._warm < WARMUP:
             self._warm += 1
             side = torch.cuda.Stream(self.device)

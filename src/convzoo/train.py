@@ -517,7 +517,8 @@ def fit(
             # DDP's forward may talk to the other ranks, whose test shards can differ in batch count.
             eval_model = step_model if rank is None else model
             loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
-            train_step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs)
+            train_step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs,
+                                   batch_size=config.batch_size)
             loss_sum, correct = train_step.loss_sum, train_step.correct  # the epoch's sums, on the device
 
             steps_per_epoch = len(train_batches)

@@ -277,7 +277,7 @@ def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> 
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
         ax.set_xlim(0.5, last + 0.5)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.legend(loc="outside lower center", ncols=min(len(histories), 4), fontsize=8)
     fig.suptitle(title or "runs compared", fontsize=11)
     return fig
