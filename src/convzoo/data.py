@@ -567,9 +567,10 @@ def show_grid(
     """Save a PNG grid of ``images`` ((N, H, W) or (N, 1, H, W), uint8 or float in [0, 1]) titled by class.
 
     With ``predictions`` each title is the predicted class, red with the true class below when wrong.
-    Renders with Agg through ``matplotlib.figure.Figure``, leaving pyplot's global state alone.
+    The images are one mosaic on one Axes (``convzoo.plots.tile_grid``), rendered with Agg through
+    ``matplotlib.figure.Figure``, leaving pyplot's global state alone.
     """
-    from matplotlib.figure import Figure
+    from .plots import tile_grid  # matplotlib only once a grid is drawn
 
     images = images.detach().cpu()
     if images.dim() == 4:
@@ -582,20 +583,20 @@ def show_grid(
     vmax = 255 if images.dtype == torch.uint8 else 1.0
     ncols = min(ncols, n)
     nrows = -(-n // ncols)
-    fig = Figure(figsize=(1.3 * ncols, 1.5 * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False)
-    for i, ax in enumerate(axes.flat):
-        ax.set_axis_off()
-        if i >= n:
-            continue
-        ax.imshow(images[i].float().numpy(), cmap="gray", vmin=0, vmax=vmax)
-        if preds is None:
-            ax.set_title(CLASSES[labels[i]], fontsize=8)
-        elif preds[i] == labels[i]:
-            ax.set_title(CLASSES[preds[i]], fontsize=8)
+    h, w = images.shape[1:]
+    tiles = np.full((nrows * ncols, h, w), np.nan, dtype=np.float32)
+    tiles[:n] = images.float().numpy()
+    lines = 2 if preds is not None and preds != labels else 1
+    title = lines * 0.14 + 0.04  # inches: 8 pt lines above each image
+    grid = tile_grid(tiles.reshape(nrows, ncols, h, w), tile_inches=1.15, gap=(title + 0.08, 0.15),
+                     margins=(0.05, 0.05, 0.05, title + 0.05), cmap="gray", vmin=0, vmax=vmax)
+    for i in range(n):
+        r, c = divmod(i, ncols)
+        if preds is None or preds[i] == labels[i]:
+            grid.above(r, c, CLASSES[labels[i]], fontsize=8)
         else:
-            ax.set_title(f"{CLASSES[preds[i]]}\n({CLASSES[labels[i]]})", fontsize=8, color="tab:red")
+            grid.above(r, c, f"{CLASSES[preds[i]]}\n({CLASSES[labels[i]]})", fontsize=8, color="tab:red")
     path = Path(path)
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
+        grid.fig.savefig(tmp, format="png", dpi=100)
     return path
