@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from convzoo import ops
-from convzoo.io import write_json
+from convzoo.fileio import write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import machine_info  # noqa: E402

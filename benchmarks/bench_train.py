@@ -43,7 +43,7 @@ import torch
 from torch import nn
 
 from convzoo.data import FILES, find_data_dir
-from convzoo.io import write_json
+from convzoo.fileio import write_json
 from convzoo.models import create_model
 from convzoo.summary import summarize_model
 from convzoo.train import TrainConfig, fit, init_weights, make_optimizer, recipe, resolve_device

@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from convzoo.io import write_json
+from convzoo.fileio import write_json
 
 HERE = Path(__file__).resolve().parent
 

@@ -20,7 +20,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convzoo import data, io
+from convzoo import data, fileio
 from convzoo.data import FILES, Batches, DataError, read_idx
 from convzoo.errors import UserError
 
@@ -755,19 +755,19 @@ def test_show_grid_writes_png(tmp_path, small):
 
 
 # ---------------------------------------------------------------------------------------------
-# convzoo.io, which fetch and show_grid write through
+# convzoo.fileio, which fetch and show_grid write through
 
 
 def test_atomic_path_replaces_only_on_success(tmp_path):
     path = tmp_path / "sub" / "result.json"
-    io.write_json(path, {"acc": 0.9, "epochs": [1, 2]})
+    fileio.write_json(path, {"acc": 0.9, "epochs": [1, 2]})
     assert json.loads(path.read_text()) == {"acc": 0.9, "epochs": [1, 2]}
     with pytest.raises(RuntimeError):
-        with io.atomic_path(path) as tmp:
+        with fileio.atomic_path(path) as tmp:
             assert tmp.parent == path.parent and tmp.suffix == ".json"
             tmp.write_text("{half")
             raise RuntimeError("crash while writing")
     assert json.loads(path.read_text())["acc"] == 0.9
     assert list(path.parent.iterdir()) == [path]
-    io.write_text(path, "done\n")
+    fileio.write_text(path, "done\n")
     assert path.read_text() == "done\n"

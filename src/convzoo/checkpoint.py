@@ -26,8 +26,8 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from .errors import UserError
-from .io import atomic_path
+from .errors import UserError, first_line
+from .fileio import atomic_path
 from .models import create_model
 
 FORMAT = "convzoo-1"
@@ -57,11 +57,6 @@ def refuse_pickle(path: str | Path) -> None:
                               "(a pickle can run code when it is opened)")
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__
-
-
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     if not path.is_file():
@@ -72,7 +67,7 @@ def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
             metadata = f.metadata() or {}
             tensors = {key: f.get_tensor(key) for key in f.keys()}
     except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({_first_line(exc)})") from None
+        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
     if metadata.get("sha256") != _digest(tensors):
@@ -133,7 +128,7 @@ def build_from_config(config: object, path: str | Path = "the run") -> nn.Module
     except UserError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
-        raise CheckpointError(f"{path} has an invalid model configuration: {_first_line(exc)}") from None
+        raise CheckpointError(f"{path} has an invalid model configuration: {first_line(exc)}") from None
 
 
 def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, *, assign: bool = False) -> None:

@@ -309,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException) -> str:  # the whole message folded into one line
     return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
 
 

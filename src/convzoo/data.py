@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from .errors import UserError
-from .io import atomic_path
+from .errors import DataError
+from .fileio import atomic_path
 
 CLASSES: tuple[str, ...] = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
@@ -74,10 +74,6 @@ IMAGE_SIZE = 28
 _UBYTE = 0x08  # element type: unsigned byte
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20  # download read size
-
-
-class DataError(UserError):
-    """A problem with the data set files that the user can fix (missing, corrupt, wrong); a ``ValueError``."""
 
 
 # ---------------------------------------------------------------------------------------------

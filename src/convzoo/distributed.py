@@ -26,7 +26,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import UserError
+from .errors import UserError, first_line
 
 TIMEOUT_ENV = "CONVZOO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
@@ -207,9 +207,3 @@ def is_peer_failure(exc: BaseException) -> bool:
         return True
     text = str(exc).lower()
     return isinstance(exc, RuntimeError) and any(word in text for word in ("gloo", "nccl", "connection", "timed out"))
-
-
-def first_line(exc: BaseException) -> str:
-    """The first line of an exception's message (backends write pages)."""
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else type(exc).__name__

@@ -37,7 +37,7 @@ from torch import nn
 from .checkpoint import build_from_config
 from .data import CLASSES, load_split, to_input
 from .errors import UserError
-from .io import atomic_path
+from .fileio import atomic_path
 from .train import load_run
 
 FORMATS = ("onnx", "torchscript")

@@ -22,7 +22,7 @@ from matplotlib.image import AxesImage  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .io import atomic_path  # noqa: E402
+from .fileio import atomic_path  # noqa: E402
 
 DPI = 110
 

@@ -24,12 +24,12 @@ import torch
 
 from .checkpoint import build_from_config, load_model
 from .data import CLASSES
-from .io import write_text
+from .errors import RunFileError
+from .fileio import write_text
 from .plots import plot_curves
 from .summary import summarize
 from .train import Evaluation, evaluate_run, read_run_config
 from .viz import (
-    RunFileError,
     conv_layers,
     evaluated_images,
     figure_png,

@@ -40,30 +40,11 @@ from tqdm import tqdm
 
 from . import __version__, distributed
 from .checkpoint import FORMAT, load_state, refuse_pickle, save_model, saved_epoch, snapshot_state, write_state
-from .data import CLASSES, Batches, DataError, load_split
-from .errors import UserError
-from .io import write_json, write_text
+from .data import CLASSES, Batches, load_split
+from .errors import ConfigError, DataError, DivergenceError, RunInterrupted, first_line
+from .fileio import write_json, write_text
 from .models import create_model, get_model_spec
 from .step import TrainStep, autocast
-
-
-class ConfigError(UserError):
-    """A training option that cannot work (bad value, missing device, existing output directory)."""
-
-
-class DivergenceError(UserError):
-    """The training loss became NaN or infinite; the run directory keeps its last good checkpoint."""
-
-    exit_code = 3
-
-
-class RunInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped a run; the message says what the run directory keeps and how to resume."""
-
-    def __init__(self, message: str, exit_code: int = 130) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code  # 128 + the signal's number, as a shell reports a process the signal killed
-
 
 # The book's recipe per model (d2l-zh 2.0 `train_ch6`): (learning rate, batch size, input side).
 # Plain SGD, cross-entropy, Xavier-uniform weights, 10 epochs, pixels / 255.
@@ -589,7 +570,7 @@ def fit(
         except RuntimeError as exc:
             if rank is None or not distributed.is_peer_failure(exc):
                 raise
-            raise distributed.PeerFailure(f"lost contact with the other ranks ({distributed.first_line(exc)}); "
+            raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
                                           "another rank probably failed (see its error)") from None
         finally:
             writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
