@@ -42,11 +42,14 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from convzoo.config import TrainConfig, recipe
 from convzoo.data import FILES, find_data_dir
 from convzoo.fileio import write_json
-from convzoo.models import create_model
+from convzoo.models import create_model, init_weights
+from convzoo.optim import make_optimizer
+from convzoo.runtime import resolve_device
 from convzoo.summary import summarize_model
-from convzoo.train import TrainConfig, fit, init_weights, make_optimizer, recipe, resolve_device
+from convzoo.train import fit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import gpu_peak_tflops, machine_info  # noqa: E402

@@ -24,10 +24,12 @@ import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 
+from convzoo.config import recipe
 from convzoo.data import Batches, DataError, load_split
-from convzoo.models import create_model
+from convzoo.models import create_model, init_weights
+from convzoo.optim import make_optimizer
+from convzoo.runtime import backend_settings, resolve_device, uses_cuda_graphs
 from convzoo.step import TrainStep
-from convzoo.train import backend_settings, init_weights, make_optimizer, recipe, resolve_device, uses_cuda_graphs
 
 
 def batches(config, device: torch.device) -> Batches:  # noqa: ANN001

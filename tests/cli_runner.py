@@ -41,7 +41,7 @@ def _child(job: dict, out: str, err: str) -> None:
             target = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
             os.dup2(target, fd)
             os.close(target)
-        sys.argv = [str(Path(convzoo.cli.__file__).with_name("__main__.py")), *job["argv"]]
+        sys.argv = [str(Path(convzoo.__file__).with_name("__main__.py")), *job["argv"]]
         try:
             runpy.run_module("convzoo", run_name="__main__", alter_sys=True)
             code = 0

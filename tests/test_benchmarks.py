@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import convzoo.train as train
-from convzoo.train import recipe
+from convzoo import runtime
+from convzoo.config import recipe
+from convzoo.runtime import backend_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -34,13 +35,13 @@ def test_gpu_suite_rehearses_an_item_on_the_cpu(tmp_path: Path) -> None:
 
 def test_cuda_runs_autotune_and_allow_tf32_and_restore_both(monkeypatch: pytest.MonkeyPatch) -> None:
     before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
-    monkeypatch.setattr(train, "resolve_device", lambda _name: torch.device("cuda"))
-    with train.backend_settings(recipe("lenet")):
+    monkeypatch.setattr(runtime, "resolve_device", lambda _name: torch.device("cuda"))
+    with backend_settings(recipe("lenet")):
         assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-    with train.backend_settings(recipe("lenet", deterministic=True)):  # determinism wins over speed
+    with backend_settings(recipe("lenet", deterministic=True)):  # determinism wins over speed
         assert not torch.backends.cudnn.benchmark
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-    with train.backend_settings(recipe("lenet", autotune=False)):
+    with backend_settings(recipe("lenet", autotune=False)):
         assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before

@@ -24,8 +24,10 @@ import torch
 
 from convzoo import distributed
 from convzoo.checkpoint import load_model, saved_epoch
+from convzoo.config import recipe
 from convzoo.distributed import DistributedError, Rank
-from convzoo.train import evaluate_run, fit, recipe
+from convzoo.rundir import evaluate_run
+from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 EPOCHS = 3

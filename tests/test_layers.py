@@ -23,7 +23,6 @@ DROP_INS = [
     (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 2}, (2, 3, 8, 7)),
     (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
                                       "count_include_pad": False}, (2, 3, 8, 7)),
-    (layers.Flatten, nn.Flatten, {}, (2, 3, 4, 5)),
     (layers.BatchNorm1d, nn.BatchNorm1d, {"num_features": 3}, (5, 3)),
     (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "momentum": None}, (4, 3, 2, 5)),
     (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "affine": False}, (4, 3, 2, 5)),

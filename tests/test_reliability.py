@@ -37,9 +37,12 @@ from PIL import Image
 
 from convzoo import checkpoint
 from convzoo.checkpoint import CheckpointError, load_model, load_state, save_model, save_state
+from convzoo.config import recipe
 from convzoo.images import ImageError, load_image
 from convzoo.models import create_model
-from convzoo.train import divergence_check_interval, fit, make_optimizer, recipe
+from convzoo.monitor import divergence_check_interval
+from convzoo.optim import make_optimizer
+from convzoo.train import fit
 from test_data import idx, make_dir, write
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"

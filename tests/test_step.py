@@ -14,10 +14,14 @@ import pytest
 import torch
 from torch import nn
 
+from convzoo.config import recipe
 from convzoo.data import Batches
+from convzoo.errors import ConfigError
 from convzoo.models import create_model
+from convzoo.optim import make_optimizer
+from convzoo.runtime import backend_settings, uses_cuda_graphs
 from convzoo.step import WARMUP, TrainStep
-from convzoo.train import ConfigError, backend_settings, fit, make_optimizer, recipe, uses_cuda_graphs
+from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

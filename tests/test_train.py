@@ -15,9 +15,13 @@ import torch
 from PIL import Image
 
 from convzoo.checkpoint import load_model, snapshot_state
+from convzoo.config import BOOK_RECIPES, recipe
 from convzoo.data import DEBIAN_DIR, load_split
+from convzoo.errors import ConfigError
 from convzoo.models import list_models
-from convzoo.train import BOOK_RECIPES, ConfigError, evaluate_run, fit, lr_factor, recipe
+from convzoo.optim import lr_factor
+from convzoo.rundir import evaluate_run
+from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -271,8 +275,7 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("scheme", ["xavier", "kaiming", "default"])
 def test_init_schemes(scheme: str) -> None:
-    from convzoo.models import create_model
-    from convzoo.train import init_weights
+    from convzoo.models import create_model, init_weights
 
     torch.manual_seed(0)
     model = create_model("vgg11_small", input_size=32)
@@ -295,8 +298,8 @@ def test_init_is_a_train_flag(tmp_path: Path, run_cli: Callable[..., tuple[int, 
 
 def test_tta_scores_an_image_and_its_mirror_image() -> None:
     from convzoo.data import Batches
+    from convzoo.evaluate import evaluate, scores
     from convzoo.models import create_model
-    from convzoo.train import evaluate, scores
 
     assert recipe("resnet18", "fast").tta and not recipe("lenet_modern", "fast").tta and not recipe("lenet").tta
     torch.manual_seed(0)

@@ -73,15 +73,6 @@ def detect(environ: Mapping[str, str] = os.environ) -> Rank | None:
     return Rank(rank, world_size, local_rank)
 
 
-def is_main() -> bool:
-    """Whether this process is rank 0 (or not distributed at all); reads the environment only."""
-    try:
-        rank = detect()
-    except DistributedError:
-        return True
-    return rank is None or rank.is_main
-
-
 def timeout() -> timedelta:
     """How long a collective may wait for the other ranks: ``$CONVZOO_DIST_TIMEOUT`` seconds, default 60."""
     text = os.environ.get(TIMEOUT_ENV, "").strip()

@@ -38,7 +38,7 @@ from .checkpoint import build_from_config
 from .data import CLASSES, load_split, to_input
 from .errors import UserError
 from .fileio import atomic_path
-from .train import load_run
+from .rundir import load_run
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}

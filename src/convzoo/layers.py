@@ -66,10 +66,6 @@ class GlobalAvgPool2d(nn.Module):
         return ops.global_avg_pool2d(x)
 
 
-class Flatten(nn.Flatten):
-    """Drop-in ``torch.nn.Flatten`` (a reshape; nothing to compute from scratch)."""
-
-
 class _BatchNorm:
     """Shared forward of the batch-norm drop-ins, computed by ``convzoo.ops.batch_norm``."""
 
@@ -109,7 +105,7 @@ BACKENDS: dict[str, SimpleNamespace] = {
     ),
     "scratch": SimpleNamespace(
         Conv2d=Conv2d, MaxPool2d=MaxPool2d, AvgPool2d=AvgPool2d, GlobalAvgPool2d=GlobalAvgPool2d,
-        Flatten=Flatten, BatchNorm1d=BatchNorm1d, BatchNorm2d=BatchNorm2d,
+        Flatten=nn.Flatten, BatchNorm1d=BatchNorm1d, BatchNorm2d=BatchNorm2d,
     ),
 }
 

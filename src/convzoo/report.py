@@ -25,10 +25,11 @@ import torch
 from .checkpoint import build_from_config, load_model
 from .data import CLASSES
 from .errors import RunFileError
+from .evaluate import Evaluation
 from .fileio import write_text
 from .plots import plot_curves
+from .rundir import evaluate_run, read_run_config
 from .summary import summarize
-from .train import Evaluation, evaluate_run, read_run_config
 from .viz import (
     conv_layers,
     evaluated_images,

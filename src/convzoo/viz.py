@@ -36,10 +36,11 @@ from torch import nn  # noqa: E402
 from . import ops  # noqa: E402
 from .data import CLASSES, load_split, to_input  # noqa: E402
 from .errors import RunFileError  # noqa: E402
+from .evaluate import Evaluation  # noqa: E402
 from .fileio import atomic_path  # noqa: E402
 from .images import load_image  # noqa: E402
 from .plots import place_axes, plot_confusion, text_width, tile_grid  # noqa: E402
-from .train import Evaluation, evaluate_run, load_run, read_run_config  # noqa: E402
+from .rundir import evaluate_run, load_run, read_run_config  # noqa: E402
 
 DPI = 100
 KERNEL_CMAP = "RdBu_r"  # diverging: negative weights blue, positive red, zero white

@@ -6,6 +6,7 @@
 
 from . import alexnet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (registers the builders)
 from .googlenet import Inception
+from .initialization import INITS, init_weights
 from .nin import nin_block
 from .registry import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models, register_model
 from .resnet import Residual, resnet_block
@@ -13,6 +14,7 @@ from .shapes import InputSizeError, check_input_size, feature_size
 from .vgg import vgg, vgg_block  # noqa: F811  (the builder, not the module)
 
 __all__ = [
+    "INITS",
     "Inception",
     "InputSizeError",
     "ModelSpec",
@@ -22,6 +24,7 @@ __all__ = [
     "create_model",
     "feature_size",
     "get_model_spec",
+    "init_weights",
     "list_models",
     "nin_block",
     "register_model",

@@ -1,4 +1,4 @@
-"""``convzoo show | report | compare | export``: looking inside finished runs and shipping them out.
+"""``convzoo show | report | compare``: looking inside finished runs.
 
     convzoo show kernels runs/lenet [--layer 3]        kernels.png in the run directory
     convzoo show features runs/lenet shoe.png          features.png
@@ -8,28 +8,27 @@
     convzoo show ops --out ops.png                     corr2d, padding and stride worked out
     convzoo report runs/lenet                          report.html (every run writes one)
     convzoo compare runs/a runs/b [--json]             a table on stdout, and compare.html
-    convzoo export runs/lenet --format onnx            model.onnx, checked with onnxruntime
 
-``add_commands`` registers them on the ``convzoo`` parser; the work is done by ``convzoo.viz``,
-``convzoo.report`` and ``convzoo.export``.
+The work is done by ``convzoo.viz`` and ``convzoo.report``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .cli import _int, _print_json
+from .. import viz
+from ..errors import RunFileError
+from ..report import write_comparison, write_report
+from .common import parse_int, print_json
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from . import viz
-
     what = args.show_command
     if what == "kernels":
         path = viz.show_kernels(args.run_dir, args.out, layer=args.layer)
     elif what == "features":
         if args.channels < 1:
-            raise viz.RunFileError(f"--channels must be at least 1, got {args.channels}")
+            raise RunFileError(f"--channels must be at least 1, got {args.channels}")
         path = viz.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
     elif what == "mistakes":
         path = viz.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
@@ -43,17 +42,13 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from .report import write_report
-
     print(f"wrote {write_report(args.run_dir, device=args.device, data_dir=args.data_dir)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    from .report import write_comparison
-
     path, rows = write_comparison(args.run_dirs, args.out)
     if args.json:
-        _print_json({"out": str(path), "runs": rows})
+        print_json({"out": str(path), "runs": rows})
         return
     width = max(len("run"), *(len(r["run"]) for r in rows))
     print(f"{'run':<{width}}  {'model':<11} {'recipe':<6} {'input':>5} {'params':>12} {'MACs':>15} "
@@ -64,22 +59,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     print(f"wrote {path}")
 
 
-def cmd_export(args: argparse.Namespace) -> None:
-    from .export import export_run
-
-    result = export_run(args.run_dir, args.format, args.out, data_dir=args.data_dir)
-    if args.json:
-        _print_json(result.to_json())
-        return
-    sizes = " and ".join(map(str, result.batch_sizes))
-    print(f"wrote {result.path} ({result.format}, input N x 1 x {result.input_size} x {result.input_size}); "
-          f"max |logit difference| to PyTorch {result.max_abs_diff:.2g} on batches of {sizes} test images")
-
-
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    """Add ``show``, ``report``, ``compare`` and ``export`` to the ``convzoo`` subcommands."""
-    from .export import FORMATS
-
     def run_options(p: argparse.ArgumentParser, *, evaluates: bool) -> None:
         if evaluates:
             p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
@@ -94,13 +74,13 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     s = pictures.add_parser("features", help="feature maps after each conv layer for one image (features.png)")
     s.add_argument("run_dir")
     s.add_argument("image", help="an image file (PNG, JPEG, ...)")
-    s.add_argument("--channels", type=_int, default=8, help="feature maps per layer (default 8)")
+    s.add_argument("--channels", type=parse_int, default=8, help="feature maps per layer (default 8)")
     s.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="make the object light on dark like Fashion-MNIST (auto: when the border is light)")
     s.add_argument("--out", help="PNG file (default: RUN_DIR/features.png)")
     s = pictures.add_parser("mistakes", help="misclassified test images, true and predicted class (mistakes.png)")
     s.add_argument("run_dir")
-    s.add_argument("--count", type=_int, default=24, help="how many (default 24)")
+    s.add_argument("--count", type=parse_int, default=24, help="how many (default 24)")
     s.add_argument("--out", help="PNG file (default: RUN_DIR/mistakes.png)")
     run_options(s, evaluates=True)
     s = pictures.add_parser("confusion", help="confusion matrix on the test set (confusion.png)")
@@ -124,11 +104,3 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", default="compare.html", help="HTML file (default: compare.html)")
     p.add_argument("--json", action="store_true", help='print {"out", "runs": [...]} instead of the table')
     p.set_defaults(func=cmd_compare)
-
-    p = commands.add_parser("export", help="export a run's model to ONNX or TorchScript, checked against PyTorch")
-    p.add_argument("run_dir")
-    p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
-    p.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
-    p.add_argument("--json", action="store_true")
-    run_options(p, evaluates=False)
-    p.set_defaults(func=cmd_export)

@@ -1,0 +1,65 @@
+"""The ``convzoo`` command: one module per command group over the library; this one parses and reports errors.
+
+    convzoo models                       the zoo: parameters, native input, MACs
+    convzoo summary lenet                the seed's layer-by-layer table
+    convzoo train lenet                  the book's recipe on Fashion-MNIST
+    convzoo eval runs/lenet              test accuracy, per class, confusion.png
+    convzoo predict runs/lenet shoe.png  class and probability per image
+    convzoo data fetch | check | show    the data set
+    convzoo show | report | compare | export   pictures, report.html, runs compared, ONNX
+
+Data-parallel training on N GPUs of one machine (docs/distributed.md for several machines):
+
+    torchrun --standalone --nproc_per_node=N -m convzoo train resnet18 --recipe fast
+
+A mistake the user can make ends in one line ``error: ...`` on stderr and exit status 2
+(``--debug`` shows the traceback); a diverged run exits 3, an interrupted one 130 (SIGINT) or
+143 (SIGTERM), saying how to resume it. docs/reliability.md lists every case.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+# Large CPU tensors (batches, im2col columns) on transparent huge pages: PyTorch's allocator reads
+# this once, when torch starts, which is below (the command modules import it).
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
+from ..errors import UserError  # noqa: E402
+from . import data, evaluate, export, show, train, zoo  # noqa: E402
+from .common import Parser, one_line, rank_prefix  # noqa: E402
+
+COMMAND_GROUPS = (zoo, train, evaluate, data, show, export)
+
+
+def build_parser() -> Parser:
+    parser = Parser(prog="convzoo", description="Classic CNNs and their operations, trained on Fashion-MNIST.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+    for group in COMMAND_GROUPS:
+        group.add_commands(commands)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "device", "auto") is None:
+        args.device = None if args.command == "train" else "auto"
+    try:
+        args.func(args)
+    except UserError as exc:
+        if args.debug:
+            raise
+        print(f"{rank_prefix()}error: {one_line(exc)}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt as exc:  # a RunInterrupted says what the run directory keeps
+        if not rank_prefix():  # every rank of a torchrun job was interrupted; rank 0 speaks for them
+            print(f"error: {one_line(exc) or 'interrupted'}", file=sys.stderr)
+        return getattr(exc, "exit_code", 130)
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+    return 0

@@ -1,0 +1,43 @@
+"""What every ``convzoo`` command shares: the one-line argument errors, number parsing, JSON output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, like every other user error
+        self.exit(EXIT_USAGE, f"error: {message} (see '{self.prog} --help')\n")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+
+
+def parse_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+
+
+def print_json(obj: object) -> None:
+    print(json.dumps(obj))
+
+
+def one_line(exc: BaseException) -> str:
+    """The whole message of ``exc`` folded into one line."""
+    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+
+
+def rank_prefix() -> str:
+    """``rank N: `` in the other processes of a torchrun job (rank 0 reports as a single process does)."""
+    rank = os.environ.get("RANK", "").strip()
+    return f"rank {rank}: " if rank.isdigit() and int(rank) > 0 else ""

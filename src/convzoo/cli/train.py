@@ -1,0 +1,97 @@
+"""``convzoo train``: a recipe, overridden by flags generated from ``TrainConfig``'s fields."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from dataclasses import Field, replace
+from pathlib import Path
+
+from ..config import TrainConfig, option_fields, recipe, recipe_fields, resume_changes
+from ..errors import ConfigError
+from ..rundir import read_run_config
+from ..train import fit
+from .common import parse_float, parse_int, print_json, rank_prefix
+
+# The fields from here on say where and how a run executes; those before it override the recipe.
+FIRST_RUN_FIELD = "seed"
+
+
+def add_config_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per ``TrainConfig`` field (``option_fields``), default None: the recipe's value stands."""
+    group = p.add_argument_group("recipe overrides")
+    for f in option_fields():
+        if f.name == FIRST_RUN_FIELD:
+            group = p.add_argument_group("run")
+        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, **_flag_kwargs(f))
+
+
+def _flag_kwargs(f: Field) -> dict:
+    meta, kind = f.metadata, str(f.type).split(" | ")[0]
+    kwargs: dict = {"help": meta["help"] + _default_text(f)}
+    if kind == "bool":
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif meta.get("choices"):
+        kwargs["choices"] = meta["choices"]
+    else:
+        kwargs["type"] = {"int": parse_int, "float": parse_float, "str": str}[kind]
+    if meta.get("metavar"):
+        kwargs["metavar"] = meta["metavar"]
+    return kwargs
+
+
+def _default_text(f: Field) -> str:
+    """What a flag's help says of its default: the recipe's, or the field's own."""
+    if f.name in recipe_fields():
+        return " (default: the recipe's)"
+    if f.default is None:
+        return ""
+    value = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
+    return f" (default: {value})"
+
+
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
+    """The run's config, its directory, and whether it resumes, from the parsed ``train`` arguments."""
+    given = {f.name: getattr(args, f.name) for f in option_fields()}
+    if not args.resume:
+        if not args.model:
+            raise ConfigError("train needs a MODEL (see 'convzoo models') or --resume RUN_DIR")
+        config = recipe(args.model, args.recipe or "d2l", **given)
+        return config, args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}", False
+    if args.overwrite:
+        raise ConfigError("--overwrite replaces a run and --resume continues one: give one of them")
+    config = read_run_config(args.resume)["config"]
+    if args.model and args.model != config.model:
+        raise ConfigError(f"{args.resume} is a run of {config.model}, not {args.model}")
+    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConfigError(f"--resume continues {args.resume} in place: --out {args.out} names another directory")
+    config = replace(config, **resume_changes(config, {"recipe": args.recipe, **given}))
+    config.validate()
+    return config, args.resume, True
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    quiet = (lambda _msg: None) if args.json else print
+    command = shlex.join(["convzoo", *sys.argv[1:]])
+    config, out, resume = config_from_args(args)
+    result = fit(config, out, resume=resume, overwrite=bool(args.overwrite), log=quiet, command=command)
+    if rank_prefix():  # the other ranks of a torchrun job: rank 0 reports
+        return
+    if args.json:
+        print_json(result.to_json())
+    else:
+        print(f"test accuracy {result.test_acc:.4f} after {result.epochs} epochs, {result.train_seconds:.1f} s")
+        print(f"run directory: {result.run_dir}  (curves.png, confusion.png, metrics.jsonl, model.safetensors)")
+
+
+def add_commands(commands: argparse._SubParsersAction) -> None:
+    p = commands.add_parser("train", help="train a model on Fashion-MNIST")
+    p.add_argument("model", nargs="?", help="a name from 'convzoo models' (optional with --resume)")
+    p.add_argument("--recipe", help="d2l (the book's, default) or fast")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")
+    p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-RECIPE-seedN)")
+    p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run directory")
+    p.add_argument("--json", action="store_true", help="print only a JSON summary line")
+    add_config_flags(p)
+    p.set_defaults(func=cmd_train)

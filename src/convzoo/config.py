@@ -1,0 +1,225 @@
+"""Every choice a training run makes (``TrainConfig``) and the named recipes that fill it.
+
+Each field of ``TrainConfig`` carries its command-line help and whether ``--resume`` may change
+it (``option``): the ``train`` command's flags are generated from these fields, so a new option
+is one new field. ``recipe(model, name, **overrides)`` resolves a recipe for a model;
+``TrainConfig.validate`` refuses values that cannot work, naming the flag.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import Field, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import ConfigError
+from .models import INITS, get_model_spec
+
+# The book's recipe per model (d2l-zh 2.0 `train_ch6`): (learning rate, batch size, input side).
+# Plain SGD, cross-entropy, Xavier-uniform weights, 10 epochs, pixels / 255.
+BOOK_RECIPES: dict[str, tuple[float, int, int]] = {
+    "lenet": (0.9, 256, 28),
+    "lenet_bn": (1.0, 256, 28),
+    "alexnet": (0.01, 128, 224),
+    "vgg11": (0.05, 128, 224),
+    "vgg11_small": (0.05, 128, 224),
+    "nin": (0.1, 128, 224),
+    "googlenet": (0.1, 128, 96),
+    "resnet18": (0.05, 256, 96),
+}
+
+# The modern recipe: SGD + Nesterov momentum 0.9, weight decay 5e-4, a one-cycle schedule, label
+# smoothing 0.1, bfloat16 autocast, flip/crop augmentation, 10 epochs, PyTorch's initialisation;
+# per model, what differs from that. Augmentation pays only in longer runs (lenet_modern's 4
+# epochs end 1 point higher without it); VGG has no batch norm and, with PyTorch's default
+# weights, stays at chance (measured at 64x64 on a GPU and 32x32 on the CPU): He init trains it.
+FAST_COMMON: dict[str, object] = {
+    "epochs": 10, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.1,
+    "augment": True, "tta": True, "init": "default", "amp": True,
+}
+FAST_RECIPES: dict[str, dict[str, object]] = {
+    "lenet": {"lr": 0.1, "batch_size": 256, "resize": 28},
+    "lenet_bn": {"lr": 0.2, "batch_size": 256, "resize": 28},
+    "lenet_modern": {"lr": 0.2, "batch_size": 256, "resize": 28, "epochs": 4, "augment": False, "tta": False},
+    "alexnet": {"lr": 0.02, "batch_size": 128, "resize": 96},
+    "vgg11": {"lr": 0.02, "batch_size": 128, "resize": 96, "init": "kaiming"},
+    "vgg11_small": {"lr": 0.03, "batch_size": 128, "resize": 96, "init": "kaiming"},
+    "nin": {"lr": 0.05, "batch_size": 128, "resize": 96},
+    "googlenet": {"lr": 0.05, "batch_size": 128, "resize": 96},
+    "resnet18": {"lr": 0.1, "batch_size": 256, "resize": 64},
+}
+
+RECIPES = ("d2l", "fast")
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "onecycle", "cosine")
+BACKENDS = ("torch", "scratch")
+
+
+def option(default: Any, help: str, *, resume: bool = False, choices: tuple[str, ...] | None = None,
+           metavar: str | None = None, flag: bool = True) -> Any:
+    """A ``TrainConfig`` field with its command-line help; ``resume``: ``--resume`` may change it.
+
+    ``flag=False`` keeps a field off the ``train`` command's generated flags (the model is a
+    positional argument, the recipe a flag of its own).
+    """
+    return field(default=default, metadata={"help": help, "resume": resume, "choices": choices,
+                                            "metavar": metavar, "flag": flag})
+
+
+@dataclass
+class TrainConfig:
+    """Every choice a run makes. ``recipe()`` fills it from a named recipe plus overrides."""
+
+    model: str = option("lenet", "a name from 'convzoo models'", flag=False)
+    recipe: str = option("d2l", "d2l (the book's) or fast", flag=False)
+    epochs: int = option(10, "passes over the training set", resume=True)
+    batch_size: int = option(256, "images per training step (the global batch under torchrun)")
+    lr: float = option(0.9, "learning rate (the peak rate of a schedule)", resume=True)
+    optimizer: str = option("sgd", "sgd (Nesterov when --momentum > 0) or adamw", choices=OPTIMIZERS)
+    momentum: float = option(0.0, "SGD momentum")
+    weight_decay: float = option(0.0, "L2 weight decay")
+    schedule: str = option("constant", "learning-rate schedule over the run", choices=SCHEDULES)
+    label_smoothing: float = option(0.0, "cross-entropy label smoothing, in [0, 1)")
+    augment: bool = option(False, "random flips and 2-pixel shifts of the training images")
+    tta: bool = option(False, "test-time augmentation: score each test image and its mirror image, average the "
+                              "logits")
+    init: str = option("xavier", "weights: xavier (the book's), kaiming (He, deep ReLU nets) or default "
+                                 "(PyTorch's)", choices=INITS)
+    resize: int = option(28, "input side the images are resized to")
+    seed: int = option(0, "random seed: weights, batch order, augmentation")
+    device: str = option("auto", "auto, cpu, cuda, cuda:N or mps", resume=True)
+    backend: str = option("torch", "torch.nn layers or convzoo's from-scratch ops", choices=BACKENDS)
+    channels_last: bool = option(True, "NHWC activations: the fast convolution path on CPU and GPU")
+    amp: bool = option(False, "bfloat16 autocast for the forward pass (weights and optimizer stay float32)")
+    compile: bool = option(False, "torch.compile the model (pays off only when a run is long enough)")
+    cuda_graphs: bool | None = option(None, "on CUDA, record the training step once as a CUDA graph and replay it "
+                                            "(default: on in one process without --compile)")
+    autotune: bool = option(True, "on CUDA, time cuDNN's algorithms on the first batch of each shape and keep "
+                                  "the fastest (off saves seconds of start-up in short runs of many-layer networks)")
+    limit_train: int | None = option(None, "train on the first N images", metavar="N")
+    limit_test: int | None = option(None, "evaluate on the first N images", metavar="N")
+    data_dir: str | None = option(None, "directory with the four Fashion-MNIST files", resume=True, metavar="DIR")
+    eval_batch_size: int = option(1000, "images per evaluation batch", resume=True)
+    deterministic: bool = option(False, "deterministic kernels and a fixed thread count: a resumed run ends with the "
+                                        "weights of an uninterrupted one (bitwise on the CPU); can be slower")
+    threads: int | None = option(None, "CPU threads (default: PyTorch's); --deterministic records the count used")
+
+    def validate(self) -> None:
+        """Raise ``ConfigError`` naming the flag of the first value that cannot work."""
+        get_model_spec(self.model)
+        checks = [
+            (self.recipe in RECIPES, f"--recipe must be d2l or fast, got {self.recipe!r}"),
+            (self.epochs >= 1, f"--epochs must be at least 1, got {self.epochs}"),
+            (self.batch_size >= 1, f"--batch-size must be at least 1, got {self.batch_size}"),
+            (math.isfinite(self.lr) and self.lr > 0, f"--lr must be a positive number, got {self.lr}"),
+            (self.optimizer in OPTIMIZERS,
+             f"--optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
+            (math.isfinite(self.momentum) and self.momentum >= 0, f"--momentum must be >= 0, got {self.momentum}"),
+            (math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+             f"--weight-decay must be >= 0, got {self.weight_decay}"),
+            (0 <= self.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {self.label_smoothing}"),
+            (self.init in INITS, f"--init must be one of {', '.join(INITS)}, got {self.init!r}"),
+            (self.resize >= 1, f"--resize must be a positive side length, got {self.resize}"),
+            (self.limit_train is None or self.limit_train >= 1, f"--limit-train must be >= 1, got {self.limit_train}"),
+            (self.limit_test is None or self.limit_test >= 1, f"--limit-test must be >= 1, got {self.limit_test}"),
+            (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
+            (self.backend in BACKENDS, f"--backend must be torch or scratch, got {self.backend!r}"),
+            (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
+            (not (self.compile and self.cuda_graphs),
+             "--compile and --cuda-graphs: choose one (capturing compiled code is not tested yet)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+
+def flag_name(name: str) -> str:
+    """The command-line flag of a ``TrainConfig`` field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+def option_fields() -> list[Field]:
+    """The ``TrainConfig`` fields that are ``train`` flags, in declaration order."""
+    return [f for f in fields(TrainConfig) if f.metadata.get("flag", True)]
+
+
+def resumable() -> tuple[str, ...]:
+    """The fields ``--resume`` may change: the run's length, its learning rate and where it runs."""
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume"))
+
+
+def recipe_fields() -> set[str]:
+    """The fields some recipe sets (for some model); the others always take ``TrainConfig``'s default."""
+    per_model = {name for values in FAST_RECIPES.values() for name in values}
+    return {"lr", "batch_size", "resize"} | set(FAST_COMMON) | per_model
+
+
+def recipe_values(model: str, name: str = "d2l") -> dict[str, object]:
+    """The fields a recipe sets for ``model`` (the rest keep ``TrainConfig``'s defaults)."""
+    spec = get_model_spec(model)
+    if name == "d2l":
+        lr, batch, size = BOOK_RECIPES.get(model, (0.05, 128, spec.input_size))
+        return {"lr": lr, "batch_size": batch, "resize": size}
+    if name == "fast":
+        per_model = FAST_RECIPES.get(model, {"lr": 0.05, "batch_size": 128, "resize": spec.input_size})
+        return {**FAST_COMMON, **per_model}
+    raise ConfigError(f"--recipe must be d2l or fast, got {name!r}")
+
+
+def recipe(model: str, name: str = "d2l", **overrides: object) -> TrainConfig:
+    """The named recipe (``d2l`` or ``fast``) for ``model``; ``overrides`` that are not None win."""
+    config = TrainConfig(model=model, recipe=name, **recipe_values(model, name))  # type: ignore[arg-type]
+    unknown = set(overrides) - {f.name for f in fields(TrainConfig)}
+    if unknown:
+        raise TypeError(f"unknown TrainConfig fields: {sorted(unknown)}")
+    config = replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    config.validate()
+    return config
+
+
+def resume_changes(run: TrainConfig, given: dict[str, object]) -> dict[str, object]:
+    """The values of ``given`` (field -> value, None for not given) that change ``run`` on ``--resume``.
+
+    A value equal to the run's own is accepted whatever the field (so a run's command can be
+    repeated with ``--resume`` appended); a different value of a field ``--resume`` may not
+    change is a ``ConfigError`` that names the flag, the run's value and the new one.
+    """
+    allowed = resumable()
+    changes, refused = {}, []
+    for name, value in given.items():
+        if value is None or value == getattr(run, name):
+            continue
+        if name in allowed:
+            changes[name] = value
+        else:
+            refused.append(f"{flag_name(name)} cannot change (the run's is {getattr(run, name)!r}, given {value!r})")
+    if refused:
+        can = ", ".join(flag_name(name) for name in allowed)
+        raise ConfigError(f"--resume continues a run as it was configured: {'; '.join(refused)}; only {can} can")
+    return changes
+
+
+_TYPES = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+
+
+def config_from_dict(values: object, source: str) -> TrainConfig:
+    """A ``TrainConfig`` from a dict read from ``source`` (a config.json: it may have been edited), validated.
+
+    Fields that a run directory written by an older convzoo lacks take their defaults.
+    """
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} has no training configuration")
+    try:
+        config = TrainConfig(**values)
+    except TypeError as exc:
+        raise ConfigError(f"{source} has an invalid training configuration ({exc})") from None
+    for f in fields(config):
+        value, names = getattr(config, f.name), str(f.type).split(" | ")
+        allowed = tuple(t for name in names for t in _TYPES.get(name, (type(None),)))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"{source} has an invalid training configuration ({f.name} is {value!r}, "
+                              f"expected {f.type})")
+    config.validate()
+    return config
+

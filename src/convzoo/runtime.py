@@ -1,0 +1,120 @@
+"""Where a run executes: the device, the backend switches (threads, determinism, cuDNN, TF32), versions."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import __version__
+from .config import TrainConfig
+from .errors import ConfigError
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA, then MPS, then the CPU; a named device that is not there is an error."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"--device {name}: MPS is not available on this machine (use --device cpu or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+    return device
+
+
+def _mps_available() -> bool:
+    return bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available())
+
+
+def device_name(device: torch.device) -> str:
+    """A human-readable name of the device (GPU model or CPU model and thread count)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu} ({torch.get_num_threads()} threads)" if device.type == "cpu" else device.type
+
+
+def versions() -> dict[str, str]:
+    """The versions a run records: convzoo, torch, numpy, Python and the platform."""
+    return {"convzoo": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def uses_cuda_graphs(config: TrainConfig, device: torch.device, *, distributed: bool = False) -> bool:
+    """Whether training replays its steps from a CUDA graph (``convzoo.step``).
+
+    ``config.cuda_graphs`` decides when set; by default (None) graphs are used on CUDA in a single
+    process without ``--compile``. They cut a launch-bound network's step several times over
+    (LeNet: 109k -> 610k examples/s on an H200) and change nothing measurable for the large ones;
+    the price is the graph's own copy of a step's activations in GPU memory (``--no-cuda-graphs``
+    frees it).
+    """
+    if device.type != "cuda":
+        return False
+    if config.cuda_graphs is not None:
+        return config.cuda_graphs
+    return not config.compile and not distributed
+
+
+@contextlib.contextmanager
+def backend_settings(config: TrainConfig) -> Iterator[None]:
+    """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
+    kernels (cuDNN autotuning off); otherwise, on CUDA, allow TF32 matmuls and, with ``config.autotune``,
+    autotune cuDNN. Everything is restored afterwards.
+
+    Autotuning times the candidate algorithms of every convolution shape (forward, both backward
+    passes; the last partial batch and the evaluation batch are shapes of their own) the first time
+    it runs: it pays in long runs of a few layer shapes and can cost seconds in a short run of a
+    network with many (GoogLeNet has 57 convolutions).
+
+    On the CPU a deterministic run with the same thread count is bitwise reproducible, so a resumed
+    run ends with the weights of an uninterrupted one. CUDA ops without a deterministic kernel
+    warn instead of failing (``warn_only``).
+    """
+    threads, saved = torch.get_num_threads(), None
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    fast = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
+    if not config.deterministic and resolve_device(config.device).type == "cuda":
+        # cuDNN autotunes each layer's algorithm on its first batch; float32 matmuls may use TF32.
+        torch.backends.cudnn.benchmark = config.autotune
+        torch.set_float32_matmul_precision("high")
+    if config.deterministic:  # only then: switching determinism imports torch._inductor (a second)
+        saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+                 torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # what deterministic cuBLAS needs
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.backends.cudnn.benchmark = fast[0]
+        torch.set_float32_matmul_precision(fast[1])
+        if saved is not None:
+            torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+            torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = saved[2], saved[3]

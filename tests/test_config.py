@@ -1,0 +1,103 @@
+"""TrainConfig, the recipes, and the ``train`` flags generated from the config's fields."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from convzoo.cli import build_parser
+from convzoo.cli.train import config_from_args
+from convzoo.config import (
+    BOOK_RECIPES,
+    FAST_RECIPES,
+    TrainConfig,
+    config_from_dict,
+    option_fields,
+    recipe,
+    resumable,
+    resume_changes,
+)
+from convzoo.errors import ConfigError
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+
+
+def train_args(*argv: str) -> argparse.Namespace:
+    return build_parser().parse_args(["train", *argv])
+
+
+def test_every_field_has_a_flag_and_every_flag_reaches_the_config() -> None:
+    """A value given on the command line for each flag arrives in the resolved config."""
+    values = {"epochs": 3, "batch_size": 64, "lr": 0.25, "optimizer": "adamw", "momentum": 0.5,
+              "weight_decay": 0.001, "schedule": "cosine", "label_smoothing": 0.2, "augment": True, "tta": True,
+              "init": "kaiming", "resize": 32, "seed": 7, "device": "cpu", "backend": "scratch",
+              "channels_last": False, "amp": True, "compile": False, "cuda_graphs": False, "autotune": False,
+              "limit_train": 100, "limit_test": 50, "data_dir": str(SLICE), "eval_batch_size": 25,
+              "deterministic": True, "threads": 1}
+    flagged = {f.name for f in option_fields()}
+    assert flagged == {f.name for f in fields(TrainConfig)} - {"model", "recipe"}
+    assert set(values) == flagged, "a new field needs a value in this test"
+    argv = ["lenet"]
+    for name, value in values.items():
+        flag = "--" + name.replace("_", "-")
+        argv += [flag] if value is True else [f"--no-{flag[2:]}"] if value is False else [flag, str(value)]
+    config, out, resume = config_from_args(train_args(*argv))
+    for name, value in values.items():
+        assert getattr(config, name) == value, name
+    assert (out, resume) == ("runs/lenet-d2l-seed7", False)
+
+
+def test_flags_left_out_keep_the_recipe() -> None:
+    config, _, _ = config_from_args(train_args("alexnet"))
+    assert config == recipe("alexnet")
+    assert (config.lr, config.batch_size, config.resize) == BOOK_RECIPES["alexnet"]
+    fast, _, _ = config_from_args(train_args("vgg11_small", "--recipe", "fast"))
+    assert fast.lr == FAST_RECIPES["vgg11_small"]["lr"] and fast.init == "kaiming" and fast.amp
+
+
+def test_help_shows_defaults() -> None:
+    text = build_parser()._subparsers._group_actions[0].choices["train"].format_help()  # noqa: SLF001
+    assert "(default: the recipe's)" in text and "(default: 1000)" in text and "(default: on)" in text
+
+
+def test_resume_accepts_the_runs_own_values_and_refuses_others_naming_both() -> None:
+    run = recipe("lenet", epochs=2, batch_size=32, seed=3)
+    assert resume_changes(run, {"batch_size": 32, "seed": 3, "epochs": 4, "lr": None}) == {"epochs": 4}
+    with pytest.raises(ConfigError, match=r"--batch-size cannot change \(the run's is 32, given 64\)"):
+        resume_changes(run, {"batch_size": 64})
+    assert set(resumable()) == {"epochs", "lr", "device", "data_dir", "eval_batch_size"}
+
+
+def test_a_runs_command_repeated_with_resume_continues_it(tmp_path: Path, run_cli) -> None:
+    out = tmp_path / "run"
+    command = ["train", "lenet", "--epochs", "1", "--batch-size", "32", "--limit-train", "64", "--limit-test", "32",
+               "--seed", "5", "--data-dir", str(SLICE), "--device", "cpu", "--out", str(out)]
+    code, _, err = run_cli(*command)
+    assert code == 0, err
+    command[command.index("--epochs") + 1] = "2"
+    code, stdout, err = run_cli(*command, "--resume", str(out))
+    assert code == 0, err
+    assert "after 2 epochs" in stdout
+    code, _, err = run_cli(*command, "--resume", str(out), "--seed", "6")
+    assert code == 2 and "--seed cannot change (the run's is 5, given 6)" in err, err
+    code, _, err = run_cli("train", "--resume", str(out), "--overwrite")
+    assert code == 2 and "give one of them" in err
+
+
+def test_config_from_dict_fills_fields_an_older_run_lacks_and_refuses_wrong_types() -> None:
+    stored = {"model": "lenet", "recipe": "d2l", "epochs": 2}
+    assert config_from_dict(stored, "x").eval_batch_size == TrainConfig().eval_batch_size
+    with pytest.raises(ConfigError, match="epochs is '2', expected int"):
+        config_from_dict({**stored, "epochs": "2"}, "x")
+    with pytest.raises(ConfigError, match="invalid training configuration"):
+        config_from_dict({**stored, "colour": "red"}, "x")
+
+
+def test_the_command_line_and_recipe_agree_on_the_readme_example() -> None:
+    argv = shlex.split("resnet18 --recipe fast --epochs 2 --seed 1")
+    config, _, _ = config_from_args(train_args(*argv))
+    assert config == recipe("resnet18", "fast", epochs=2, seed=1)
