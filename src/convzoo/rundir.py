@@ -15,9 +15,11 @@ damaged file into a one-line ``ConfigError`` or ``RunFileError``.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
 import shlex
-import shutil
 import sys
 from dataclasses import asdict
 from datetime import datetime, timezone
@@ -29,33 +31,142 @@ from torch import nn
 from .checkpoint import FORMAT, load_model, refuse_pickle, saved_epoch
 from .config import TrainConfig, config_from_dict
 from .data import Batches, load_split
-from .errors import ConfigError, RunFileError
+from .errors import ConfigError, RunBusyError, RunFileError
 from .evaluate import Evaluation, evaluate
 from .fileio import write_json, write_text
 from .runtime import device_name, resolve_device, versions
 
+MARKER = ".convzoo-run"  # written first into every run directory: what proves convzoo made it
+LOCK = ".convzoo-lock"  # held (flock) by the one process that trains into the directory
+MARKER_FORMAT = "convzoo-run-1"
+
+# Every name convzoo writes into a run directory; ``--overwrite`` removes these and nothing else.
+RUN_FILES = frozenset({
+    MARKER, LOCK, "config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "result.json",
+    "report.html", "curves.png", "confusion.png", "kernels.png", "mistakes.png", "features.png",
+    "model.onnx", "model.pt",
+})
+_TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")  # fileio.atomic_path's names
+
+
+def is_temporary(name: str) -> bool:
+    """Whether ``name`` is a temporary file of ``fileio.atomic_path`` (left behind only by a killed process)."""
+    return bool(_TEMPORARY.match(name))
+
+
+def is_run_dir(path: str | Path) -> bool:
+    """Whether convzoo can prove it made the directory ``path``: its marker, or (before markers) a config.json of
+    this format in a directory holding only run files."""
+    path = Path(path)
+    if (path / MARKER).is_file():
+        return True
+    try:
+        meta = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") == FORMAT and not foreign_entries(path)
+
+
+def foreign_entries(path: Path) -> list[str]:
+    """What in the run directory ``path`` convzoo did not write (sorted names)."""
+    return sorted(entry.name for entry in path.iterdir()
+                  if not (entry.name in RUN_FILES or is_temporary(entry.name))
+                  or entry.is_symlink() or not entry.is_file())
+
+
+class RunLock:
+    """The one-writer lock of a run directory: an OS file lock on ``.convzoo-lock``, released when the process ends.
+
+    The file holds the process id of its holder, so that a second writer is told who holds it.
+    """
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir / LOCK
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunBusyError(f"{self.path.parent} is in use by process {holder} (a run is training there); wait "
+                               "for it to finish, or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
 
 def check_run_dir(out: str | Path, overwrite: bool = False) -> None:
-    """Refuse ``out`` if it is a file, or a non-empty directory that ``overwrite`` may not replace."""
+    """Refuse ``out`` if it is not a directory, or a non-empty one that ``overwrite`` may not replace.
+
+    A run directory that never completed an epoch (its start failed) is reused without ``overwrite``.
+    ``overwrite`` replaces only a directory convzoo can prove it made (``is_run_dir``) and that holds
+    nothing else (``foreign_entries``).
+    """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise ConfigError(f"{out} already exists; use --resume {out} to continue it, --overwrite to replace it, "
-                              "or another --out")
-        if not (out / "config.json").is_file():
-            raise ConfigError(f"refusing to overwrite {out}: it is not a convzoo run directory")
+    if not out.is_dir() or not any(entry.name != LOCK for entry in out.iterdir()):
+        return  # a new or empty directory (the lock file is the creator's own)
+    if not is_run_dir(out):
+        what = "it is not a convzoo run directory" if not (out / "config.json").is_file() else \
+            "it holds files convzoo did not write"
+        raise ConfigError(f"{out} already exists and {what}; choose another --out"
+                          if not overwrite else f"refusing to overwrite {out}: {what}")
+    if foreign := foreign_entries(out):
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise ConfigError(f"refusing to {'overwrite' if overwrite else 'use'} {out}: it holds files convzoo did "
+                          f"not write ({listed}); move them or choose another --out")
+    if not overwrite and ((out / "checkpoint.safetensors").exists() or (out / "model.safetensors").exists()):
+        raise ConfigError(f"{out} already exists; use --resume {out} to continue it, --overwrite to replace it, "
+                          "or another --out")
 
 
-def prepare_run_dir(out: str | Path, overwrite: bool = False) -> Path:
-    """Create ``out``; an existing non-empty directory is refused unless ``overwrite`` (a run's only)."""
-    check_run_dir(out, overwrite)
-    out = Path(out)
-    if out.is_dir() and any(out.iterdir()):
-        shutil.rmtree(out)
+def remove_temporary_files(run_dir: Path) -> None:
+    """Remove what a killed process left of its atomic writes in ``run_dir`` (the caller holds the lock)."""
+    for entry in run_dir.iterdir():
+        if is_temporary(entry.name) and entry.is_file() and not entry.is_symlink():
+            entry.unlink(missing_ok=True)
+
+
+def create_run_dir(out: Path, overwrite: bool, lock: RunLock) -> bool:
+    """Make ``out`` a new, empty run directory held by ``lock``; returns whether the directory was created.
+
+    Under the lock the checks of ``check_run_dir`` are made again (another process may have
+    started in between), then only convzoo's own files are removed and the marker is written.
+    """
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    return out
+    try:
+        lock.acquire()
+        check_run_dir(out, overwrite)
+        for entry in out.iterdir():
+            if entry.name != LOCK:
+                entry.unlink()
+        write_json(out / MARKER, {"format": MARKER_FORMAT})
+    except BaseException:
+        if created:
+            remove_run_dir(out, lock)
+        raise
+    return created
+
+
+def remove_run_dir(out: Path, lock: RunLock) -> None:
+    """Remove a run directory this process created and still holds (a run that failed before its first epoch)."""
+    for entry in out.iterdir():
+        if entry.name in RUN_FILES or is_temporary(entry.name):
+            entry.unlink(missing_ok=True)
+    lock.release()
+    try:
+        out.rmdir()
+    except OSError:  # something else appeared in it: leave it
+        pass
 
 
 def write_config(out: Path, config: TrainConfig, model: nn.Module, device: torch.device, command: str | None) -> None:

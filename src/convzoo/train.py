@@ -159,11 +159,12 @@ def fit(
     out = Path(out)
     opened = [resume]  # whether ``out`` is this run's directory (what an interruption message may point to)
     writer = _EpochWriter()
+    lock = rundir.RunLock(out)  # held by rank 0 from the run directory's creation (or the resume) to the end
     run = None
     with interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,
-                         hold_signals=hold_signals, opened=opened)
+                         hold_signals=hold_signals, opened=opened, lock=lock)
             show = main and (sys.stderr.isatty() if progress is None else progress)
             test = None
             for epoch in range(run.start_epoch, config.epochs):
@@ -196,6 +197,7 @@ def fit(
                                           "another rank probably failed (see its error)") from None
         finally:
             writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
+            lock.release()
             if rank is not None:
                 # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
                 # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
@@ -205,7 +207,8 @@ def fit(
 
 
 def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, resume: bool, overwrite: bool,
-           command: str | None, log: Callable[[str], None], hold_signals: Callable, opened: list[bool]) -> Run:
+           command: str | None, log: Callable[[str], None], hold_signals: Callable, opened: list[bool],
+           lock: rundir.RunLock) -> Run:
     """Everything a run needs before its first step, checked before the run directory is touched."""
     main = rank is None or rank.is_main
     device = resolve_device(config.device)
@@ -217,6 +220,10 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
     with distributed.together("setting up the run"):
         if main and not resume:
             rundir.check_run_dir(out, overwrite)
+        if main and resume:  # no other process may write while this one reads the run and goes on with it
+            rundir.read_run_config(out)
+            lock.acquire()
+            rundir.remove_temporary_files(out)
         torch.manual_seed(config.seed)
         model = create_model(config.model, backend=config.backend, input_size=config.resize)
         init_weights(model, config.init)
@@ -235,7 +242,7 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
             log(f"resuming {out} after epoch {start_epoch}")
     with distributed.together("creating the run directory"), hold_signals():
         if main:
-            _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite)
+            _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite, lock=lock)
             opened[0] = True
             if resume:  # after a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch
                 rundir.write_metrics(out, history)
@@ -248,14 +255,18 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
 
 
 def _open_run_dir(out: Path, config: TrainConfig, model: nn.Module, device: torch.device, command: str | None, *,
-                  resume: bool, overwrite: bool) -> None:
+                  resume: bool, overwrite: bool, lock: rundir.RunLock) -> None:
     """Create the run directory with its config.json, or update a resumed run's config (new --epochs, --lr)."""
-    if resume and (out / "config.json").is_file():
+    if resume:
         rundir.update_config(out, config)
         return
-    if not resume:
-        rundir.prepare_run_dir(out, overwrite)
-    rundir.write_config(out, config, model, device, command)
+    created = rundir.create_run_dir(out, overwrite, lock)
+    try:
+        rundir.write_config(out, config, model, device, command)
+    except BaseException:
+        if created:
+            rundir.remove_run_dir(out, lock)
+        raise
 
 
 def _wrap(model: nn.Module, config: TrainConfig, device: torch.device,

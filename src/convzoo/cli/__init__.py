@@ -27,7 +27,7 @@ from collections.abc import Sequence
 # this once, when torch starts, which is below (the command modules import it).
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from ..errors import UserError  # noqa: E402
+from ..errors import UserError, file_system_error  # noqa: E402
 from . import data, evaluate, export, show, train, zoo  # noqa: E402
 from .common import Parser, one_line, rank_prefix  # noqa: E402
 
@@ -55,11 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"{rank_prefix()}error: {one_line(exc)}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 0
+    except OSError as exc:  # the file system's errors are the user's (full, read-only, permission, ...)
+        user = file_system_error(exc)
+        if user is None or args.debug:
+            raise
+        print(f"{rank_prefix()}error: {one_line(user)}", file=sys.stderr)
+        return user.exit_code
     except KeyboardInterrupt as exc:  # a RunInterrupted says what the run directory keeps
         if not rank_prefix():  # every rank of a torchrun job was interrupted; rank 0 speaks for them
             print(f"error: {one_line(exc) or 'interrupted'}", file=sys.stderr)
         return getattr(exc, "exit_code", 130)
-    except BrokenPipeError:  # e.g. piped into `head`: stop quietly
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 0
     return 0
