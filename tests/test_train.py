@@ -15,7 +15,8 @@ import torch
 from PIL import Image
 
 from convzoo.checkpoint import load_model, snapshot_state
-from convzoo.data import DEBIAN_DIR, load_split
+from convzoo.data import load_split
+from convzoo.data.source import DEBIAN_DIR
 from convzoo.models import list_models
 from convzoo.train import BOOK_RECIPES, ConfigError, evaluate_run, fit, lr_factor, recipe
 

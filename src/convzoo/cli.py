@@ -141,8 +141,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from .data import CLASSES
+    from .show import show_confusion
     from .train import evaluate_run
-    from .viz import show_confusion
 
     result = evaluate_run(args.run_dir, args.device, args.data_dir)
     out = show_confusion(args.run_dir, evaluation=result)
@@ -184,6 +184,7 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 def cmd_data(args: argparse.Namespace) -> None:
     from . import data
+    from .figures import samples_figure, save_figure
 
     if args.data_command == "fetch":
         dest = data.fetch(args.dest, mirror=args.mirror or data.DEFAULT_MIRROR)
@@ -200,7 +201,7 @@ def cmd_data(args: argparse.Namespace) -> None:
             raise data.DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch')")
     elif args.data_command == "show":
         images, labels = data.load_split(args.split, args.data_dir)
-        data.show_grid(images[: args.count], labels[: args.count], args.out)
+        save_figure(samples_figure(images[: args.count], labels[: args.count]), args.out)
         print(f"wrote {args.out}")
 
 

@@ -10,7 +10,7 @@
     convzoo compare runs/a runs/b [--json]             a table on stdout, and compare.html
     convzoo export runs/lenet --format onnx            model.onnx, checked with onnxruntime
 
-``add_commands`` registers them on the ``convzoo`` parser; the work is done by ``convzoo.viz``,
+``add_commands`` registers them on the ``convzoo`` parser; the work is done by ``convzoo.show``,
 ``convzoo.report`` and ``convzoo.export``.
 """
 
@@ -22,23 +22,24 @@ from .cli import _int, _print_json
 
 
 def cmd_show(args: argparse.Namespace) -> None:
-    from . import viz
+    from . import show
+    from .errors import RunFileError
 
     what = args.show_command
     if what == "kernels":
-        path = viz.show_kernels(args.run_dir, args.out, layer=args.layer)
+        path = show.show_kernels(args.run_dir, args.out, layer=args.layer)
     elif what == "features":
         if args.channels < 1:
-            raise viz.RunFileError(f"--channels must be at least 1, got {args.channels}")
-        path = viz.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
+            raise RunFileError(f"--channels must be at least 1, got {args.channels}")
+        path = show.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
     elif what == "mistakes":
-        path = viz.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
+        path = show.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
     elif what == "confusion":
-        path = viz.show_confusion(args.run_dir, args.out, device=args.device, data_dir=args.data_dir)
+        path = show.show_confusion(args.run_dir, args.out, device=args.device, data_dir=args.data_dir)
     elif what == "curves":
-        path = viz.show_curves(args.run_dirs, args.out)
+        path = show.show_curves(args.run_dirs, args.out)
     else:
-        path = viz.show_ops(args.out)
+        path = show.show_ops(args.out)
     print(f"wrote {path}")
 
 

@@ -25,23 +25,19 @@ import torch
 from .checkpoint import build_from_config, load_model
 from .data import CLASSES
 from .errors import RunFileError
-from .fileio import write_text
-from .plots import plot_curves
-from .summary import summarize
-from .train import Evaluation, evaluate_run, read_run_config
-from .viz import (
+from .figures import (
     conv_layers,
-    evaluated_images,
+    curves_figure,
     figure_png,
     layer_kernels_figure,
     mistakes_figure,
-    read_metrics,
-    run_histories,
-    run_label,
     runs_figure,
     save_figure,
-    show_confusion,
 )
+from .fileio import write_text
+from .show import evaluated_images, read_metrics, run_histories, run_label, show_confusion
+from .summary import summarize
+from .train import Evaluation, evaluate_run, read_run_config
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; margin: 0; background: #f6f6f4; }
@@ -138,7 +134,7 @@ def write_report(
     train_seconds = sum(r["seconds"] + r.get("eval_seconds", 0) for r in history)
 
     pictures = {}
-    plot_curves(history, run_dir / "curves.png", title=config.model)
+    save_figure(curves_figure(history, title=config.model), run_dir / "curves.png")
     show_confusion(run_dir, evaluation=evaluation)
     if conv_layers(model):
         pictures["kernels"] = save_figure(layer_kernels_figure(model), run_dir / "kernels.png")

@@ -1,0 +1,128 @@
+"""Pictures of a run, drawn from its directory: the ``convzoo show`` commands.
+
+    show_kernels(run_dir)            kernels.png    learned kernels of one conv layer
+    show_features(run_dir, image)    features.png   feature maps after the conv layers, one image
+    show_mistakes(run_dir)           mistakes.png   misclassified test images, true and predicted class
+    show_confusion(run_dir)          confusion.png  the confusion matrix, as ``convzoo eval`` draws it
+    show_curves([run_dir, ...], out)                several runs' train loss and test accuracy
+    show_ops(out)                                   the seed's worked examples of corr2d, padding, stride
+
+Each reads what it needs from the run directory, builds the figure with ``convzoo.figures`` and
+saves it into the run directory unless ``out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from .data import CLASSES, load_split
+from .errors import RunFileError
+from .figures import (
+    confusion_figure,
+    features_figure,
+    layer_kernels_figure,
+    mistakes_figure,
+    ops_figure,
+    runs_figure,
+    save_figure,
+)
+from .images import load_image
+from .train import Evaluation, evaluate_run, load_run, read_run_config
+
+# --- reading a run directory (no drawing: these belong with the run directory's other readers) ---
+
+
+def read_metrics(run_dir: str | Path) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (one per completed epoch)."""
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise RunFileError(f"{run_dir} has no metrics.jsonl (not a convzoo run directory, or no epoch completed)")
+    try:
+        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise RunFileError(f"{path} is not valid JSON lines ({exc})") from None
+
+
+def evaluated_images(run_dir: str | Path, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels a run was evaluated on (uint8 ``(N, 28, 28)``, int64 ``(N,)``)."""
+    config = read_run_config(run_dir)["config"]
+    images, labels = load_split("test", data_dir or config.data_dir)
+    return images[: config.limit_test], labels[: config.limit_test]
+
+
+def run_label(run_dir: str | Path) -> str:
+    """A run's name in legends and tables: its directory name."""
+    return Path(run_dir).resolve().name
+
+
+def run_histories(run_dirs: Sequence[str | Path]) -> dict[str, list[dict]]:
+    """``{run label: metrics rows}`` of several runs; a repeated directory name gets a prime."""
+    if not run_dirs:
+        raise RunFileError("no run directory given")
+    histories: dict[str, list[dict]] = {}
+    for run_dir in run_dirs:
+        label = run_label(run_dir)
+        while label in histories:
+            label += "'"
+        histories[label] = read_metrics(run_dir)
+    return histories
+
+
+# --- drawing into a run directory -------------------------------------------------------------
+
+
+def show_kernels(run_dir: str | Path, out: str | Path | None = None, *, layer: str | None = None) -> Path:
+    """Draw the kernels of conv layer ``layer`` (default: the first) of a run to ``kernels.png``."""
+    model = load_run(run_dir, "cpu")[1]
+    return save_figure(layer_kernels_figure(model, layer), out or Path(run_dir) / "kernels.png")
+
+
+def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None = None, *,
+                  invert: str = "auto", channels: int = 8) -> Path:
+    """Draw the feature maps of a run's model for the image file ``image`` to ``features.png``."""
+    config, model, _ = load_run(run_dir, "cpu")
+    pixels = load_image(image, invert=invert)
+    title = f"{config.model} on {Path(image).name} (input {config.resize}\u00d7{config.resize})"
+    fig = features_figure(model, pixels, config.resize, channels=channels, title=title)
+    return save_figure(fig, out or Path(run_dir) / "features.png")
+
+
+def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: int = 24, device: str = "auto",
+                  data_dir: str | None = None) -> Path:
+    """Evaluate a run and draw its first ``count`` misclassified test images to ``mistakes.png``."""
+    if count < 1:
+        raise RunFileError(f"--count must be at least 1, got {count}")
+    model_name = read_run_config(run_dir)["config"].model
+    evaluation = evaluate_run(run_dir, device, data_dir)
+    images, labels = evaluated_images(run_dir, data_dir)
+    fig = mistakes_figure(images, labels, evaluation.predictions, count=count, title=model_name)
+    return save_figure(fig, out or Path(run_dir) / "mistakes.png")
+
+
+def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device: str = "auto",
+                   data_dir: str | None = None, evaluation: Evaluation | None = None) -> Path:
+    """Draw a run's confusion matrix to ``confusion.png`` (what ``convzoo eval`` writes).
+
+    The run is evaluated on ``device`` unless its ``evaluation`` is given.
+    """
+    config = read_run_config(run_dir)["config"]
+    evaluation = evaluation or evaluate_run(run_dir, device, data_dir)
+    title = f"{config.model}: test accuracy {evaluation.accuracy:.4f}"
+    return save_figure(confusion_figure(evaluation.confusion, CLASSES, title=title),
+                       out or Path(run_dir) / "confusion.png")
+
+
+def show_curves(run_dirs: Sequence[str | Path], out: str | Path = "curves-compared.png") -> Path:
+    """Overlay the train loss and test accuracy of several runs, labelled by directory name."""
+    histories = run_histories(run_dirs)
+    fig = runs_figure(histories, title=f"{len(histories)} runs compared" if len(histories) > 1 else "")
+    return save_figure(fig, out)
+
+
+def show_ops(out: str | Path = "ops.png") -> Path:
+    """Draw the worked examples of ``ops_figure`` to ``out``."""
+    return save_figure(ops_figure(), out)
