@@ -24,8 +24,8 @@ import traceback
 from pathlib import Path
 
 import convzoo.cli  # noqa: F401  the imports each command would otherwise pay for
+import convzoo.figures  # noqa: F401
 import convzoo.images  # noqa: F401
-import convzoo.plots  # noqa: F401
 import convzoo.train  # noqa: F401
 
 PARALLEL = 2

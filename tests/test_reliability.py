@@ -43,7 +43,7 @@ from convzoo.models import create_model
 from convzoo.monitor import divergence_check_interval
 from convzoo.optim import make_optimizer
 from convzoo.train import fit
-from test_data import idx, make_dir, write
+from idx_files import idx, make_dir, write
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 RUNNER = Path(__file__).parent / "cli_runner.py"
@@ -501,7 +501,7 @@ def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Pat
 
 
 # --- fuzzing the loaders ---------------------------------------------------------------------------
-# (The IDX reader is fuzzed in tests/test_data.py: test_read_idx_random_bytes and its neighbours.)
+# (The IDX reader is fuzzed in tests/test_idx.py: test_read_idx_random_bytes and its neighbours.)
 
 @pytest.fixture(scope="module")
 def saved_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:

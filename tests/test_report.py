@@ -122,12 +122,17 @@ window.addEventListener("load", () => {
         assert_not_blank(image)
 
 
-def test_report_command_regenerates_it(run: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+def test_report_command_regenerates_it_and_leaves_the_pictures_show_drew(
+        run: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
     (run / "report.html").unlink()
     (run / "mistakes.png").unlink()
+    code, _, err = run_cli("show", "kernels", str(run), "--layer", "3")  # another layer than the report's
+    assert code == 0, err
+    kernels = (run / "kernels.png").read_bytes()
     code, out, _ = run_cli("report", str(run), "--device", "cpu", "--data-dir", str(SLICE))
     assert code == 0 and out.strip() == f"wrote {run / 'report.html'}"
-    assert len(embedded_images(parse(run / "report.html"))) == 4 and (run / "mistakes.png").is_file()
+    assert len(embedded_images(parse(run / "report.html"))) == 4
+    assert not (run / "mistakes.png").exists() and (run / "kernels.png").read_bytes() == kernels
 
 
 def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:

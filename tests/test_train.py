@@ -16,7 +16,8 @@ from PIL import Image
 
 from convzoo.checkpoint import load_model, snapshot_state
 from convzoo.config import BOOK_RECIPES, recipe
-from convzoo.data import DEBIAN_DIR, load_split
+from convzoo.data import load_split
+from convzoo.data.source import DEBIAN_DIR
 from convzoo.errors import ConfigError
 from convzoo.models import list_models
 from convzoo.optim import lr_factor

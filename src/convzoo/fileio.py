@@ -68,6 +68,13 @@ def refuse_unless_regular(path: Path) -> None:
         raise FileSystemError(f"{path} exists and is {kind}; convzoo writes only regular files: choose another path")
 
 
+def write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+    return Path(path)
+
+
 def write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` as UTF-8 to ``path`` atomically."""
     with atomic_path(path) as tmp:

@@ -21,7 +21,8 @@ import os
 import re
 import shlex
 import sys
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -259,11 +260,37 @@ def resume_hint(run_dir: Path | None) -> str:
             f"continue with: convzoo train --resume {shlex.quote(str(run_dir))}")
 
 
+def run_histories(run_dirs: Sequence[str | Path]) -> dict[str, list[dict]]:
+    """``{run label: metrics rows}`` of several runs; a repeated directory name gets a prime."""
+    if not run_dirs:
+        raise RunFileError("no run directory given")
+    histories: dict[str, list[dict]] = {}
+    for run_dir in run_dirs:
+        label = run_label(run_dir)
+        while label in histories:
+            label += "'"
+        histories[label] = read_metrics(run_dir)
+    return histories
+
+
 def load_run(run_dir: str | Path, device: str = "auto") -> tuple[TrainConfig, nn.Module, torch.device]:
-    """The config and trained model of a run directory, on ``device``, prepared as in training."""
+    """The config and trained model of a run directory, on ``device``, prepared as in training.
+
+    The weights must be those of the run's configuration: a ``model.safetensors`` of another model or
+    input size (a file copied from another run) is refused rather than evaluated as if it were this run.
+    """
     config = read_run_config(run_dir)["config"]
     dev = resolve_device(device)
-    model = load_model(Path(run_dir) / "model.safetensors", dev)
+    path = Path(run_dir) / "model.safetensors"
+    if not path.is_file():
+        raise RunFileError(f"{run_dir} has no model.safetensors: the run has not finished "
+                           f"(continue it with 'convzoo train --resume {run_dir}')")
+    model = load_model(path, dev)
+    stored = (model.config.get("name"), model.config.get("input_size"))
+    if stored != (config.model, config.resize):
+        raise RunFileError(f"{path} holds a {stored[0]} for {stored[1]}x{stored[1]} inputs, but {run_dir}/config.json "
+                           f"describes a {config.model} for {config.resize}x{config.resize}: the files come from "
+                           "different runs")
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
     return config, model, dev
@@ -275,10 +302,42 @@ def evaluation_split(config: TrainConfig, data_dir: str | None = None) -> tuple[
     return images[: config.limit_test], labels[: config.limit_test]
 
 
+def evaluate_model(config: TrainConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   device: torch.device) -> Evaluation:
+    """``model`` scored on ``images`` as the run with ``config`` evaluated (batch size, input size, TTA, autocast)."""
+    batches = Batches(images, labels, config.eval_batch_size, device=device, resize=config.resize,
+                      channels_last=config.channels_last)
+    return evaluate(model, batches, config.amp, config.tta)
+
+
 def evaluate_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> Evaluation:
     """Evaluate a run's final model on the test images it was evaluated on in training."""
     config, model, dev = load_run(run_dir, device)
+    return evaluate_model(config, model, *evaluation_split(config, data_dir), dev)
+
+
+@dataclass
+class RunRecord:
+    """A finished run as objects: what its report shows. Training builds it from memory, ``load_record`` from disk."""
+
+    run_dir: Path
+    meta: dict  # config.json, its "config" a TrainConfig
+    history: list[dict]
+    model: nn.Module
+    evaluation: Evaluation
+    images: torch.Tensor  # the evaluated test images, uint8 (N, 28, 28), and their labels
+    labels: torch.Tensor
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.meta["config"]
+
+
+def load_record(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> RunRecord:
+    """A finished run read back from its directory, evaluated again on ``device``."""
+    run_dir = Path(run_dir)
+    meta = read_run_config(run_dir)
+    history = read_metrics(run_dir)
+    config, model, dev = load_run(run_dir, device)
     images, labels = evaluation_split(config, data_dir)
-    batches = Batches(images, labels, config.eval_batch_size, device=dev, resize=config.resize,
-                      channels_last=config.channels_last)
-    return evaluate(model, batches, config.amp, config.tta)
+    return RunRecord(run_dir, meta, history, model, evaluate_model(config, model, images, labels, dev), images, labels)

@@ -349,7 +349,7 @@ def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluati
 
 
 def finish(run: Run, test: Evaluation) -> RunResult:
-    """Write the final weights, ``result.json`` and the report of a completed run."""
+    """Write the final weights, ``result.json`` and the report (with its pictures) of a completed run."""
     from .report import write_report  # matplotlib only once a run is done
 
     save_model(run.out / "model.safetensors", run.model)
@@ -357,5 +357,10 @@ def finish(run: Run, test: Evaluation) -> RunResult:
                        run.model)
     write_json(run.out / "result.json", {**result.to_json(), "per_class_accuracy": dict(
         zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
-    write_report(run.out, evaluation=test)  # draws curves.png, confusion.png, kernels.png, mistakes.png
+    if run.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
+        images, labels = run.test_batches.images[:, 0].cpu(), run.test_batches.labels.cpu()
+    else:
+        images, labels = rundir.evaluation_split(run.config)
+    record = rundir.RunRecord(run.out, rundir.read_run_config(run.out), run.history, run.model, test, images, labels)
+    write_report(record, pictures=True)
     return result

@@ -6,6 +6,7 @@ import argparse
 
 from .. import data
 from ..errors import DataError
+from ..figures import samples_figure, save_figure
 from .common import parse_int, print_json
 
 
@@ -25,7 +26,7 @@ def cmd_data(args: argparse.Namespace) -> None:
             raise DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch')")
     elif args.data_command == "show":
         images, labels = data.load_split(args.split, args.data_dir)
-        data.show_grid(images[: args.count], labels[: args.count], args.out)
+        save_figure(samples_figure(images[: args.count], labels[: args.count]), args.out)
         print(f"wrote {args.out}")
 
 

@@ -10,7 +10,7 @@ from ..data import CLASSES, to_input
 from ..evaluate import scores
 from ..images import load_image
 from ..rundir import evaluate_run, load_run
-from ..viz import show_confusion
+from ..show import show_confusion
 from .common import print_json
 
 

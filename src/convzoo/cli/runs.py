@@ -9,53 +9,53 @@
     convzoo report runs/lenet                          report.html (every run writes one)
     convzoo compare runs/a runs/b [--json]             a table on stdout, and compare.html
 
-The work is done by ``convzoo.viz`` and ``convzoo.report``.
+The work is done by ``convzoo.show`` and ``convzoo.report``.
 """
 
 from __future__ import annotations
 
 import argparse
 
-from .. import viz
+from .. import show
+from ..compare import compare_runs, format_table, write_comparison
 from ..errors import RunFileError
-from ..report import write_comparison, write_report
+from ..report import write_report
+from ..rundir import load_record
 from .common import parse_int, print_json
 
 
 def cmd_show(args: argparse.Namespace) -> None:
     what = args.show_command
     if what == "kernels":
-        path = viz.show_kernels(args.run_dir, args.out, layer=args.layer)
+        path = show.show_kernels(args.run_dir, args.out, layer=args.layer)
     elif what == "features":
         if args.channels < 1:
             raise RunFileError(f"--channels must be at least 1, got {args.channels}")
-        path = viz.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
+        path = show.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
     elif what == "mistakes":
-        path = viz.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
+        path = show.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
     elif what == "confusion":
-        path = viz.show_confusion(args.run_dir, args.out, device=args.device, data_dir=args.data_dir)
+        path = show.show_confusion(args.run_dir, args.out, device=args.device, data_dir=args.data_dir)
     elif what == "curves":
-        path = viz.show_curves(args.run_dirs, args.out)
+        path = show.show_curves(args.run_dirs, args.out)
     else:
-        path = viz.show_ops(args.out)
+        path = show.show_ops(args.out)
     print(f"wrote {path}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    print(f"wrote {write_report(args.run_dir, device=args.device, data_dir=args.data_dir)}")
+    print(f"wrote {write_report(load_record(args.run_dir, args.device, args.data_dir))}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    path, rows = write_comparison(args.run_dirs, args.out)
+    if args.json and args.out is None:  # the table as JSON on stdout; a page only when asked for
+        print_json({"out": None, "runs": compare_runs(args.run_dirs)})
+        return
+    path, rows = write_comparison(args.run_dirs, args.out or "compare.html")
     if args.json:
         print_json({"out": str(path), "runs": rows})
         return
-    width = max(len("run"), *(len(r["run"]) for r in rows))
-    print(f"{'run':<{width}}  {'model':<11} {'recipe':<6} {'input':>5} {'params':>12} {'MACs':>15} "
-          f"{'epochs':>6} {'train s':>9} {'test acc':>8}")
-    for r in rows:
-        print(f"{r['run']:<{width}}  {r['model']:<11} {r['recipe']:<6} {r['input_size']:>5} {r['params']:>12,} "
-              f"{r['macs']:>15,} {r['epochs']:>6} {r['train_seconds']:>9.1f} {r['test_acc']:>8.4f}")
+    print(format_table(rows))
     print(f"wrote {path}")
 
 
@@ -101,6 +101,6 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("compare", help="compare runs: a table, and one HTML page")
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
-    p.add_argument("--out", default="compare.html", help="HTML file (default: compare.html)")
+    p.add_argument("--out", help="HTML file (default: compare.html; with --json, none unless given)")
     p.add_argument("--json", action="store_true", help='print {"out", "runs": [...]} instead of the table')
     p.set_defaults(func=cmd_compare)

@@ -1,36 +1,44 @@
-"""Figures of a run: training curves, the confusion matrix, and grids of images (matplotlib, Agg, PNG).
+"""What every figure shares: one DPI, rendering and saving, and laying out by the inch.
 
-Figures are ``matplotlib.figure.Figure`` objects laid out by hand (no layout engine, no tight
-bounding box) and rendered by Agg; pyplot's global state is never touched.
+Figures are ``matplotlib.figure.Figure`` objects, never pyplot's: pyplot's global state and the
+backend are left alone (a notebook that imports convzoo keeps its own), and ``figure_png`` is the
+one place that renders, with Agg. Figures are saved without a tight bounding box, so a PNG is
+exactly ``figsize x DPI`` pixels.
+
+``tile_grid`` draws many small images as one mosaic on one Axes, with text placed next to any
+tile: one image to draw instead of one Axes per tile, many times faster.
 """
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.collections import PolyCollection
+from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
+from matplotlib.text import Text
 
-matplotlib.use("Agg")
-import numpy as np  # noqa: E402
-from matplotlib.axes import Axes  # noqa: E402
-from matplotlib.collections import PolyCollection  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.image import AxesImage  # noqa: E402
-from matplotlib.text import Text  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
+from ..fileio import write_bytes
 
-from .fileio import atomic_path  # noqa: E402
-
-DPI = 110
+DPI = 100  # pixels per inch of every PNG
 
 
-def _save(fig: Figure, path: str | Path) -> Path:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=DPI)
-    return Path(path)
+def figure_png(fig: Figure) -> bytes:
+    """``fig`` rendered by Agg as PNG bytes, ``figsize x DPI`` pixels."""
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_figure(buffer, format="png", dpi=DPI)
+    return buffer.getvalue()
+
+
+def save_figure(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically; returns ``path``."""
+    return write_bytes(path, figure_png(fig))
 
 
 def place_axes(fig: Figure, left: float, bottom: float, width: float, height: float, **kwargs) -> Axes:
@@ -39,46 +47,9 @@ def place_axes(fig: Figure, left: float, bottom: float, width: float, height: fl
     return fig.add_axes((left / fig_w, bottom / fig_h, width / fig_w, height / fig_h), **kwargs)
 
 
-def plot_curves(history: Sequence[dict], path: str | Path, title: str = "") -> Path:
-    """The book's training plot: train loss, train accuracy and test accuracy per epoch."""
-    epochs = [row["epoch"] for row in history]
-    fig = Figure(figsize=(5.0, 3.7))
-    ax = place_axes(fig, 0.5, 0.45, 4.35, 2.9)
-    ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
-    ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, label="train acc")
-    ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, label="test acc")
-    ax.set_xlabel("epoch")
-    ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 0.5 ticks
-    ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
-    return _save(fig, path)
-
-
-def plot_confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
-    """Confusion matrix (rows: true class, columns: predicted), counts in the cells, a colour bar."""
-    matrix = np.asarray(matrix)
-    # Inches: room for the class names on the left and (at 45 degrees) below, the title above,
-    # and the colour bar with its tick labels on the right of a square matrix.
-    side, left, bottom, top, bar = 4.9, 1.2, 1.1, 0.4, 0.2
-    fig = Figure(figsize=(left + side + 0.25 + bar + 0.85, bottom + side + top))
-    ax = place_axes(fig, left, bottom, side, side)
-    cax = place_axes(fig, left + side + 0.25, bottom, bar, side)
-    image = ax.imshow(matrix, cmap="Blues")
-    fig.colorbar(image, cax=cax, label="test images")
-    ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, classes, rotation=45, ha="right")
-    ax.set_yticks(ticks, classes)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    threshold = matrix.max() / 2 if matrix.size else 0
-    for i in range(matrix.shape[0]):
-        for j in range(matrix.shape[1]):
-            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                    color="white" if matrix[i, j] > threshold else "black")
-    ax.set_title(title or "confusion matrix")
-    return _save(fig, path)
+def text_width(text: str, fontsize: float) -> float:
+    """A generous estimate of the width in inches of one line of ``text`` in the default sans-serif font."""
+    return len(text) * fontsize * 0.62 / 72
 
 
 # --- grids of images --------------------------------------------------------------------------
@@ -157,9 +128,9 @@ def tile_grid(
     image = mosaic(tiles, gap_px, scale)
     width, height = image.shape[1] * inch, image.shape[0] * inch
     left, bottom, right, top = margins
-    # Whole hundredths of an inch, so that at 100 DPI (viz.DPI) the PNG is exactly figsize x DPI pixels.
-    fig_w = math.ceil(max(min_size[0], left + width + right) * 100 - 1e-6) / 100
-    fig_h = math.ceil(max(min_size[1], bottom + height + top) * 100 - 1e-6) / 100
+    # A whole number of pixels at DPI, so that the PNG is exactly figsize x DPI pixels.
+    fig_w = math.ceil(max(min_size[0], left + width + right) * DPI - 1e-6) / DPI
+    fig_h = math.ceil(max(min_size[1], bottom + height + top) * DPI - 1e-6) / DPI
     extra_x, extra_y = (fig_w - (left + width + right)) / 2, (fig_h - (bottom + height + top)) / 2
     fig = Figure(figsize=(fig_w, fig_h))
     box = (left + extra_x, bottom + extra_y, width, height)
@@ -178,6 +149,3 @@ def tile_grid(
     return TileGrid(fig, ax, drawn, box, tile, pitch, points=1 / 72 / inch)
 
 
-def text_width(text: str, fontsize: float) -> float:
-    """A generous estimate of the width in inches of one line of ``text`` in the default sans-serif font."""
-    return len(text) * fontsize * 0.62 / 72

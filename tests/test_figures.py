@@ -1,25 +1,27 @@
-"""Pictures: kernels, feature maps, mistakes, confusion, curves of several runs, the worked ops examples."""
+"""convzoo.figures: the figures drawn from tensors, models and histories (mosaics, kernels, feature maps,
+mistakes, a sample of the data set, the worked ops examples), and how they are rendered."""
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
+import PIL.Image
 import pytest
 import torch
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import same_color
+from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 from matplotlib.text import Text
-from PIL import Image
 
-from convzoo import viz
+from convzoo import figures
 from convzoo.checkpoint import load_model
 from convzoo.data import CLASSES, load_split, to_input
-from convzoo.plots import tile_grid
+from convzoo.figures.base import tile_grid
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -29,26 +31,7 @@ def run(tiny_run: Path) -> Path:
     return tiny_run
 
 
-def assert_picture(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
-    """``path`` is a PNG (of ``size`` pixels when given) that is not blank; returns its RGB pixels."""
-    with Image.open(path) as image:
-        assert image.format == "PNG"
-        if size is not None:
-            assert image.size == size
-        pixels = np.asarray(image.convert("RGB"), dtype=np.float64)
-    assert min(pixels.shape[:2]) >= 150
-    assert pixels.mean(axis=2).std() > 15, f"{path.name} looks blank"
-    return pixels
-
-
-def pixel_size(fig: viz.Figure) -> tuple[int, int]:
-    width, height = fig.get_size_inches() * viz.DPI
-    return round(width), round(height)
-
-
-# --- the figures, from tensors ----------------------------------------------------------------
-
-def mosaic_of(fig: viz.Figure) -> tuple[Axes, AxesImage]:
+def mosaic_of(fig: Figure) -> tuple[Axes, AxesImage]:
     """The one Axes of ``fig`` that shows an image (the mosaic), and that image."""
     shown = [ax for ax in fig.axes if ax.images]
     assert len(shown) == 1 and len(shown[0].images) == 1
@@ -69,7 +52,7 @@ def texts_of(ax: Axes) -> dict[str, Text]:
     return {t.get_text(): t for t in ax.texts}
 
 
-def assert_texts_apart(fig: viz.Figure) -> None:
+def assert_texts_apart(fig: Figure) -> None:
     """Every text of ``fig`` is drawn inside the figure and overlaps no other text."""
     renderer = FigureCanvasAgg(fig).get_renderer()
     fig.draw(renderer)
@@ -113,13 +96,13 @@ def test_tile_grid_is_one_mosaic_with_titles_over_their_tiles() -> None:
 def test_kernel_tiles_are_the_weights_on_one_scale_centred_at_zero() -> None:
     torch.manual_seed(0)
     weight = torch.randn(16, 6, 5, 5)
-    fig = viz.kernels_figure(weight, title="t")
+    fig = figures.kernels_figure(weight, title="t")
     ax, image = mosaic_of(fig)
     # One tile per (input, output) pair: a row per input channel, a column per output channel.
     np.testing.assert_allclose(tiles_of(image, 6, 16, 5, 5), weight.transpose(0, 1).numpy(), rtol=1e-6)
     limit = float(weight.abs().max())
     assert image.get_clim() == pytest.approx((-limit, limit))
-    assert image.get_cmap().name == viz.KERNEL_CMAP
+    assert image.get_cmap().name == figures.KERNEL_CMAP
     assert image.colorbar is not None and image.colorbar.ax in fig.axes
     labels = [t.get_text() for t in ax.texts]
     assert labels == [str(c) for c in range(16)] + [str(r) for r in range(6)]  # output columns, input rows
@@ -128,7 +111,7 @@ def test_kernel_tiles_are_the_weights_on_one_scale_centred_at_zero() -> None:
 
 def test_many_input_channels_are_averaged_per_output() -> None:
     weight = torch.randn(100, 64, 3, 3)
-    fig = viz.kernels_figure(weight, title="many")
+    fig = figures.kernels_figure(weight, title="many")
     ax, image = mosaic_of(fig)
     tiles = tiles_of(image, 8, 8, 3, 3).reshape(64, 3, 3)  # capped at 2 x max_outputs, 8 to a row
     np.testing.assert_allclose(tiles, weight[:64].mean(1).numpy(), rtol=1e-5, atol=1e-6)
@@ -140,10 +123,10 @@ def test_many_input_channels_are_averaged_per_output() -> None:
 def test_feature_maps_are_the_conv_outputs(run: Path) -> None:
     model = load_model(run / "model.safetensors")
     image = load_split("test", SLICE)[0][3]
-    fig = viz.features_figure(model, image, 28, channels=8)
+    fig = figures.features_figure(model, image, 28, channels=8)
     rows = fig.subfigs[1:]
-    assert len(rows) == len(viz.conv_layers(model)) == 2
-    first = [ax.images[0] for ax in rows[0].axes if ax.images and ax.images[0].get_cmap().name == viz.FEATURE_CMAP]
+    assert len(rows) == len(figures.conv_layers(model)) == 2
+    first = [ax.images[0] for ax in rows[0].axes if ax.images and ax.images[0].get_cmap().name == figures.FEATURE_CMAP]
     assert len(first) == 6  # LeNet's first conv has 6 channels, fewer than the 8 asked for
     with torch.no_grad():
         expected = model[0](to_input(image[None], 28))[0]
@@ -156,7 +139,7 @@ def test_mistakes_show_true_and_predicted_classes() -> None:
     labels = torch.arange(30) % 10
     predictions = labels.clone()
     predictions[[3, 7, 20]] = (labels[[3, 7, 20]] + 1) % 10
-    fig = viz.mistakes_figure(images, labels, predictions, title="m")
+    fig = figures.mistakes_figure(images, labels, predictions, title="m")
     ax, image = mosaic_of(fig)
     np.testing.assert_array_equal(tiles_of(image, 1, 3, 28, 28)[0], images[[3, 7, 20]].numpy())
     assert image.get_clim() == (0, 255) and image.get_cmap().name == "gray"
@@ -172,80 +155,40 @@ def test_mistakes_show_true_and_predicted_classes() -> None:
     assert all(t.get_window_extent(renderer).y1 <= ax.bbox.y0 for t in pred)
     assert "3 of 30" in fig.get_suptitle()
     assert_texts_apart(fig)
-    assert_texts_apart(viz.mistakes_figure(images, labels, (labels + 1) % 10, title="a longer title"))
-    assert "no mistakes" in viz.mistakes_figure(images, labels, labels).axes[0].texts[0].get_text()
+    assert_texts_apart(figures.mistakes_figure(images, labels, (labels + 1) % 10, title="a longer title"))
+    assert "no mistakes" in figures.mistakes_figure(images, labels, labels).axes[0].texts[0].get_text()
 
 
 def test_ops_figure_is_computed_with_convzoo_ops() -> None:
-    texts = {t.get_text() for ax in viz.ops_figure().axes for t in ax.texts}
+    texts = {t.get_text() for ax in figures.ops_figure().axes for t in ax.texts}
     assert {"0\u00d70 + 1\u00d71 + 3\u00d72 + 4\u00d73 = 19", "4\u00d70 + 5\u00d71 + 7\u00d72 + 8\u00d73 = 43"} <= texts
     # Padding 1, stride 2: windows at (0, 0), (0, 2), (2, 0), (2, 2) of the padded input.
     assert {"0\u00d70 + 0\u00d71 + 1\u00d72 + 2\u00d73 = 8", "0\u00d70 + 3\u00d71 + 0\u00d72 + 6\u00d73 = 21"} <= texts
     assert {"19", "25", "37", "43", "21"} <= texts
 
 
-# --- `convzoo show`, from a trained run -------------------------------------------------------
 
-def test_show_kernels(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    code, out, _ = run_cli("show", "kernels", str(run))
-    assert code == 0 and out.strip() == f"wrote {run / 'kernels.png'}"
-    model = load_model(run / "model.safetensors")
-    pixels = assert_picture(run / "kernels.png", pixel_size(viz.layer_kernels_figure(model)))
-    red, blue = pixels[..., 0] - pixels[..., 2], pixels[..., 2] - pixels[..., 0]
-    assert (red > 80).sum() > 50 and (blue > 80).sum() > 50  # a diverging map: both signs are drawn
-
-    code, _, _ = run_cli("show", "kernels", str(run), "--layer", "3", "--out", str(tmp_path / "k3.png"))
-    assert code == 0
-    assert_picture(tmp_path / "k3.png", pixel_size(viz.layer_kernels_figure(model, "3")))
-
-
-def test_show_features(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    png = tmp_path / "boot.png"
-    Image.fromarray(load_split("test", SLICE)[0][0].numpy()).save(png)
-    code, out, _ = run_cli("show", "features", str(run), str(png))
-    assert code == 0 and out.strip() == f"wrote {run / 'features.png'}"
-    assert_picture(run / "features.png")
-
-
-def test_show_mistakes(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    out_png = tmp_path / "wrong.png"
-    code, _, _ = run_cli("show", "mistakes", str(run), "--count", "16", "--out", str(out_png), "--device", "cpu",
-                         "--data-dir", str(SLICE))
-    assert code == 0
-    # 16 tiles in rows of 8: 2 rows.
+def test_samples_figure_saved_as_png(tmp_path):
     images, labels = load_split("test", SLICE)
-    assert_picture(out_png, pixel_size(viz.mistakes_figure(images[:16], labels[:16], (labels[:16] + 1) % 10)))
+    out = tmp_path / "out" / "grid.png"
+    fig = figures.samples_figure(images[:12], labels[:12], predictions=labels[:12].flip(0), ncols=5)
+    path = figures.save_figure(fig, out)
+    content = path.read_bytes()
+    assert content.startswith(b"\x89PNG\r\n\x1a\n") and len(content) > 10_000
+    assert list(path.parent.iterdir()) == [path]  # no temporary file left behind
+    with PIL.Image.open(path) as png:
+        assert png.format == "PNG" and png.width > 400 and png.height > 200
 
 
-def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    code, _, _ = run_cli("show", "confusion", str(run), "--out", str(tmp_path / "c.png"), "--device", "cpu")
-    assert code == 0
-    assert_picture(tmp_path / "c.png")
-
-    other = tmp_path / "lenet-again"
-    shutil.copytree(run, other)
-    code, _, _ = run_cli("show", "curves", str(run), str(other), "--out", str(tmp_path / "curves.png"))
-    assert code == 0
-    fig = viz.runs_figure(viz.run_histories([run, other]))
-    assert_picture(tmp_path / "curves.png", pixel_size(fig))
-    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["lenet", "lenet-again"]
-
-    code, _, _ = run_cli("show", "ops", "--out", str(tmp_path / "ops.png"))
-    assert code == 0
-    assert_picture(tmp_path / "ops.png", pixel_size(viz.ops_figure()))
-
-
-@pytest.mark.parametrize("args, message", [
-    (["show", "kernels", "{run}", "--layer", "7"], "no conv layer named '7' in lenet; its conv layers: 0, 3"),
-    (["show", "kernels", "{tmp}/nowhere"], "not a convzoo run directory"),
-    (["show", "features", "{run}", "{tmp}/missing.png"], "no such file"),
-    (["show", "mistakes", "{run}", "--count", "0"], "--count must be at least 1"),
-    (["show", "curves", "{tmp}"], "no metrics.jsonl"),
-])
-def test_show_errors_are_one_line(args: list[str], message: str, run: Path, tmp_path: Path,
-                                  run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    out = tmp_path / "out.png"
-    code, _, err = run_cli(*(a.format(run=run, tmp=tmp_path) for a in args), "--out", str(out))
-    assert code == 2
-    assert err.startswith("error: ") and err.count("\n") == 1 and message in err
-    assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+def test_importing_and_drawing_leave_matplotlibs_backend_alone(tmp_path):
+    """A notebook that imports convzoo keeps its backend; figures still render to PNG, with Agg."""
+    script = (
+        "import matplotlib; matplotlib.use('svg'); import sys\n"
+        "import convzoo.figures, convzoo.show, convzoo.report\n"
+        "png = convzoo.figures.figure_png(convzoo.figures.ops_figure())\n"
+        "assert png.startswith(b'\\x89PNG'), png[:8]\n"
+        "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend()\n"
+        "assert 'matplotlib.pyplot' not in sys.modules\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr

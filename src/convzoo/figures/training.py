@@ -1,0 +1,76 @@
+"""How training went: one run's curves, its confusion matrix, and several runs' curves overlaid.
+
+Each function takes the numbers (``metrics.jsonl`` rows, a confusion matrix) and returns a Figure.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from .base import place_axes
+
+
+def curves_figure(history: Sequence[dict], *, title: str = "") -> Figure:
+    """The book's training plot: train loss, train accuracy and test accuracy per epoch (``metrics.jsonl`` rows)."""
+    epochs = [row["epoch"] for row in history]
+    fig = Figure(figsize=(5.5, 4.07))
+    ax = place_axes(fig, 0.55, 0.5, 4.8, 3.2)
+    ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
+    ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, label="train acc")
+    ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, label="test acc")
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 0.5 ticks
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    return fig
+
+
+def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, title: str = "") -> Figure:
+    """Confusion matrix (rows: true class, columns: predicted), counts in the cells, a colour bar."""
+    matrix = np.asarray(matrix)
+    # Inches: room for the class names on the left and (at 45 degrees) below, the title above,
+    # and the colour bar with its tick labels on the right of a square matrix.
+    side, left, bottom, top, bar = 5.4, 1.3, 1.2, 0.44, 0.22
+    fig = Figure(figsize=(left + side + 0.26 + bar + 0.96, bottom + side + top))
+    ax = place_axes(fig, left, bottom, side, side)
+    cax = place_axes(fig, left + side + 0.26, bottom, bar, side)
+    image = ax.imshow(matrix, cmap="Blues")
+    fig.colorbar(image, cax=cax, label="test images")
+    ticks = np.arange(len(classes))
+    ax.set_xticks(ticks, classes, rotation=45, ha="right")
+    ax.set_yticks(ticks, classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for i in range(matrix.shape[0]):
+        for j in range(matrix.shape[1]):
+            ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black")
+    ax.set_title(title or "confusion matrix")
+    return fig
+
+
+def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> Figure:
+    """Train loss and test accuracy per epoch of several runs (``{label: metrics rows}``), a colour per run."""
+    fig = Figure(figsize=(10, 4.2), layout="constrained")
+    ax_loss, ax_acc = fig.subplots(1, 2)
+    last = max((r["epoch"] for rows in histories.values() for r in rows), default=1)
+    for label, rows in histories.items():
+        epochs = [r["epoch"] for r in rows]
+        (line,) = ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label=label)
+        ax_acc.plot(epochs, [r["test_acc"] for r in rows], "-o", ms=3, color=line.get_color())
+    for ax, name in ((ax_loss, "train loss"), (ax_acc, "test accuracy")):
+        ax.set_xlabel("epoch")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.set_xlim(0.5, last + 0.5)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    fig.legend(loc="outside lower center", ncols=min(len(histories), 4), fontsize=8)
+    fig.suptitle(title or "runs compared", fontsize=11)
+    return fig

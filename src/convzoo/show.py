@@ -1,0 +1,85 @@
+"""Pictures of a run, drawn from its directory: the ``convzoo show`` commands.
+
+    show_kernels(run_dir)            kernels.png    learned kernels of one conv layer
+    show_features(run_dir, image)    features.png   feature maps after the conv layers, one image
+    show_mistakes(run_dir)           mistakes.png   misclassified test images, true and predicted class
+    show_confusion(run_dir)          confusion.png  the confusion matrix, as ``convzoo eval`` draws it
+    show_curves([run_dir, ...], out)                several runs' train loss and test accuracy
+    show_ops(out)                                   the seed's worked examples of corr2d, padding, stride
+
+Each reads what it needs from the run directory, builds the figure with ``convzoo.figures`` and
+saves it into the run directory unless ``out`` says otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from .data import CLASSES
+from .errors import RunFileError
+from .evaluate import Evaluation
+from .figures import (
+    confusion_figure,
+    features_figure,
+    layer_kernels_figure,
+    mistakes_figure,
+    ops_figure,
+    runs_figure,
+    save_figure,
+)
+from .images import load_image
+from .rundir import evaluate_run, evaluation_split, load_run, read_run_config, run_histories
+
+
+def show_kernels(run_dir: str | Path, out: str | Path | None = None, *, layer: str | None = None) -> Path:
+    """Draw the kernels of conv layer ``layer`` (default: the first) of a run to ``kernels.png``."""
+    model = load_run(run_dir, "cpu")[1]
+    return save_figure(layer_kernels_figure(model, layer), out or Path(run_dir) / "kernels.png")
+
+
+def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None = None, *,
+                  invert: str = "auto", channels: int = 8) -> Path:
+    """Draw the feature maps of a run's model for the image file ``image`` to ``features.png``."""
+    config, model, _ = load_run(run_dir, "cpu")
+    pixels = load_image(image, invert=invert)
+    title = f"{config.model} on {Path(image).name} (input {config.resize}\u00d7{config.resize})"
+    fig = features_figure(model, pixels, config.resize, channels=channels, title=title)
+    return save_figure(fig, out or Path(run_dir) / "features.png")
+
+
+def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: int = 24, device: str = "auto",
+                  data_dir: str | None = None) -> Path:
+    """Evaluate a run and draw its first ``count`` misclassified test images to ``mistakes.png``."""
+    if count < 1:
+        raise RunFileError(f"--count must be at least 1, got {count}")
+    config = read_run_config(run_dir)["config"]
+    evaluation = evaluate_run(run_dir, device, data_dir)
+    images, labels = evaluation_split(config, data_dir)
+    fig = mistakes_figure(images, labels, evaluation.predictions, count=count, title=config.model)
+    return save_figure(fig, out or Path(run_dir) / "mistakes.png")
+
+
+def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device: str = "auto",
+                   data_dir: str | None = None, evaluation: Evaluation | None = None) -> Path:
+    """Draw a run's confusion matrix to ``confusion.png`` (what ``convzoo eval`` writes).
+
+    The run is evaluated on ``device`` unless its ``evaluation`` is given.
+    """
+    config = read_run_config(run_dir)["config"]
+    evaluation = evaluation or evaluate_run(run_dir, device, data_dir)
+    title = f"{config.model}: test accuracy {evaluation.accuracy:.4f}"
+    return save_figure(confusion_figure(evaluation.confusion, CLASSES, title=title),
+                       out or Path(run_dir) / "confusion.png")
+
+
+def show_curves(run_dirs: Sequence[str | Path], out: str | Path = "curves-compared.png") -> Path:
+    """Overlay the train loss and test accuracy of several runs, labelled by directory name."""
+    histories = run_histories(run_dirs)
+    fig = runs_figure(histories, title=f"{len(histories)} runs compared" if len(histories) > 1 else "")
+    return save_figure(fig, out)
+
+
+def show_ops(out: str | Path = "ops.png") -> Path:
+    """Draw the worked examples of ``ops_figure`` to ``out``."""
+    return save_figure(ops_figure(), out)

@@ -1,0 +1,290 @@
+"""convzoo.data.idx: reading IDX files and their errors, and the cache of decompressed copies."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import math
+import os
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import convzoo.data.idx as idx_format
+from convzoo.data.idx import cache_dir, raw_cache_dir, read_idx
+from convzoo.data.source import FILES, check, load_split
+from convzoo.errors import DataError
+from idx_files import idx, make_dir, write
+
+
+@pytest.fixture(scope="module", autouse=True)
+def private_user_cache(tmp_path_factory):
+    """Every read_idx here caches raw copies under a temporary directory, never the real user cache."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
+        yield
+
+
+# ---------------------------------------------------------------------------------------------
+# read_idx
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_read_idx_round_trip(tmp_path, gz):
+    path = write(tmp_path / ("f.gz" if gz else "f"), idx((3, 4, 5)), gz=gz)
+    x = read_idx(path)
+    assert x.dtype == torch.uint8 and x.shape == (3, 4, 5)
+    assert torch.equal(x.flatten(), torch.arange(60, dtype=torch.uint8))
+
+
+def test_read_idx_raw_bytes_under_gz_name(tmp_path):
+    path = write(tmp_path / "labels.gz", idx((4,), b"\x01\x02\x03\x04"), gz=False)
+    assert read_idx(path).tolist() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    "content, gz, needles",
+    [
+        pytest.param(idx((2, 28, 28), magic=b"\x12\x34\x08\x03"), True, ["0x12340803", "not an IDX"], id="bad-magic"),
+        pytest.param(idx((2, 28, 28), magic=b"\x00\x00\x0d\x03"), True, ["0x0d", "0x08"], id="float-type"),
+        pytest.param(idx((2, 28)), True, ["2 dimensions", "1 or 3"], id="ndim-2"),
+        pytest.param(idx((2, 28, 28))[:-5], True, ["truncated", "1568", "1563"], id="truncated-payload"),
+        pytest.param(idx((2, 28, 28)) + b"\0\0\0", True, ["3 extra bytes", "1568"], id="extra-bytes"),
+        pytest.param(b"\x00\x00\x08\x03\x00\x00\x00\x02", True, ["truncated IDX header", "16"], id="short-header"),
+        pytest.param(b"\x00\x00", False, ["2 bytes", "too short"], id="tiny"),
+    ],
+)
+def test_read_idx_rejects(tmp_path, content, gz, needles):
+    path = write(tmp_path / "bad.gz", content, gz=gz)
+    with pytest.raises(DataError) as e:
+        read_idx(path)
+    assert str(path) in str(e.value)
+    for needle in needles:
+        assert needle in str(e.value)
+
+
+def test_read_idx_truncated_gzip(tmp_path):
+    full = gzip.compress(idx((20, 28, 28)), mtime=0)
+    path = tmp_path / "cut.gz"
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match="corrupt or truncated gzip") as e:
+        read_idx(path)
+    assert str(path) in str(e.value)
+
+
+def test_read_idx_missing_file(tmp_path):
+    with pytest.raises(DataError, match="file not found"):
+        read_idx(tmp_path / "nope.gz")
+
+
+def test_read_idx_expected_ndim(tmp_path):
+    path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
+    with pytest.raises(DataError, match="3 dimensions, expected 1"):
+        read_idx(path, ndim=1)
+
+
+# Overwriting one file per example is fine, so the function-scoped tmp_path is safe to share.
+_fuzz = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+def _read_or_data_error(path: Path) -> None:
+    try:
+        x = read_idx(path)
+    except DataError:
+        return
+    assert x.dtype == torch.uint8 and x.dim() in (1, 3)
+
+
+@_fuzz
+@given(content=st.binary(max_size=200), name=st.sampled_from(["f", "f.gz"]))
+def test_read_idx_random_bytes(tmp_path, content, name):
+    path = tmp_path / name
+    path.write_bytes(content)
+    _read_or_data_error(path)
+
+
+@_fuzz
+@given(
+    dims=st.lists(st.integers(0, 6), min_size=0, max_size=4),
+    type_byte=st.sampled_from([0x08, 0x09, 0x0B]),
+    extra=st.integers(-10, 10),
+    gz=st.booleans(),
+)
+def test_read_idx_structured_headers(tmp_path, dims, type_byte, extra, gz):
+    payload = bytes(max(0, math.prod(dims) + extra))
+    content = idx(tuple(dims), payload, magic=bytes([0, 0, type_byte, len(dims)]))
+    path = write(tmp_path / "f.gz", content, gz=gz)
+    _read_or_data_error(path)
+
+
+@_fuzz
+@given(st.data())
+def test_read_idx_mutated_gzip(tmp_path, draw):
+    valid = bytearray(gzip.compress(idx((3, 28, 28)), mtime=0))
+    for _ in range(draw.draw(st.integers(1, 4))):
+        op = draw.draw(st.sampled_from(["flip", "cut", "insert"]))
+        i = draw.draw(st.integers(0, len(valid) - 1)) if valid else 0
+        if op == "flip" and valid:
+            valid[i] ^= draw.draw(st.integers(1, 255))
+        elif op == "cut":
+            del valid[i:]
+        else:
+            valid[i:i] = draw.draw(st.binary(min_size=1, max_size=8))
+    path = tmp_path / "f.gz"
+    path.write_bytes(bytes(valid))
+    _read_or_data_error(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# The cache of decompressed files
+
+
+@pytest.fixture
+def raw_cache(monkeypatch, tmp_path) -> Path:
+    """An empty cache that also takes files written a moment ago; returns its raw_cache_dir()."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setattr(idx_format, "_SETTLED_NS", 0)
+    return raw_cache_dir()
+
+
+def no_gunzip(monkeypatch) -> None:
+    def fail(_):
+        raise AssertionError("decompressed although the cache holds the file")
+
+    monkeypatch.setattr(gzip, "decompress", fail)
+
+
+def test_cache_second_load_skips_decompression(tmp_path, raw_cache, monkeypatch):
+    root = make_dir(tmp_path / "d")
+    first = {split: load_split(split, root) for split in FILES}
+    assert len(list(raw_cache.iterdir())) == 4
+    no_gunzip(monkeypatch)
+    for split, (images, labels) in first.items():
+        again = load_split(split, root)
+        assert torch.equal(again[0], images) and torch.equal(again[1], labels)
+        again[0][0, 0, 0] = 255  # the tensor owns a writable buffer
+
+
+def test_cache_takes_only_gzipped_files(tmp_path, raw_cache):
+    read_idx(write(tmp_path / "raw.gz", idx((4,)), gz=False))
+    read_idx(write(tmp_path / "raw", idx((4,)), gz=False))
+    assert not raw_cache.exists()
+
+
+def replace_in_place_with_later_mtime(path: Path, content: bytes) -> None:
+    before = path.stat()
+    write(path, content)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns + 1_000_000_000))
+
+
+def replace_keeping_size_and_mtime(path: Path, content: bytes) -> None:
+    """What ``cp -p`` or ``rsync -t`` do: new content under the old name and mtime."""
+    before = path.stat()
+    new = path.with_name("new.gz")
+    new.write_bytes(gzip.compress(content, compresslevel=0, mtime=0))  # stored: as long as the first version
+    assert new.stat().st_size == before.st_size
+    os.utime(new, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(new, path)
+
+
+@pytest.mark.parametrize("replace", [replace_in_place_with_later_mtime, replace_keeping_size_and_mtime])
+def test_cache_never_serves_a_changed_file(tmp_path, raw_cache, replace):
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(idx((3, 4, 5)), compresslevel=0, mtime=0))
+    assert read_idx(path).flatten()[:3].tolist() == [0, 1, 2]
+    replace(path, idx((3, 4, 5), bytes(range(100, 160))))
+    assert read_idx(path).flatten()[:3].tolist() == [100, 101, 102]
+    assert len(list(raw_cache.iterdir())) == 1  # the old version's entry is gone
+
+
+def test_cache_waits_until_a_file_has_settled(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    read_idx(path)
+    assert not raw_cache_dir().exists()  # a second write in the same clock tick could keep its stat
+    now = time.time_ns()
+    monkeypatch.setattr(time, "time_ns", lambda: now + idx_format._SETTLED_NS)
+    read_idx(path)
+    assert len(list(raw_cache_dir().iterdir())) == 1
+
+
+def cache_dir_is_a_file(raw_cache: Path, monkeypatch) -> None:
+    raw_cache.parent.mkdir(parents=True)
+    raw_cache.write_bytes(b"")
+
+
+def disk_full_halfway(raw_cache: Path, monkeypatch) -> None:
+    write_bytes = Path.write_bytes
+
+    def half_then_full(self, content):
+        write_bytes(self, content[:10])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", half_then_full)
+
+
+@pytest.mark.parametrize("break_cache", [cache_dir_is_a_file, disk_full_halfway])
+def test_cache_unwritable_falls_back(tmp_path, raw_cache, monkeypatch, break_cache):
+    content = idx((3, 4, 5))
+    path = write(tmp_path / "f.gz", content)
+    break_cache(raw_cache, monkeypatch)
+    assert read_idx(path).flatten().tolist() == list(content[16:])
+    assert not raw_cache.is_dir() or list(raw_cache.iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.parametrize(
+    "damage", [b"", b"\x00\x00\x08\x03 truncated", b"not idx at all"], ids=["empty", "truncated", "not-idx"]
+)
+def test_cache_corrupt_entry_is_replaced(tmp_path, raw_cache, damage):
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    expected = read_idx(path)
+    [entry] = raw_cache.iterdir()
+    entry.write_bytes(damage)
+    assert torch.equal(read_idx(path), expected)
+    assert entry.read_bytes() == idx((3, 4, 5))
+
+
+def test_cache_hit_reports_errors_as_the_file_does(tmp_path, raw_cache, monkeypatch):
+    path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
+    with pytest.raises(DataError) as uncached:
+        read_idx(path, ndim=1)
+    read_idx(path, ndim=3)
+    no_gunzip(monkeypatch)
+    with pytest.raises(DataError) as cached:
+        read_idx(path, ndim=1)
+    assert str(cached.value) == str(uncached.value)
+    assert str(cached.value) == f"{path}: IDX file has 3 dimensions, expected 1 (magic 0x00000803)"
+
+
+def test_cache_never_hides_a_broken_or_missing_file(tmp_path, raw_cache):
+    path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
+    read_idx(path)
+    full = path.read_bytes()
+    path.write_bytes(full[: len(full) // 2])
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: corrupt or truncated gzip"):
+        read_idx(path)
+    path.unlink()
+    with pytest.raises(DataError, match=f"^{re.escape(str(path))}: file not found"):
+        read_idx(path)
+    assert len(list(raw_cache.iterdir())) == 1  # the entry of the valid version, unused
+
+
+def test_check_reads_the_files_not_the_cache(tmp_path, raw_cache):
+    root = make_dir(tmp_path / "d")
+    load_split("train", root)
+    for entry in raw_cache.iterdir():  # valid IDX, other content: only a reader of the cache would see it
+        content = entry.read_bytes()
+        entry.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
+    real = hashlib.sha256(gzip.decompress((root / "train-images-idx3-ubyte.gz").read_bytes())).hexdigest()
+    assert check(root)[0]["sha256"] == real
+
+
+def test_cache_dir_default(monkeypatch, tmp_path):
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / ".cache" / "convzoo" / "fashion-mnist"
