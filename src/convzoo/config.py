@@ -126,12 +126,36 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"--eval-batch-size must be >= 1, got {self.eval_batch_size}"),
             (self.backend in BACKENDS, f"--backend must be torch or scratch, got {self.backend!r}"),
             (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
+            *self._limits(),
             (not (self.compile and self.cuda_graphs),
              "--compile and --cuda-graphs: choose one (capturing compiled code is not tested yet)"),
         ]
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+
+
+    def _limits(self) -> list[tuple[bool, str]]:
+        """The largest values that work: past them a number overflows float32 or int64, or nothing can run."""
+        largest = {"epochs": MAX_EPOCHS, "batch_size": MAX_COUNT, "eval_batch_size": MAX_COUNT, "resize": MAX_SIDE,
+                   "threads": MAX_THREADS, "limit_train": MAX_COUNT, "limit_test": MAX_COUNT}
+        checks = [(False, f"{flag_name(name)} must be at most {most:,}, got {getattr(self, name):,}")
+                  for name, most in largest.items() if getattr(self, name) is not None and getattr(self, name) > most]
+        checks.append((abs(self.seed) <= MAX_SEED, f"--seed must be between -2**62 and 2**62, got {self.seed}"))
+        for name in ("lr", "momentum", "weight_decay"):
+            value = getattr(self, name)
+            checks.append((not math.isfinite(value) or value <= FLOAT32_MAX,
+                           f"{flag_name(name)} must be at most {FLOAT32_MAX:.4g} (the largest float32), got {value}"))
+        return checks
+
+
+# The largest values that work (see ``TrainConfig._limits``).
+MAX_EPOCHS = 1_000_000  # more would be years of training; the step count stays far inside int64
+MAX_COUNT = 1 << 31  # images: more than the data set holds, below int32 indexing limits
+MAX_SIDE = 8192  # pixels: an 8192x8192 input already needs GiBs per image in the first layer
+MAX_THREADS = 1024
+MAX_SEED = 1 << 62  # the batch order's generator takes seed + epoch as a 64-bit integer
+FLOAT32_MAX = 3.4028234663852886e38  # the learning rate lives in a float32 tensor on CUDA
 
 
 def flag_name(name: str) -> str:

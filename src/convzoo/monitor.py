@@ -30,26 +30,65 @@ def divergence_check_interval(device: torch.device) -> int:
     return 1 if device.type == "cpu" else 50
 
 
-def check_finite(loss_sum: torch.Tensor, config: TrainConfig, where: tuple[int, int, int], lr: float,
-                 resume_hint: Callable[[], str]) -> None:
-    """Raise ``DivergenceError`` if the running loss sum of any rank is NaN or infinite.
+# A running mean loss this many times the run's first is a divergence, NaN or not: cross-entropy
+# starts near ln(10) = 2.3 and, in a run that learns, only falls.
+EXPLOSION = 100.0
 
-    ``where`` is (epoch, step, steps per epoch), counted from 0; ``resume_hint()`` says what the
-    run directory keeps and how to continue it.
+
+class LossWatch:
+    """Stops a run whose training loss diverges: it became NaN or infinite, or grew ``EXPLOSION`` times above the
+    mean loss of the run's first checked steps.
+
+    ``check`` reads the epoch's running loss sum (on the device) and the examples it covers on this
+    rank; under torchrun every rank learns whether any rank diverged, so all of them stop together.
     """
-    bad = (~torch.isfinite(loss_sum)).to(torch.int32).view(1)
-    distributed.all_reduce_sum(bad)
-    if not bad.item():
-        return
-    epoch, step, steps = where
-    value = float(loss_sum)
-    became = f"became {value}" if not math.isfinite(value) else "became non-finite on another rank"
-    suggestion = f"{config.lr / 10:g}"
-    fast = " (or --recipe fast)" if config.recipe != "fast" else ""
-    raise DivergenceError(
-        f"the training loss {became} in epoch {epoch + 1} (by step {step + 1} of {steps}, lr {lr:g}): "
-        f"the learning rate is likely too high for {config.model} with the {config.recipe} recipe; "
-        f"try --lr {suggestion}{fast}. {resume_hint()} --lr {suggestion}")
+
+    def __init__(self, config: TrainConfig, resume_hint: Callable[[], str]) -> None:
+        self.config = config
+        self.resume_hint = resume_hint
+        self.start: float | None = None  # the mean loss at the first check
+
+    def check(self, loss_sum: torch.Tensor, seen: int, where: tuple[int, int, int], lr: float) -> None:
+        """Raise ``DivergenceError`` if the loss diverged; ``where`` is (epoch, step, steps per epoch), from 0."""
+        mean = loss_sum / max(seen, 1)
+        bad = ~torch.isfinite(mean)
+        if self.start is not None:
+            bad |= mean > self.limit
+        bad = bad.to(torch.int32).view(1)
+        distributed.all_reduce_sum(bad)
+        if not bad.item():
+            if self.start is None:
+                self.start = float(mean)
+            return
+        raise DivergenceError(self._message(float(mean), where, lr))
+
+    @property
+    def limit(self) -> float:
+        """The mean loss that counts as diverged: ``EXPLOSION`` times the first, and never below ``EXPLOSION`` times
+        chance's cross-entropy (so that a resumed run, whose loss starts low, is not stopped by noise)."""
+        return EXPLOSION * max(self.start or 0.0, math.log(len(CLASSES)))
+
+    def _message(self, mean: float, where: tuple[int, int, int], lr: float) -> str:
+        epoch, step, steps = where
+        if not math.isfinite(mean):
+            what = f"became {mean}"
+        elif self.start is not None and mean > self.limit:
+            what = f"grew from {self.start:.3g} to {mean:.3g}"
+        else:
+            what = "diverged on another rank"
+        config, suggestion = self.config, f"{self.config.lr / 10:g}"
+        head = f"the training loss {what} in epoch {epoch + 1} (by step {step + 1} of {steps}, lr {lr:g}): "
+        hint = self.resume_hint()
+        if config.optimizer == "sgd" and config.momentum >= 1:
+            return (head + f"--momentum {config.momentum:g} makes SGD diverge at any learning rate; a lower "
+                    f"learning rate cannot help: use a momentum below 1 (0.9 is usual). {hint}")
+        if lr < 1e-6:
+            return (head + f"the learning rate is already tiny, so lowering it further is unlikely to help; check "
+                    f"the other settings of the run (--weight-decay {config.weight_decay:g}, --init {config.init}). "
+                    f"{hint}")
+        fast = " (or --recipe fast)" if config.recipe != "fast" else ""
+        return (head + f"the learning rate is likely too high for {config.model} with the {config.recipe} recipe; "
+                f"try --lr {suggestion}{fast}. {hint} --lr {suggestion}")
 
 
 def not_learning(history: list[dict], config: TrainConfig) -> str | None:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import re
 import shlex
@@ -29,7 +30,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .checkpoint import FORMAT, load_model, refuse_pickle, saved_epoch
+from .checkpoint import FORMAT, HISTORY_KEYS, load_model, refuse_pickle, saved_epoch
 from .config import TrainConfig, config_from_dict
 from .data import Batches, load_split
 from .errors import ConfigError, RunBusyError, RunFileError
@@ -40,6 +41,9 @@ from .runtime import device_name, resolve_device, versions
 MARKER = ".convzoo-run"  # written first into every run directory: what proves convzoo made it
 LOCK = ".convzoo-lock"  # held (flock) by the one process that trains into the directory
 MARKER_FORMAT = "convzoo-run-1"
+RESULT_KEYS = ("test_acc", "train_seconds", "epochs")
+# What every metrics.jsonl row holds (rows of runs before eval_seconds was recorded lack only that).
+METRIC_KEYS = tuple(key for key in HISTORY_KEYS if key != "eval_seconds")
 
 # Every name convzoo writes into a run directory; ``--overwrite`` removes these and nothing else.
 RUN_FILES = frozenset({
@@ -203,6 +207,10 @@ def read_run_config(run_dir: str | Path) -> dict:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise ConfigError(f"{path} is of format {found!r}, this convzoo reads {FORMAT!r}")
     meta["config"] = config_from_dict(meta.get("config"), str(path))
+    model = meta.get("model")
+    if not isinstance(model, dict) or model.get("name") != meta["config"].model:
+        raise ConfigError(f"{path} has no model description matching its configuration ({meta['config'].model}); "
+                          "the file was edited or damaged")
     return meta
 
 
@@ -217,9 +225,15 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     if not path.is_file():
         raise RunFileError(f"{run_dir} has no metrics.jsonl (not a convzoo run directory, or no epoch completed)")
     try:
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    except json.JSONDecodeError as exc:
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise RunFileError(f"{path} is not valid JSON lines ({exc})") from None
+    for i, row in enumerate(rows):
+        missing = [key for key in METRIC_KEYS if not _is_number(row.get(key) if isinstance(row, dict) else None)]
+        if missing:
+            raise RunFileError(f"{path}: line {i + 1} is not a row of metrics (no number for {', '.join(missing)}); "
+                               "the file was edited or damaged")
+    return rows
 
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
@@ -236,9 +250,18 @@ def read_result(run_dir: str | Path) -> dict:
         raise RunFileError(f"{run_dir} has no result.json: the run has not finished "
                            f"(continue it with 'convzoo train --resume {run_dir}')")
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        result = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         raise RunFileError(f"{path} is not valid JSON") from None
+    missing = [key for key in RESULT_KEYS if not _is_number(result.get(key) if isinstance(result, dict) else None)]
+    if missing:
+        raise RunFileError(f"{path} has no number for {', '.join(missing)}; the file was edited or damaged "
+                           f"(re-create it with 'convzoo eval {run_dir}' and a new run, or restore it)")
+    return result
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def train_seconds(history: list[dict]) -> float:

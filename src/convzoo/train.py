@@ -36,8 +36,9 @@ from .errors import ConfigError, DataError, RunInterrupted, first_line
 from .evaluate import Evaluation, evaluate
 from .fileio import write_json, write_text
 from .models import create_model, init_weights
-from .monitor import STALL_EPOCHS, check_finite, divergence_check_interval, not_learning
+from .monitor import STALL_EPOCHS, LossWatch, divergence_check_interval, not_learning
 from .optim import lr_factor, make_optimizer
+from .resources import check_fits
 from .runtime import backend_settings, resolve_device, uses_cuda_graphs
 from .signals import interrupt_on_signals
 from .step import TrainStep
@@ -73,6 +74,11 @@ class Run:
     test_batches: Batches
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
+    watch: LossWatch | None = None  # stops the run when its loss diverges
+
+    def __post_init__(self) -> None:
+        if self.watch is None:
+            self.watch = LossWatch(self.config, lambda: rundir.resume_hint(self.out))
 
     @property
     def main(self) -> bool:
@@ -218,6 +224,8 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
     if rank is not None:
         device = distributed.init(rank, device)
     with distributed.together("setting up the run"):
+        world = 1 if rank is None else rank.world_size
+        check_fits(replace(config, batch_size=max(config.batch_size // world, 1)), device)
         if main and not resume:
             rundir.check_run_dir(out, overwrite)
         if main and resume:  # no other process may write while this one reads the run and goes on with it
@@ -227,7 +235,7 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
         torch.manual_seed(config.seed)
         model = create_model(config.model, backend=config.backend, input_size=config.resize)
         init_weights(model, config.init)
-        train_batches, test_batches = load_batches(config, device, rank)
+        train_batches, test_batches = load_batches(config, device, rank, min_last=2 if has_batch_norm(model) else 1)
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -284,8 +292,19 @@ def _wrap(model: nn.Module, config: TrainConfig, device: torch.device,
     return step_model, step_model if rank is None else model
 
 
-def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Rank | None) -> tuple[Batches, Batches]:
-    """The training batches (this rank's share of each global batch) and this rank's shard of the test set."""
+def has_batch_norm(model: nn.Module) -> bool:
+    """Whether ``model`` normalises by batch statistics, which a training batch of one image cannot give."""
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Rank | None,
+                 min_last: int = 1) -> tuple[Batches, Batches]:
+    """The training batches (this rank's share of each global batch) and this rank's shard of the test set.
+
+    ``min_last``: the fewest images per process a training batch may hold; a last partial batch
+    with fewer is dropped (every epoch draws another order, so no image is left out for good).
+    Batch norm needs 2: with one image its statistics are undefined.
+    """
     train_x, train_y = load_split("train", config.data_dir)
     test_x, test_y = load_split("test", config.data_dir)
     train_x, train_y = train_x[: config.limit_train], train_y[: config.limit_train]
@@ -298,9 +317,13 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
         raise DataError("the test split has no images")
     if len(train_x) < world:
         raise DataError(f"the training split has {len(train_x)} images, fewer than the {world} process(es) training")
+    if min(len(train_x), config.batch_size) < min_last * world:
+        flag = "--batch-size" if config.batch_size < len(train_x) else "--limit-train"
+        raise ConfigError(f"{flag} {min(len(train_x), config.batch_size)}: {config.model} uses batch norm, which needs "
+                          f"at least {min_last} images per training batch in each of the {world} process(es)")
     train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
                     resize=config.resize, augment=config.augment, rank=0 if rank is None else rank.rank,
-                    world_size=world, channels_last=config.channels_last)
+                    world_size=world, channels_last=config.channels_last, min_last=min_last)
     part = distributed.shard(len(test_x), rank)
     test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.resize,
                    channels_last=config.channels_last)
@@ -326,7 +349,7 @@ def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluati
             step(x, y)
             seen += len(y)
             if (i + 1) % check_every == 0 or i + 1 == steps:
-                check_finite(step.loss_sum, config, (epoch, i, steps), lr, lambda: rundir.resume_hint(run.out))
+                run.watch.check(step.loss_sum, seen, (epoch, i, steps), lr)
             if show:
                 bar.update()
                 if i % 20 == 0:

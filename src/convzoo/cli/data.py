@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from .. import data
+from ..data.idx import check_cache
 from ..errors import DataError
 from ..figures import samples_figure, save_figure
 from .common import parse_int, print_json
@@ -16,11 +17,16 @@ def cmd_data(args: argparse.Namespace) -> None:
         print(f"Fashion-MNIST is in {dest}")
     elif args.data_command == "check":
         rows = data.check(args.data_dir)
+        cached = check_cache()  # the raw copies read_idx keeps: a bad one is removed and read afresh next time
         if args.json:
-            print_json(rows)
+            print_json(rows + [{**r, "cache": True} for r in cached])
         else:
             for r in rows:
                 print(f"{'ok ' if r['ok'] else 'BAD'} {r['path']}  {r['count']:,} items")
+            for r in cached:
+                state = "cached copy" if r["ok"] else f"cached copy: {r['problem']}; removed, the next read " \
+                    "decompresses the file again"
+                print(f"{'ok ' if r['ok'] else 'BAD'} {r['path']}  ({state})")
         if not all(r["ok"] for r in rows):
             bad = ", ".join(r["file"] for r in rows if not r["ok"])
             raise DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch')")

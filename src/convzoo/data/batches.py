@@ -66,8 +66,9 @@ class Batches:
     global batch of ``b`` rows, i.e. ``batch_size // world_size`` of a full one. Ranks partition
     every batch, and what a given example looks like does not depend on ``world_size``.
 
-    The last partial batch is kept unless ``drop_last``; with several ranks it is dropped as well
-    when it has fewer rows than ranks, so that no rank ever gets an empty batch. ``channels_last``
+    The last partial batch is kept unless ``drop_last``; it is dropped as well when it has fewer
+    than ``min_last`` rows per rank, so that no rank ever gets an empty batch (``min_last=1``) or,
+    for batch norm (``min_last=2``), a batch of one image. ``channels_last``
     gives the batches NHWC strides, for a model in that memory format.
     """
 
@@ -86,6 +87,7 @@ class Batches:
         rank: int = 0,
         world_size: int = 1,
         channels_last: bool = False,
+        min_last: int = 1,
     ) -> None:
         if images.dtype != torch.uint8 or images.dim() not in (3, 4) or (images.dim() == 4 and images.shape[1] != 1):
             shape = tuple(images.shape)
@@ -115,6 +117,7 @@ class Batches:
         self.rank = rank
         self.world_size = world_size
         self.channels_last = channels_last
+        self.min_last = min_last
         self.epoch = 0
 
     @property
@@ -128,7 +131,7 @@ class Batches:
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_examples, self.batch_size)
-        return full + int(rest > 0 and not self.drop_last and rest >= self.world_size)
+        return full + int(rest > 0 and not self.drop_last and rest >= self.min_last * self.world_size)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         n = self.num_examples

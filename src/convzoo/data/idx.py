@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 from ..fileio import atomic_path
 
 # An IDX magic number is two zero bytes, the element type, then the number of dimensions.
@@ -151,10 +151,30 @@ def _cache_entry(path: Path) -> Path | None:
     return raw_cache_dir() / f"{resolved.name.removesuffix('.gz')}.{where}.{what}"
 
 
+def _digest_path(entry: Path) -> Path:
+    """The file beside a cache entry that records its size and SHA-256, written with it."""
+    return entry.with_name(entry.name + ".sha256")
+
+
+def _recorded(entry: Path) -> tuple[int, str] | None:
+    """``(size, sha256)`` recorded for cache ``entry``; None when the record is missing or unreadable."""
+    try:
+        size, digest = _digest_path(entry).read_text().split()
+        return int(size), digest
+    except (OSError, ValueError, UnicodeDecodeError):
+        return None
+
+
 def _read_entry(entry: Path) -> memoryview | None:
-    """The content of cache ``entry``; None when it is missing, unreadable or not a valid IDX file."""
+    """The content of cache ``entry``; None when it is missing, unreadable, not the size recorded when it was
+    written (checked on every read; ``check_cache`` also compares the digest) or not a valid IDX file."""
+    recorded = _recorded(entry)
+    if recorded is None:
+        return None
     try:
         data = read_raw(entry)
+        if len(data) != recorded[0]:
+            return None
         idx_header(data, entry)
     except DataError:
         return None
@@ -166,12 +186,41 @@ def _write_entry(entry: Path, data: bytes | memoryview) -> None:
     try:
         with atomic_path(entry) as tmp:
             tmp.write_bytes(data)
+        with atomic_path(_digest_path(entry)) as tmp:
+            tmp.write_text(f"{len(data)} {hashlib.sha256(data).hexdigest()}\n")
         same_source = entry.name.rsplit(".", 1)[0] + "."
         for old in entry.parent.iterdir():
-            if old.name.startswith(same_source) and old != entry:
+            if old.name.startswith(same_source) and old not in (entry, _digest_path(entry)):
                 old.unlink(missing_ok=True)
-    except OSError:
+    except (OSError, UserError):
         pass  # read-only or full: the next read decompresses again
+
+
+def check_cache() -> list[dict]:
+    """Verify every raw copy in ``raw_cache_dir()`` against the size and SHA-256 recorded when it was written.
+
+    Returns one row per entry: ``{file, path, ok, problem}``. An entry that fails is removed (with its
+    record), so the next read decompresses its source again; the cache never needs repair by hand.
+    """
+    directory = raw_cache_dir()
+    if not directory.is_dir():
+        return []
+    rows = []
+    for entry in sorted(directory.iterdir()):
+        if entry.name.endswith(".sha256") or entry.name.startswith(".") or not entry.is_file():
+            continue
+        recorded = _recorded(entry)
+        try:
+            data = entry.read_bytes()
+        except OSError:
+            data = b""
+        ok = recorded is not None and recorded == (len(data), hashlib.sha256(data).hexdigest())
+        if not ok:
+            entry.unlink(missing_ok=True)
+            _digest_path(entry).unlink(missing_ok=True)
+        problem = None if ok else "no record of its digest" if recorded is None else "does not match its record"
+        rows.append({"file": entry.name.split(".")[0], "path": str(entry), "ok": ok, "problem": problem})
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------

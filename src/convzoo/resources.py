@@ -1,0 +1,103 @@
+"""What a run needs of the machine, checked before any work: memory for the model and its batches.
+
+The estimate counts, in float32, the weights with their gradients and optimizer state, the data set
+(uint8, on the training device), and each layer's output for a batch: kept for backward and
+matched by a gradient when training, one layer at a time when evaluating. It is measured on the
+``meta`` device (shapes only, no memory), so it costs milliseconds even for a network that would
+not fit. Real use differs by workspace buffers and the allocator's caching; the check refuses
+only what cannot fit by a clear margin.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+
+from .config import TrainConfig
+from .errors import ConfigError
+from .models import create_model
+from .summary import summarize
+
+GIB = 1024 ** 3
+TRAIN_IMAGES, TEST_IMAGES, IMAGE_BYTES = 60_000, 10_000, 28 * 28
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes a run needs on its training device."""
+
+    weights: int  # weights, gradients and optimizer state
+    data: int  # both splits as uint8
+    per_train_image: int  # activations and their gradients, per image of a training batch
+    per_eval_image: int  # the largest two consecutive layer outputs, per image of an evaluation batch
+
+    def total(self, batch_size: int, eval_batch_size: int) -> int:
+        return self.weights + self.data + max(batch_size * self.per_train_image,
+                                              eval_batch_size * self.per_eval_image)
+
+
+def estimate_memory(config: TrainConfig) -> MemoryEstimate:
+    """The memory estimate of ``config``'s run (its model at its input size, its data)."""
+    with torch.device("meta"):
+        model = create_model(config.model, backend="torch", input_size=config.resize)
+    summary = summarize(model, config.resize)
+    outputs = [math.prod(row.output_shape[1:]) for row in summary.layers]
+    input_size = config.resize * config.resize
+    state = {"sgd": 1 if config.momentum > 0 else 0, "adamw": 2}[config.optimizer]
+    n_train = min(config.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
+    n_test = min(config.limit_test or TEST_IMAGES, TEST_IMAGES)
+    pairs = [a + b for a, b in zip([input_size, *outputs], outputs)]
+    return MemoryEstimate(
+        weights=4 * summary.total_params * (2 + state),
+        data=(n_train + n_test) * IMAGE_BYTES,
+        per_train_image=4 * 2 * (input_size + sum(outputs)),
+        per_eval_image=4 * max(pairs, default=input_size),
+    )
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now (CUDA: free device memory; CPU: the kernel's MemAvailable); None if unknown."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def check_fits(config: TrainConfig, device: torch.device, available: int | None = None) -> MemoryEstimate:
+    """Refuse a run that cannot fit in ``device``'s free memory, naming the flag and the largest value that fits."""
+    estimate = estimate_memory(config)
+    available = available_memory(device) if available is None else available
+    if available is None:
+        return estimate
+    need = estimate.total(config.batch_size, config.eval_batch_size)
+    if need <= available:
+        return estimate
+    room = available - estimate.weights - estimate.data
+    where = f"{device.type} has {available / GIB:.1f} GiB free"
+    if room < max(estimate.per_train_image, estimate.per_eval_image):
+        raise ConfigError(f"{config.model} at --resize {config.resize} needs about {need / GIB:.1f} GiB and the "
+                          f"{where}, not enough even for one image at a time: use a smaller --resize "
+                          f"(the model's native size is in 'convzoo models') or another --device")
+    if config.batch_size * estimate.per_train_image > room:
+        largest = room // estimate.per_train_image
+        raise ConfigError(f"--batch-size {config.batch_size} needs about {need / GIB:.1f} GiB for {config.model} at "
+                          f"{config.resize}x{config.resize} and the {where}: the largest batch size that fits is "
+                          f"about {largest}")
+    largest = room // estimate.per_eval_image
+    raise ConfigError(f"--eval-batch-size {config.eval_batch_size} needs about {need / GIB:.1f} GiB for "
+                      f"{config.model} at {config.resize}x{config.resize} and the {where}: the largest that fits "
+                      f"is about {largest}")
