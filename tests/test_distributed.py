@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from convzoo import distributed
+from convzoo import distributed, rundir
 from convzoo.checkpoint import load_model, saved_epoch
 from convzoo.config import recipe
 from convzoo.distributed import DistributedError, Rank
@@ -65,7 +65,7 @@ def assert_same_training(distributed_run: Path, single_run: Path) -> None:
     for r, s in zip(rows, reference):
         assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-4)
         assert r["train_acc"] == pytest.approx(s["train_acc"], abs=2 / 2000)  # a prediction may flip
-    assert not [p for p in distributed_run.iterdir() if p.name.startswith(".")]
+    assert not [p for p in distributed_run.iterdir() if rundir.is_temporary(p.name)]
 
 
 def test_two_ranks_end_where_one_process_does(single: Path, tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, tmp_pat
     # Rank 0 says in one line why it stopped: it lost its peer, or torchrun stopped it.
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and ("lost contact with the other ranks" in errors[0] or "SIGTERM" in errors[0])
-    assert not (out / "model.safetensors").exists() and not [p for p in out.iterdir() if p.name.startswith(".")]
+    assert not (out / "model.safetensors").exists() and not [p for p in out.iterdir() if rundir.is_temporary(p.name)]
     assert saved_epoch(out / "checkpoint.safetensors") >= 1
 
     proc = torchrun("--resume", str(out), home=tmp_path)

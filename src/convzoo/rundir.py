@@ -117,6 +117,9 @@ def check_run_dir(out: str | Path, overwrite: bool = False) -> None:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} exists and is not a directory")
+    existing = next((parent for parent in out.absolute().parents if parent.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise ConfigError(f"--out {out}: {existing} is a file, not a directory; choose another --out")
     if not out.is_dir() or not any(entry.name != LOCK for entry in out.iterdir()):
         return  # a new or empty directory (the lock file is the creator's own)
     if not is_run_dir(out):
@@ -279,6 +282,8 @@ def resume_hint(run_dir: Path | None) -> str:
     if run_dir is None or not (run_dir / "config.json").is_file():
         return "nothing was written"
     epochs = saved_epoch(run_dir / "checkpoint.safetensors") or 0
+    if epochs == 0:  # a run directory this run created is removed when it fails before its first epoch
+        return "no epoch was completed, so nothing was kept"
     return (f"{run_dir} keeps {epochs} completed epoch{'s' if epochs != 1 else ''}; "
             f"continue with: convzoo train --resume {shlex.quote(str(run_dir))}")
 

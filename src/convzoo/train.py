@@ -163,29 +163,25 @@ def fit(
     main = rank is None or rank.is_main
     log, warn = (log, warn or _warn) if main else (_quiet, _quiet)
     out = Path(out)
-    opened = [resume]  # whether ``out`` is this run's directory (what an interruption message may point to)
+    # opened: ``out`` is this run's directory (what a failure message may point to); created: this call made it
+    state = {"opened": resume, "created": False}
     writer = _EpochWriter()
     lock = rundir.RunLock(out)  # held by rank 0 from the run directory's creation (or the resume) to the end
+
+    def abandon() -> None:
+        """After a failure: wait for the last checkpoint; remove a directory this call made that holds no epoch."""
+        writer.close()
+        if main and state["created"] and not (out / "checkpoint.safetensors").exists():
+            rundir.remove_run_dir(out, lock)
+            state["opened"] = False
+
     run = None
     with interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,
-                         hold_signals=hold_signals, opened=opened, lock=lock)
+                         hold_signals=hold_signals, state=state, lock=lock)
             show = main and (sys.stderr.isatty() if progress is None else progress)
-            test = None
-            for epoch in range(run.start_epoch, config.epochs):
-                row, test = train_one_epoch(run, epoch, show=show)
-                run.history.append(row)
-                if main:  # copied now, written while the next epoch trains
-                    writer.submit(out, snapshot_state(run.model, run.optimizer, epoch=epoch + 1, history=run.history),
-                                  run.history)
-                log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
-                    f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
-                    f"{row['examples_per_sec']:,.0f} ex/s")
-                if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
-                    warn(message)
-            if test is None:  # resumed after the last epoch: only the final files were missing
-                test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
+            test = train_epochs(run, writer, log=log, warn=warn, show=show)
             # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
             # them fails, and no rank leaves the process group while another still uses it.
             with distributed.together("writing the final files"):
@@ -194,13 +190,18 @@ def fit(
                     return finish(run, test)
             return RunResult(out, test.accuracy, rundir.train_seconds(run.history), len(run.history), run.history)
         except KeyboardInterrupt as exc:
-            raise RunInterrupted(f"{exc or 'interrupted'}; {rundir.resume_hint(out if opened[0] else None)}",
+            abandon()
+            raise RunInterrupted(f"{exc or 'interrupted'}; {rundir.resume_hint(out if state['opened'] else None)}",
                                  getattr(exc, "exit_code", 130)) from None
         except RuntimeError as exc:
+            abandon()
             if rank is None or not distributed.is_peer_failure(exc):
                 raise
             raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
                                           "another rank probably failed (see its error)") from None
+        except BaseException:
+            abandon()
+            raise
         finally:
             writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
             lock.release()
@@ -212,8 +213,28 @@ def fit(
             distributed.destroy()
 
 
+def train_epochs(run: Run, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
+                 show: bool) -> Evaluation:
+    """The epochs from ``run.start_epoch`` to the last, each checkpointed while the next trains; the last evaluation."""
+    config, test = run.config, None
+    for epoch in range(run.start_epoch, config.epochs):
+        row, test = train_one_epoch(run, epoch, show=show)
+        run.history.append(row)
+        if run.main:  # copied now, written while the next epoch trains
+            writer.submit(run.out, snapshot_state(run.model, run.optimizer, epoch=epoch + 1, history=run.history),
+                          run.history)
+        log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
+            f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
+            f"{row['examples_per_sec']:,.0f} ex/s")
+        if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
+            warn(message)
+    if test is None:  # resumed after the last epoch: only the final files were missing
+        test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
+    return test
+
+
 def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, resume: bool, overwrite: bool,
-           command: str | None, log: Callable[[str], None], hold_signals: Callable, opened: list[bool],
+           command: str | None, log: Callable[[str], None], hold_signals: Callable, state: dict[str, bool],
            lock: rundir.RunLock) -> Run:
     """Everything a run needs before its first step, checked before the run directory is touched."""
     main = rank is None or rank.is_main
@@ -250,8 +271,9 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
             log(f"resuming {out} after epoch {start_epoch}")
     with distributed.together("creating the run directory"), hold_signals():
         if main:
-            _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite, lock=lock)
-            opened[0] = True
+            state["created"] = _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite,
+                                             lock=lock)
+            state["opened"] = True
             if resume:  # after a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch
                 rundir.write_metrics(out, history)
     step_model, eval_model = _wrap(model, config, device, rank)
@@ -263,11 +285,12 @@ def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, res
 
 
 def _open_run_dir(out: Path, config: TrainConfig, model: nn.Module, device: torch.device, command: str | None, *,
-                  resume: bool, overwrite: bool, lock: rundir.RunLock) -> None:
-    """Create the run directory with its config.json, or update a resumed run's config (new --epochs, --lr)."""
+                  resume: bool, overwrite: bool, lock: rundir.RunLock) -> bool:
+    """Create the run directory with its config.json, or update a resumed run's config (new --epochs, --lr);
+    returns whether the directory was created."""
     if resume:
         rundir.update_config(out, config)
-        return
+        return False
     created = rundir.create_run_dir(out, overwrite, lock)
     try:
         rundir.write_config(out, config, model, device, command)
@@ -275,6 +298,7 @@ def _open_run_dir(out: Path, config: TrainConfig, model: nn.Module, device: torc
         if created:
             rundir.remove_run_dir(out, lock)
         raise
+    return created
 
 
 def _wrap(model: nn.Module, config: TrainConfig, device: torch.device,

@@ -1,0 +1,236 @@
+"""The run directory: what convzoo may replace, the one-writer lock, reading damaged files, weights against config."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from convzoo import rundir
+from convzoo.checkpoint import save_model
+from convzoo.errors import ConfigError, RunBusyError, RunFileError
+from convzoo.models import create_model
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+TINY = ["--epochs", "1", "--batch-size", "32", "--limit-train", "64", "--limit-test", "32", "--data-dir", str(SLICE),
+        "--device", "cpu"]
+
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished tiny LeNet run (copied by the tests that change it)."""
+    from convzoo.cli import main
+
+    out = tmp_path_factory.mktemp("runs") / "lenet"
+    assert main(["train", "lenet", *TINY, "--out", str(out)]) == 0
+    return out
+
+
+@pytest.fixture
+def run(finished: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    return copy
+
+
+def one_error(err: str, *words: str) -> None:
+    assert err.count("\n") == 1 and err.startswith("error: ") and "Traceback" not in err, err
+    for word in words:
+        assert word in err, err
+
+
+def test_a_new_run_directory_has_its_marker_and_only_run_files(finished: Path) -> None:
+    assert json.loads((finished / rundir.MARKER).read_text()) == {"format": rundir.MARKER_FORMAT}
+    assert rundir.is_run_dir(finished) and rundir.foreign_entries(finished) == []
+    assert {p.name for p in finished.iterdir()} <= rundir.RUN_FILES
+
+
+def test_overwrite_refuses_a_directory_with_a_config_json_that_is_not_a_run(tmp_path: Path, run_cli: Cli) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "config.json").write_text('{"format": "convzoo-1"}')
+    (work / "notes.txt").write_text("mine")
+    code, _, err = run_cli("train", "lenet", *TINY, "--out", str(work), "--overwrite")
+    assert code == 2
+    one_error(err, "refusing to overwrite", "did not write")
+    assert sorted(p.name for p in work.iterdir()) == ["config.json", "notes.txt"]
+
+
+def test_overwrite_refuses_a_run_directory_holding_a_file_of_the_users(run: Path, run_cli: Cli) -> None:
+    (run / "notes.txt").write_text("mine")
+    before = sorted(p.name for p in run.iterdir())
+    code, _, err = run_cli("train", "lenet", *TINY, "--out", str(run), "--overwrite")
+    assert code == 2
+    one_error(err, "notes.txt", "move them or choose another --out")
+    assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_overwrite_replaces_a_run_of_an_older_convzoo_without_a_marker(run: Path, run_cli: Cli) -> None:
+    (run / rundir.MARKER).unlink()
+    (run / rundir.LOCK).unlink()
+    assert rundir.is_run_dir(run)
+    code, _, err = run_cli("train", "lenet", *TINY, "--seed", "3", "--out", str(run), "--overwrite")
+    assert code == 0, err
+    assert json.loads((run / "config.json").read_text())["config"]["seed"] == 3 and (run / rundir.MARKER).is_file()
+
+
+def test_a_run_of_an_older_convzoo_still_evaluates_and_resumes(run: Path, run_cli: Cli) -> None:
+    (run / rundir.MARKER).unlink()
+    (run / rundir.LOCK).unlink()
+    code, out, err = run_cli("eval", str(run), "--device", "cpu")
+    assert code == 0 and "test accuracy" in out, err
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 0 and "after 2 epochs" in out, err
+
+
+def test_a_run_holding_the_lock_refuses_a_second_writer_but_not_readers(run: Path, run_cli: Cli) -> None:
+    lock = rundir.RunLock(run)
+    lock.acquire()
+    try:
+        for argv in (["train", "--resume", str(run), "--epochs", "2"],
+                     ["train", "lenet", *TINY, "--out", str(run), "--overwrite"]):
+            code, _, err = run_cli(*argv)
+            assert code == 2
+            one_error(err, f"is in use by process {os.getpid()}")
+        code, out, err = run_cli("eval", str(run), "--device", "cpu")
+        assert code == 0 and "test accuracy" in out, err
+        code, out, err = run_cli("show", "kernels", str(run))
+        assert code == 0, err
+    finally:
+        lock.release()
+    assert run_cli("train", "--resume", str(run), "--epochs", "2")[0] == 0
+
+
+def test_the_lock_is_released_when_its_process_dies(run: Path) -> None:
+    """A lock taken by a process that is killed is free again: the kernel drops it with the process."""
+    code = ("import os, sys; from pathlib import Path; from convzoo.rundir import RunLock; "
+            "RunLock(Path(sys.argv[1])).acquire(); os._exit(0)")
+    subprocess.run([sys.executable, "-c", code, str(run)], check=True, timeout=60)
+    lock = rundir.RunLock(run)
+    lock.acquire()
+    lock.release()
+
+
+def test_two_locks_on_one_directory_conflict(run: Path) -> None:
+    first, second = rundir.RunLock(run), rundir.RunLock(run)
+    first.acquire()
+    with pytest.raises(RunBusyError, match=str(os.getpid())):
+        second.acquire()
+    first.release()
+    second.acquire()
+    second.release()
+
+
+def test_resume_removes_temporary_files_a_killed_process_left(run: Path, run_cli: Cli) -> None:
+    stale = [run / ".checkpoint.safetensors.0123abcd.tmp.safetensors", run / ".metrics.jsonl.89abcdef.tmp.jsonl"]
+    for path in stale:
+        path.write_bytes(b"half")
+    code, _, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 0, err
+    assert not any(path.exists() for path in stale)
+
+
+@pytest.mark.parametrize("name, expected", [(".model.safetensors.0123abcd.tmp.safetensors", True),
+                                            (".report.html.deadbeef.tmp.html", True),
+                                            ("model.safetensors", False), (".model.safetensors.tmp", False),
+                                            (".notes.0123abcd.tmpx", False)])
+def test_temporary_names_are_those_of_atomic_path(name: str, expected: bool) -> None:
+    assert rundir.is_temporary(name) is expected
+
+
+def test_a_run_that_fails_before_its_first_epoch_leaves_no_directory(tmp_path: Path, run_cli: Cli) -> None:
+    out = tmp_path / "nan"
+    code, _, err = run_cli("train", "lenet", *TINY, "--lr", "1e38", "--out", str(out))
+    assert code == 3
+    one_error(err, "no epoch was completed, so nothing was kept")
+    assert not out.exists()
+
+
+def test_a_start_that_failed_does_not_block_the_next_attempt(tmp_path: Path, run_cli: Cli) -> None:
+    """A run directory with a config but no completed epoch (left by an older convzoo) is reused."""
+    out = tmp_path / "stub"
+    out.mkdir()
+    model = create_model("lenet")
+    from convzoo.config import recipe
+    from convzoo.runtime import resolve_device
+
+    rundir.write_config(out, recipe("lenet"), model, resolve_device("cpu"), "convzoo train lenet")
+    code, _, err = run_cli("train", "lenet", *TINY, "--out", str(out))
+    assert code == 0, err
+
+
+def test_out_under_a_regular_file_is_refused_before_any_work(tmp_path: Path, run_cli: Cli) -> None:
+    (tmp_path / "file").write_text("x")
+    code, _, err = run_cli("train", "lenet", *TINY, "--out", str(tmp_path / "file" / "run"))
+    assert code == 2
+    one_error(err, "is a file, not a directory")
+
+
+def test_weights_of_another_run_are_refused(run: Path, run_cli: Cli) -> None:
+    save_model(run / "model.safetensors", create_model("lenet_bn"))
+    code, _, err = run_cli("eval", str(run), "--device", "cpu")
+    assert code == 2
+    one_error(err, "holds a lenet_bn", "describes a lenet", "different runs")
+
+
+def test_weights_for_another_input_size_are_refused(run: Path) -> None:
+    save_model(run / "model.safetensors", create_model("lenet", input_size=32))
+    with pytest.raises(RunFileError, match="for 32x32 inputs"):
+        rundir.load_run(run, "cpu")
+
+
+@pytest.fixture
+def edited(run: Path) -> Iterator[Callable[[str, Callable[[str], str]], Path]]:
+    def edit(name: str, change: Callable[[str], str]) -> Path:
+        path = run / name
+        path.write_text(change(path.read_text()))
+        return run
+
+    yield edit
+
+
+@pytest.mark.parametrize("name, change, command, message", [
+    ("metrics.jsonl", lambda t: t.replace('"train_loss"', '"loss"'), "report", "line 1 is not a row of metrics"),
+    ("metrics.jsonl", lambda t: "[1, 2]\n", "report", "no number for epoch"),
+    ("result.json", lambda t: "{}", "compare", "no number for test_acc"),
+    ("result.json", lambda t: '{"test_acc": "high", "train_seconds": 1, "epochs": 1}', "compare",
+     "no number for test_acc"),
+    ("config.json", lambda t: t.replace('"model": {', '"modelx": {'), "eval", "no model description"),
+    ("config.json", lambda t: t.replace('"epochs": 1', '"epochs": "1"'), "eval", "expected int"),
+    ("config.json", lambda t: t.replace('"config": {', '"config": {"colour": "red", '), "eval",
+     "invalid training configuration"),
+])
+def test_hand_edited_run_files_give_one_clear_error(edited, run_cli: Cli, name: str, change, command: str,
+                                                    message: str) -> None:
+    run = edited(name, change)
+    argv = {"report": ["report", str(run), "--device", "cpu"], "compare": ["compare", str(run), "--out",
+                                                                            str(run.parent / "c.html")],
+            "eval": ["eval", str(run), "--device", "cpu"]}[command]
+    code, _, err = run_cli(*argv)
+    assert code == 2
+    one_error(err, message)
+
+
+def test_resume_with_a_damaged_config_is_refused(edited, run_cli: Cli) -> None:
+    run = edited("config.json", lambda t: t.replace('"model": {', '"modelx": {'))
+    code, _, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 2
+    one_error(err, "no model description")
+
+
+def test_check_run_dir_names_what_it_refuses(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "x").write_text("1")
+    with pytest.raises(ConfigError, match="not a convzoo run directory"):
+        rundir.check_run_dir(tmp_path / "a")
+    rundir.check_run_dir(tmp_path / "new")  # a new path is fine
+    (tmp_path / "b").mkdir()
+    rundir.check_run_dir(tmp_path / "b")  # and an empty directory
