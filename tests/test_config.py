@@ -22,6 +22,7 @@ from convzoo.config import (
     resume_changes,
 )
 from convzoo.errors import ConfigError
+from convzoo.models import list_models
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -101,3 +102,32 @@ def test_the_command_line_and_recipe_agree_on_the_readme_example() -> None:
     argv = shlex.split("resnet18 --recipe fast --epochs 2 --seed 1")
     config, _, _ = config_from_args(train_args(*argv))
     assert config == recipe("resnet18", "fast", epochs=2, seed=1)
+
+
+@pytest.mark.parametrize("model", sorted(BOOK_RECIPES))
+def test_d2l_recipe_is_the_books(model: str) -> None:
+    config = recipe(model)
+    lr, batch, size = BOOK_RECIPES[model]
+    assert (config.lr, config.batch_size, config.resize, config.epochs) == (lr, batch, size, 10)
+    assert (config.optimizer, config.momentum, config.weight_decay, config.init) == ("sgd", 0.0, 0.0, "xavier")
+    assert not config.augment and config.label_smoothing == 0 and config.schedule == "constant"
+
+
+def test_every_model_has_both_recipes() -> None:
+    for model in list_models():
+        assert recipe(model, "d2l").model == model
+        assert recipe(model, "fast").schedule == "onecycle"
+
+
+def test_overrides_win_and_none_is_ignored() -> None:
+    config = recipe("lenet", epochs=3, lr=None, resize=32)
+    assert (config.epochs, config.lr, config.resize) == (3, 0.9, 32)
+
+
+@pytest.mark.parametrize("override", [
+    {"epochs": 0}, {"batch_size": -1}, {"lr": float("nan")}, {"lr": -0.1}, {"lr": float("inf")},
+    {"label_smoothing": 1.0}, {"limit_train": 0}, {"resize": 0},
+])
+def test_bad_values_are_config_errors(override: dict) -> None:
+    with pytest.raises(ConfigError):
+        recipe("lenet", **override)

@@ -42,6 +42,11 @@ def test_read_idx_round_trip(tmp_path, gz):
     assert torch.equal(x.flatten(), torch.arange(60, dtype=torch.uint8))
 
 
+def cache_entries(directory: Path) -> list[Path]:
+    """The raw copies in a cache directory (not the records of their digests written beside them)."""
+    return [p for p in directory.iterdir() if not p.name.endswith(".sha256")]
+
+
 def test_read_idx_raw_bytes_under_gz_name(tmp_path):
     path = write(tmp_path / "labels.gz", idx((4,), b"\x01\x02\x03\x04"), gz=False)
     assert read_idx(path).tolist() == [1, 2, 3, 4]
@@ -162,7 +167,7 @@ def no_gunzip(monkeypatch) -> None:
 def test_cache_second_load_skips_decompression(tmp_path, raw_cache, monkeypatch):
     root = make_dir(tmp_path / "d")
     first = {split: load_split(split, root) for split in FILES}
-    assert len(list(raw_cache.iterdir())) == 4
+    assert len(list(cache_entries(raw_cache))) == 4
     no_gunzip(monkeypatch)
     for split, (images, labels) in first.items():
         again = load_split(split, root)
@@ -199,7 +204,7 @@ def test_cache_never_serves_a_changed_file(tmp_path, raw_cache, replace):
     assert read_idx(path).flatten()[:3].tolist() == [0, 1, 2]
     replace(path, idx((3, 4, 5), bytes(range(100, 160))))
     assert read_idx(path).flatten()[:3].tolist() == [100, 101, 102]
-    assert len(list(raw_cache.iterdir())) == 1  # the old version's entry is gone
+    assert len(list(cache_entries(raw_cache))) == 1  # the old version's entry is gone
 
 
 def test_cache_waits_until_a_file_has_settled(tmp_path, monkeypatch):
@@ -210,7 +215,7 @@ def test_cache_waits_until_a_file_has_settled(tmp_path, monkeypatch):
     now = time.time_ns()
     monkeypatch.setattr(time, "time_ns", lambda: now + idx_format._SETTLED_NS)
     read_idx(path)
-    assert len(list(raw_cache_dir().iterdir())) == 1
+    assert len(list(cache_entries(raw_cache_dir()))) == 1
 
 
 def cache_dir_is_a_file(raw_cache: Path, monkeypatch) -> None:
@@ -234,7 +239,7 @@ def test_cache_unwritable_falls_back(tmp_path, raw_cache, monkeypatch, break_cac
     path = write(tmp_path / "f.gz", content)
     break_cache(raw_cache, monkeypatch)
     assert read_idx(path).flatten().tolist() == list(content[16:])
-    assert not raw_cache.is_dir() or list(raw_cache.iterdir()) == []  # no partial file left behind
+    assert not raw_cache.is_dir() or list(cache_entries(raw_cache)) == []  # no partial file left behind
 
 
 @pytest.mark.parametrize(
@@ -243,7 +248,7 @@ def test_cache_unwritable_falls_back(tmp_path, raw_cache, monkeypatch, break_cac
 def test_cache_corrupt_entry_is_replaced(tmp_path, raw_cache, damage):
     path = write(tmp_path / "f.gz", idx((3, 4, 5)))
     expected = read_idx(path)
-    [entry] = raw_cache.iterdir()
+    [entry] = cache_entries(raw_cache)
     entry.write_bytes(damage)
     assert torch.equal(read_idx(path), expected)
     assert entry.read_bytes() == idx((3, 4, 5))
@@ -271,13 +276,13 @@ def test_cache_never_hides_a_broken_or_missing_file(tmp_path, raw_cache):
     path.unlink()
     with pytest.raises(DataError, match=f"^{re.escape(str(path))}: file not found"):
         read_idx(path)
-    assert len(list(raw_cache.iterdir())) == 1  # the entry of the valid version, unused
+    assert len(list(cache_entries(raw_cache))) == 1  # the entry of the valid version, unused
 
 
 def test_check_reads_the_files_not_the_cache(tmp_path, raw_cache):
     root = make_dir(tmp_path / "d")
     load_split("train", root)
-    for entry in raw_cache.iterdir():  # valid IDX, other content: only a reader of the cache would see it
+    for entry in cache_entries(raw_cache):  # valid IDX, other content: only a reader of the cache would see it
         content = entry.read_bytes()
         entry.write_bytes(content[:-1] + bytes([content[-1] ^ 1]))
     real = hashlib.sha256(gzip.decompress((root / "train-images-idx3-ubyte.gz").read_bytes())).hexdigest()
@@ -288,3 +293,30 @@ def test_cache_dir_default(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert cache_dir() == tmp_path / ".cache" / "convzoo" / "fashion-mnist"
+
+
+def test_a_cached_copy_of_another_size_is_not_used(tmp_path, raw_cache, monkeypatch):
+    """Every read compares the copy's size with the record written with it."""
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    expected = read_idx(path)
+    [entry] = cache_entries(raw_cache)
+    entry.write_bytes(idx((3, 4, 5)) + b"\0")  # one byte longer than recorded
+    assert torch.equal(read_idx(path), expected)
+    assert entry.read_bytes() == idx((3, 4, 5))  # rewritten from the source
+
+
+def test_data_check_verifies_the_cache(tmp_path, raw_cache):
+    from convzoo.data.idx import check_cache
+
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    read_idx(path)
+    [entry] = cache_entries(raw_cache)
+    assert [row["ok"] for row in check_cache()] == [True]
+    content = bytearray(entry.read_bytes())
+    content[-1] ^= 1  # the same size: only the digest tells
+    entry.write_bytes(bytes(content))
+    [row] = check_cache()
+    assert not row["ok"] and row["problem"] == "does not match its record"
+    assert cache_entries(raw_cache) == [] and list(raw_cache.iterdir()) == []  # removed, with its record
+    read_idx(path)
+    assert [row["ok"] for row in check_cache()] == [True]  # and written again by the next read

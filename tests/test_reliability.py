@@ -294,7 +294,7 @@ ROWS = [
         pickled_run("checkpoint.safetensors", zip_format=False), run=True),
     # predict
     Row("image-missing", ["predict", "{d}/run", "{d}/nothing.png"], "nothing.png: no such file", run=True),
-    Row("image-not-an-image", ["predict", "{d}/run", "{d}/notes.png"], "not an image file PIL can read",
+    Row("image-not-an-image", ["predict", "{d}/run", "{d}/notes.png"], "not an image convzoo reads",
         lambda d: (d / "notes.png").write_text("shopping list: shoes\n"), run=True),
     Row("image-corrupt-png", ["predict", "{d}/run", "{d}/broken.png"], "corrupt or truncated image",
         lambda d: (images_of_every_kind(d), truncate(d / "rgb.png", 0.6), (d / "rgb.png").rename(d / "broken.png")),

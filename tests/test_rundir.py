@@ -75,7 +75,7 @@ def test_overwrite_refuses_a_run_directory_holding_a_file_of_the_users(run: Path
 
 def test_overwrite_replaces_a_run_of_an_older_convzoo_without_a_marker(run: Path, run_cli: Cli) -> None:
     (run / rundir.MARKER).unlink()
-    (run / rundir.LOCK).unlink()
+    (run / rundir.LOCK).unlink(missing_ok=True)
     assert rundir.is_run_dir(run)
     code, _, err = run_cli("train", "lenet", *TINY, "--seed", "3", "--out", str(run), "--overwrite")
     assert code == 0, err
@@ -84,7 +84,7 @@ def test_overwrite_replaces_a_run_of_an_older_convzoo_without_a_marker(run: Path
 
 def test_a_run_of_an_older_convzoo_still_evaluates_and_resumes(run: Path, run_cli: Cli) -> None:
     (run / rundir.MARKER).unlink()
-    (run / rundir.LOCK).unlink()
+    (run / rundir.LOCK).unlink(missing_ok=True)
     code, out, err = run_cli("eval", str(run), "--device", "cpu")
     assert code == 0 and "test accuracy" in out, err
     code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2")

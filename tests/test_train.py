@@ -14,13 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from convzoo.checkpoint import load_model, snapshot_state
-from convzoo.config import BOOK_RECIPES, recipe
+from convzoo.checkpoint import load_model
+from convzoo.config import recipe
 from convzoo.data import load_split
 from convzoo.data.source import DEBIAN_DIR
-from convzoo.errors import ConfigError
-from convzoo.models import list_models
-from convzoo.optim import lr_factor
 from convzoo.rundir import evaluate_run
 from convzoo.train import fit
 
@@ -34,49 +31,6 @@ def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=2, data_dir=str(SLICE), device="cpu")
     fit(config, out, log=lambda _: None, progress=False)
     return out
-
-
-# --- recipes ----------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("model", sorted(BOOK_RECIPES))
-def test_d2l_recipe_is_the_books(model: str) -> None:
-    config = recipe(model)
-    lr, batch, size = BOOK_RECIPES[model]
-    assert (config.lr, config.batch_size, config.resize, config.epochs) == (lr, batch, size, 10)
-    assert (config.optimizer, config.momentum, config.weight_decay, config.init) == ("sgd", 0.0, 0.0, "xavier")
-    assert not config.augment and config.label_smoothing == 0 and config.schedule == "constant"
-
-
-def test_every_model_has_both_recipes() -> None:
-    for model in list_models():
-        assert recipe(model, "d2l").model == model
-        assert recipe(model, "fast").schedule == "onecycle"
-
-
-def test_overrides_win_and_none_is_ignored() -> None:
-    config = recipe("lenet", epochs=3, lr=None, resize=32)
-    assert (config.epochs, config.lr, config.resize) == (3, 0.9, 32)
-
-
-@pytest.mark.parametrize("override", [
-    {"epochs": 0}, {"batch_size": -1}, {"lr": float("nan")}, {"lr": -0.1}, {"lr": float("inf")},
-    {"label_smoothing": 1.0}, {"limit_train": 0}, {"resize": 0},
-])
-def test_bad_values_are_config_errors(override: dict) -> None:
-    with pytest.raises(ConfigError):
-        recipe("lenet", **override)
-
-
-def test_lr_schedules() -> None:
-    assert lr_factor("constant", 50, 100) == 1.0
-    cosine = [lr_factor("cosine", s, 100) for s in range(101)]
-    assert cosine[0] == 1.0 and math.isclose(cosine[-1], 0.0, abs_tol=1e-12)
-    assert all(a >= b for a, b in zip(cosine, cosine[1:]))
-    one = [lr_factor("onecycle", s, 100) for s in range(101)]
-    peak = one.index(max(one))
-    assert one[0] == pytest.approx(0.1) and max(one) == pytest.approx(1.0) and 20 <= peak <= 30
-    assert all(a <= b for a, b in zip(one[:peak], one[1:peak + 1]))
-    assert all(a >= b for a, b in zip(one[peak:], one[peak + 1:])) and one[-1] == pytest.approx(0.0, abs=1e-12)
 
 
 # --- the run directory ------------------------------------------------------------------------
@@ -189,23 +143,6 @@ def test_speed_switches_train_and_save_a_model_that_evaluates_the_same(
     assert evaluation.accuracy == pytest.approx(result.test_acc, abs=0.02 if compiled else 0)
 
 
-def test_checkpoint_snapshot_is_a_copy_of_the_live_weights() -> None:
-    from convzoo.models import create_model
-
-    model = create_model("lenet")
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    model(torch.rand(2, 1, 28, 28)).sum().backward()
-    optimizer.step()
-    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=[])
-    saved = {k: v.clone() for k, v in tensors.items()}
-    with torch.no_grad():  # training goes on while the snapshot is being written
-        for p in model.parameters():
-            p.add_(1)
-    optimizer.step()
-    assert all(torch.equal(tensors[k], saved[k]) for k in saved)
-    assert metadata["epoch"] == "1" and any(k.startswith("optim.") for k in tensors)
-
-
 def test_a_failed_background_checkpoint_write_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import convzoo.train as train
 
@@ -274,43 +211,3 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("scheme", ["xavier", "kaiming", "default"])
-def test_init_schemes(scheme: str) -> None:
-    from convzoo.models import create_model, init_weights
-
-    torch.manual_seed(0)
-    model = create_model("vgg11_small", input_size=32)
-    init_weights(model, scheme)
-    conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 64)
-    fan_in, fan_out = conv.weight[0].numel(), conv.out_channels * 9
-    std = {"xavier": math.sqrt(2 / (fan_in + fan_out)), "kaiming": math.sqrt(2 / fan_out),
-           "default": math.sqrt(1 / (3 * fan_in))}[scheme]  # PyTorch's: uniform with bound 1/sqrt(fan_in)
-    assert float(conv.weight.std()) == pytest.approx(std, rel=0.05)
-    if scheme == "kaiming":
-        assert all(float(m.bias.abs().max()) == 0 for m in model.modules() if isinstance(m, torch.nn.Linear))
-        assert all(float(m.weight.std()) == pytest.approx(0.01, rel=0.05)
-                   for m in model.modules() if isinstance(m, torch.nn.Linear))
-
-
-def test_init_is_a_train_flag(tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    code, _, err = run_cli("train", "lenet", "--init", "he", "--out", str(tmp_path / "r"))
-    assert code == 2 and "--init" in err and "kaiming" in err
-
-
-def test_tta_scores_an_image_and_its_mirror_image() -> None:
-    from convzoo.data import Batches
-    from convzoo.evaluate import evaluate, scores
-    from convzoo.models import create_model
-
-    assert recipe("resnet18", "fast").tta and not recipe("lenet_modern", "fast").tta and not recipe("lenet").tta
-    torch.manual_seed(0)
-    model = create_model("lenet").eval()
-    images, labels = torch.randint(0, 256, (50, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (50,))
-    batches = Batches(images, labels, 20)
-    x = torch.cat([x for x, _ in batches])
-    with torch.no_grad():
-        mean = (model(x) + model(x.flip(-1))) / 2
-        torch.testing.assert_close(scores(model, x, tta=True), mean)
-    result = evaluate(model, batches, tta=True)
-    assert torch.equal(result.predictions, mean.argmax(1))
-    assert result.loss == pytest.approx(float(torch.nn.functional.cross_entropy(mean, labels)), rel=1e-5)

@@ -1,4 +1,4 @@
-"""Reading user images (PNG, JPEG, ...) and preparing them like Fashion-MNIST pictures."""
+"""Reading user images (PNG, JPEG, BMP, GIF, TIFF, WebP) and preparing them like Fashion-MNIST pictures."""
 
 from __future__ import annotations
 
@@ -13,6 +13,9 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .errors import UserError
 
 MAX_PIXELS = 40_000_000  # larger images are refused before decoding (decompression bombs)
+# The formats convzoo reads (the README names them), all decoded by PIL itself. Others are refused
+# before decoding: PIL's EPS reader, for one, starts Ghostscript, an external program.
+FORMATS = ("PNG", "JPEG", "BMP", "GIF", "TIFF", "WEBP")
 
 
 class ImageError(UserError):
@@ -40,18 +43,18 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL warns about every oddity of a damaged file
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as image:
+            with Image.open(path, formats=FORMATS) as image:
                 width, height = image.size
                 if width * height > MAX_PIXELS:
                     raise ImageError(f"{path}: {width}x{height} pixels is larger than the limit of {MAX_PIXELS:,}")
                 image.load()
-                gray = _to_gray(image)
+                gray = _to_gray(ImageOps.exif_transpose(image))  # upright, as a photo viewer shows it
     except ImageError:
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise ImageError(f"{path}: image too large (decompression bomb guard)") from None
     except UnidentifiedImageError:
-        raise ImageError(f"{path}: not an image file PIL can read") from None
+        raise ImageError(f"{path}: not an image convzoo reads ({', '.join(FORMATS)})") from None
     except _DECODE_ERRORS as exc:
         raise ImageError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
     if gray.size[0] < 1 or gray.size[1] < 1:

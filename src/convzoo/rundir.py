@@ -39,7 +39,7 @@ from .fileio import write_json, write_text
 from .runtime import device_name, resolve_device, versions
 
 MARKER = ".convzoo-run"  # written first into every run directory: what proves convzoo made it
-LOCK = ".convzoo-lock"  # held (flock) by the one process that trains into the directory
+LOCK = ".convzoo-lock"  # the process id of the one process that trains into the directory, while it does
 MARKER_FORMAT = "convzoo-run-1"
 RESULT_KEYS = ("test_acc", "train_seconds", "epochs")
 # What every metrics.jsonl row holds (rows of runs before eval_seconds was recorded lack only that).
@@ -80,31 +80,46 @@ def foreign_entries(path: Path) -> list[str]:
 
 
 class RunLock:
-    """The one-writer lock of a run directory: an OS file lock on ``.convzoo-lock``, released when the process ends.
+    """The one-writer lock of a run directory: an OS file lock (``flock``) on the directory itself.
 
-    The file holds the process id of its holder, so that a second writer is told who holds it.
+    The kernel releases it when the process ends, however it ends. While it is held, ``.convzoo-lock``
+    holds the process id of the holder, so that a second writer can be told who holds the
+    directory; the file is removed when the lock is released.
     """
+
     def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir / LOCK
+        self.run_dir = Path(run_dir)
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        """Take the lock or raise ``RunBusyError`` naming the process that holds it."""
+        fd = os.open(self.run_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
             os.close(fd)
-            raise RunBusyError(f"{self.path.parent} is in use by process {holder} (a run is training there); wait "
+            try:
+                holder = (self.run_dir / LOCK).read_text().strip() or "another process"
+            except OSError:
+                holder = "another process"
+            raise RunBusyError(f"{self.run_dir} is in use by process {holder} (a run is training there); wait "
                                "for it to finish, or use another --out") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            write_text(self.run_dir / LOCK, f"{os.getpid()}\n")
+        except BaseException:
+            self.release()
+            raise
 
     def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return
+        try:
+            (self.run_dir / LOCK).unlink(missing_ok=True)
+        except OSError:  # a read-only or vanished directory: the lock itself goes with the descriptor
+            pass
+        os.close(self._fd)
+        self._fd = None
 
 
 def check_run_dir(out: str | Path, overwrite: bool = False) -> None:

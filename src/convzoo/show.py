@@ -31,6 +31,15 @@ from .figures import (
 from .images import load_image
 from .rundir import evaluate_run, evaluation_split, load_run, read_run_config, run_histories
 
+MAX_PICTURES = 1000  # images in one grid: more cannot be told apart on a screen, and the PNG grows past 100 MB
+MAX_CHANNELS = 256  # feature maps per layer in show_features
+
+
+def check_count(flag: str, value: int, largest: int) -> None:
+    """Refuse a count of pictures below 1 or above ``largest``, naming the flag."""
+    if not 1 <= value <= largest:
+        raise RunFileError(f"{flag} must be between 1 and {largest:,}, got {value:,}")
+
 
 def show_kernels(run_dir: str | Path, out: str | Path | None = None, *, layer: str | None = None) -> Path:
     """Draw the kernels of conv layer ``layer`` (default: the first) of a run to ``kernels.png``."""
@@ -41,6 +50,7 @@ def show_kernels(run_dir: str | Path, out: str | Path | None = None, *, layer: s
 def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None = None, *,
                   invert: str = "auto", channels: int = 8) -> Path:
     """Draw the feature maps of a run's model for the image file ``image`` to ``features.png``."""
+    check_count("--channels", channels, MAX_CHANNELS)
     config, model, _ = load_run(run_dir, "cpu")
     pixels = load_image(image, invert=invert)
     title = f"{config.model} on {Path(image).name} (input {config.resize}\u00d7{config.resize})"
@@ -51,8 +61,7 @@ def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None
 def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: int = 24, device: str = "auto",
                   data_dir: str | None = None) -> Path:
     """Evaluate a run and draw its first ``count`` misclassified test images to ``mistakes.png``."""
-    if count < 1:
-        raise RunFileError(f"--count must be at least 1, got {count}")
+    check_count("--count", count, MAX_PICTURES)
     config = read_run_config(run_dir)["config"]
     evaluation = evaluate_run(run_dir, device, data_dir)
     images, labels = evaluation_split(config, data_dir)

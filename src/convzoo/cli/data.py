@@ -8,6 +8,7 @@ from .. import data
 from ..data.idx import check_cache
 from ..errors import DataError
 from ..figures import samples_figure, save_figure
+from ..show import MAX_PICTURES, check_count
 from .common import parse_int, print_json
 
 
@@ -31,6 +32,7 @@ def cmd_data(args: argparse.Namespace) -> None:
             bad = ", ".join(r["file"] for r in rows if not r["ok"])
             raise DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch')")
     elif args.data_command == "show":
+        check_count("--count", args.count, MAX_PICTURES)
         images, labels = data.load_split(args.split, args.data_dir)
         save_figure(samples_figure(images[: args.count], labels[: args.count]), args.out)
         print(f"wrote {args.out}")

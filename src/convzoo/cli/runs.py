@@ -18,7 +18,6 @@ import argparse
 
 from .. import show
 from ..compare import compare_runs, format_table, write_comparison
-from ..errors import RunFileError
 from ..report import write_report
 from ..rundir import load_record
 from .common import parse_int, print_json
@@ -29,8 +28,6 @@ def cmd_show(args: argparse.Namespace) -> None:
     if what == "kernels":
         path = show.show_kernels(args.run_dir, args.out, layer=args.layer)
     elif what == "features":
-        if args.channels < 1:
-            raise RunFileError(f"--channels must be at least 1, got {args.channels}")
         path = show.show_features(args.run_dir, args.image, args.out, invert=args.invert, channels=args.channels)
     elif what == "mistakes":
         path = show.show_mistakes(args.run_dir, args.out, count=args.count, device=args.device, data_dir=args.data_dir)
