@@ -68,7 +68,7 @@ def test_the_pages_pictures_are_drawn_by_it(page_run: tuple[Path, list]) -> None
 def test_blocks_and_their_outputs_are_paired() -> None:
     text = "\n".join([
         "Prose.", "```python", "print(1 + 1)", "```", "", "```text", "2", "```",
-        "```sh", "echo hi", "```", "```text +NUMBER", "0.71", "```", "```python", "x = 1", "```",
+        "```sh", "echo hi", "```", "```text +NUMBER", "0.71", "```", "```python", "x = 1", "```", "More prose.",
         "```text", "a text block after prose is shown, not compared", "```",
     ])
     blocks = tour_runner.blocks(text)
@@ -76,7 +76,7 @@ def test_blocks_and_their_outputs_are_paired() -> None:
         ("python", "print(1 + 1)\n", "2\n", 3), ("sh", "echo hi\n", "0.71\n", 10), ("python", "x = 1\n", "", 16)]
     assert tour_runner.compare(blocks[0], "2\n") is None
     assert "Expected:" in tour_runner.compare(blocks[0], "3\n")
-    assert tour_runner.compare(blocks[1], "0.7\n") is None  # +NUMBER: to the precision shown
+    assert tour_runner.compare(blocks[1], "0.7049\n") is None  # +NUMBER: to the precision shown
     assert tour_runner.compare(blocks[1], "0.69\n") is not None
     assert tour_runner.compare(blocks[2], "") is None
     assert tour_runner.compare(blocks[2], "surprise\n") is not None  # no output shown: none printed
@@ -84,12 +84,15 @@ def test_blocks_and_their_outputs_are_paired() -> None:
 
 def test_a_wrong_output_fails(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     page = tmp_path / "page.md"
-    page.write_text("```python\nx = 6 * 7\nprint(x)\n```\n\n```text\n42\n```\n\n"
-                    "```python\nprint(x + 1)\n```\n\n```text\n44\n```\n\n```sh\necho $((x))\n```\n")
+    page.write_text("```python\nx = 6 * 7\nprint(x)\n```\n\n```text\n42\n```\n\n"  # lines 1-8
+                    "```python\nprint(x + 1)\n```\n\n```text\n44\n```\n\n"  # lines 10-16: wrong
+                    "```sh\necho hi > said.txt\n```\n\n```sh\ncat said.txt\n```\n\n```text\nhi\n```\n"
+                    "```python\nx\n```\n")  # line 29: a bare value shows, as in a notebook
     monkeypatch.chdir(tmp_path)
     failures = tour_runner.run(page)
-    assert [example.line for example, _ in failures] == [9]
+    assert [example.line for example, _ in failures] == [10, 29]
     assert "Expected:\n    44\nGot:\n    43" in tour_runner.describe(failures)
+    assert "Got:\n    42" in tour_runner.describe(failures)
 
 
 def test_the_notebook_prints_what_the_page_shows(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

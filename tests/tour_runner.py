@@ -5,8 +5,9 @@ it is what that code prints, compared as doctest compares (``...`` stands for an
 spaces do not count). ``text +NUMBER`` compares each decimal number only to the precision the page
 shows it with (``0.7`` matches anything from 0.6 to 0.8), for results that differ from machine to
 machine. Code with no ``text`` block after it must print nothing. Python blocks share one namespace
-and run in this process; ``sh`` blocks run in ``sh``, with this interpreter's ``bin`` first on the
-PATH (where ``convzoo`` is). Paths in the tour are relative to the directory it runs in.
+and run in this process; as in a notebook, the value of a last line that is an expression is shown.
+``sh`` blocks run in ``sh``, with this interpreter's ``bin`` first on the PATH (where ``convzoo``
+is). Paths in the tour are relative to the directory it runs in.
 
 The notebook is the same page through jupytext: each code block becomes a cell (``sh`` ones as
 ``%%sh`` cells) whose stored output is the page's ``text`` block, so nothing is written twice.
@@ -22,6 +23,7 @@ lends its doctest output checker; this module supplies the parser and the evalua
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import doctest
 import io
@@ -35,8 +37,8 @@ from pathlib import Path
 
 import nbformat
 from sybil import Document, Example, Region
-from sybil.example import SybilFailure
 from sybil.evaluators.doctest import OutputChecker
+from sybil.example import SybilFailure
 
 # A fence at the start of a line: ```info, the body, the closing ```.
 FENCE = re.compile(r"^```(?P<info>[^`\n]*)\n(?P<body>.*?)^```[ \t]*$", re.MULTILINE | re.DOTALL)
@@ -85,11 +87,19 @@ def blocks(text: str) -> list[Block]:
 
 
 def run_python(source: str, namespace: dict, path: str, line: int) -> str:
-    """Execute ``source`` in ``namespace``; returns what it printed. Tracebacks name the page's lines."""
-    code = compile("\n" * (line - 1) + source, path, "exec")
+    """Execute ``source`` in ``namespace``; returns what it printed. Tracebacks name the page's lines.
+
+    As in a notebook cell, the value of a last line that is an expression is shown (unless None).
+    """
+    tree = ast.parse("\n" * (line - 1) + source, path)
+    last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        exec(code, namespace)
+        exec(compile(tree, path, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(ast.Expression(last.value), path, "eval"), namespace)
+            if value is not None:
+                print(repr(value))
     return out.getvalue()
 
 
