@@ -54,7 +54,7 @@ class Block:
     source: str
     want: str  # "" when the page shows no output
     flags: int  # doctest option flags
-    line: int  # line of the source's first line in the page (1-based)
+    line: int  # line of the opening fence in the page (1-based), as Sybil reports it
     start: int  # character span of the code fence and its output fence
     end: int
     got: str | None = None  # what it printed, once run
@@ -81,17 +81,17 @@ def blocks(text: str) -> list[Block]:
         following = fences[i + 1] if i + 1 < len(fences) else None
         if following and following["info"].split()[:1] == ["text"] and not text[fence.end():following.start()].strip():
             want, flags, end = following["body"], _flags(following["info"].split()[1:]), following.end()
-        line = text.count("\n", 0, fence.start("body")) + 1
+        line = text.count("\n", 0, fence.start()) + 1
         found.append(Block(language, fence["body"], want, flags, line, fence.start(), end))
     return found
 
 
 def run_python(source: str, namespace: dict, path: str, line: int) -> str:
-    """Execute ``source`` in ``namespace``; returns what it printed. Tracebacks name the page's lines.
+    """Execute ``source`` (fenced at ``line``) in ``namespace``; returns what it printed. Tracebacks name the page's lines.
 
     As in a notebook cell, the value of a last line that is an expression is shown (unless None).
     """
-    tree = ast.parse("\n" * (line - 1) + source, path)
+    tree = ast.parse("\n" * line + source, path)  # the source starts on the line after the fence
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
