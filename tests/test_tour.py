@@ -66,6 +66,16 @@ def test_the_pages_pictures_are_drawn_by_it(page_run: tuple[Path, list]) -> None
     assert not unlinked, f"pictures in docs/tour/ that the page does not show: {sorted(unlinked)}"
 
 
+def test_the_pages_links_to_its_sections_resolve() -> None:
+    """Every ``](#anchor)`` names a heading, with the anchors GitHub makes (lower case, punctuation dropped)."""
+    text = PAGE.read_text()
+    headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+    anchors = {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+    links = set(re.findall(r"\]\(#([^)]+)\)", text))
+    assert len(links) >= 19
+    assert not links - anchors, f"links to no heading: {sorted(links - anchors)}"
+
+
 def test_blocks_and_their_outputs_are_paired() -> None:
     text = "\n".join([
         "Prose.", "```python", "print(1 + 1)", "```", "", "```text", "2", "```",

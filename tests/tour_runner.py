@@ -87,9 +87,10 @@ def blocks(text: str) -> list[Block]:
 
 
 def run_python(source: str, namespace: dict, path: str, line: int) -> str:
-    """Execute ``source`` (fenced at ``line``) in ``namespace``; returns what it printed. Tracebacks name the page's lines.
+    """Execute ``source`` (fenced at ``line``) in ``namespace``; returns what it printed.
 
-    As in a notebook cell, the value of a last line that is an expression is shown (unless None).
+    Tracebacks name the page's lines. As in a notebook cell, the value of a last line that is an
+    expression is shown (unless None).
     """
     tree = ast.parse("\n" * line + source, path)  # the source starts on the line after the fence
     last = tree.body.pop() if tree.body and isinstance(tree.body[-1], ast.Expr) else None
