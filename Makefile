@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data browser lint bench
+.PHONY: demo test setup data browser lint bench tour-notebook tour-pictures
 
 demo: setup data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
@@ -35,6 +35,13 @@ browser:
 	@command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
 		($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null) || \
 		echo "chromium could not be installed: the report's browser test will be skipped"
+
+# docs/tour.md as a notebook (generated, not kept in git), and the tour run in docs/ to redraw docs/tour/*.png.
+tour-notebook: setup
+	$(BIN)/python tests/tour_runner.py notebook docs/tour.md docs/tour.ipynb
+
+tour-pictures: setup data
+	$(BIN)/python tests/tour_runner.py run docs/tour.md --cwd docs
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
