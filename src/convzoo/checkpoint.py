@@ -28,7 +28,7 @@ from torch import nn
 
 from .errors import UserError, first_line
 from .fileio import atomic_path
-from .models import create_model
+from .models import rebuild
 
 FORMAT = "convzoo-1"
 
@@ -124,7 +124,7 @@ def build_from_config(config: object, path: str | Path = "the run") -> nn.Module
         raise CheckpointError(f"{path} has an invalid model configuration: {', '.join(map(repr, bad))}")
     try:
         with torch.device("meta"):
-            return create_model(config["name"], **kwargs)
+            return rebuild(config)
     except UserError as exc:
         raise CheckpointError(f"{path}: {exc}") from None
     except (TypeError, ValueError, RuntimeError, OverflowError) as exc:

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from .models import check_input_size, create_model, get_model_spec
+from .models import check_input_size, create_model, get_model_spec, rebuild
 
 
 @dataclass
@@ -67,8 +67,7 @@ def summarize(model: nn.Module, input_size: int, *, in_channels: int = 1, name: 
     check_input_size(name, model, input_size)
     if config is not None:
         with torch.device("meta"):
-            probe = create_model(config["name"], **{**{k: v for k, v in config.items() if k != "name"},
-                                                    "backend": "torch"})
+            probe = rebuild(config, backend="torch")
         x = torch.zeros(1, in_channels, input_size, input_size, device="meta")
     else:
         probe = model

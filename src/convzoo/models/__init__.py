@@ -8,7 +8,7 @@ from . import alexnet, googlenet, lenet, nin, resnet, vgg  # noqa: F401  (regist
 from .googlenet import Inception
 from .initialization import INITS, init_weights
 from .nin import nin_block
-from .registry import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models, register_model
+from .registry import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models, rebuild, register_model
 from .resnet import Residual, resnet_block
 from .shapes import InputSizeError, check_input_size, feature_size
 from .vgg import vgg, vgg_block  # noqa: F811  (the builder, not the module)
@@ -27,6 +27,7 @@ __all__ = [
     "init_weights",
     "list_models",
     "nin_block",
+    "rebuild",
     "register_model",
     "resnet_block",
     "vgg",

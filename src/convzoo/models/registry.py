@@ -79,3 +79,9 @@ def create_model(
     model = spec.builder(num_classes=num_classes, in_channels=in_channels, backend=backend, **kwargs)
     model.config = {"name": name, "num_classes": num_classes, "in_channels": in_channels, "backend": backend, **kwargs}
     return model
+
+
+def rebuild(config: dict, **changes: object) -> nn.Module:
+    """The model a ``model.config`` describes (e.g. read from a file), with ``changes`` (e.g. ``backend="torch"``)."""
+    kwargs = {key: value for key, value in config.items() if key != "name"}
+    return create_model(config["name"], **{**kwargs, **changes})
