@@ -1,4 +1,4 @@
-"""report.html (self-contained, opened in headless Chromium) and `convzoo compare`."""
+"""report.html: self-contained, built from the run's objects, opened in headless Chromium."""
 
 from __future__ import annotations
 
@@ -17,7 +17,6 @@ import pytest
 from PIL import Image
 
 from convzoo.data import CLASSES
-from convzoo.summary import summarize_model
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -135,31 +134,6 @@ def test_report_command_regenerates_it_and_leaves_the_pictures_show_drew(
     assert not (run / "mistakes.png").exists() and (run / "kernels.png").read_bytes() == kernels
 
 
-def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    other = tmp_path / "lenet-copy"
-    shutil.copytree(run, other)
-    page = tmp_path / "compare.html"
-    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json")
-    assert code == 0
-    line = json.loads(out.strip().splitlines()[-1])
-    assert line["out"] == str(page) and [r["run"] for r in line["runs"]] == ["lenet", "lenet-copy"]
-    summary = summarize_model("lenet")
-    result = json.loads((run / "result.json").read_text())
-    for row in line["runs"]:
-        assert (row["model"], row["recipe"], row["input_size"], row["epochs"]) == ("lenet", "d2l", 28, 1)
-        assert (row["params"], row["macs"]) == (summary.total_params, summary.total_macs)
-        assert (row["test_acc"], row["train_seconds"]) == (result["test_acc"], result["train_seconds"])
-    images = embedded_images(parse(page))
-    assert len(images) == 1
-    assert_not_blank(images[0])
-
-    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page))
-    assert code == 0
-    header, *rows, wrote = out.strip().splitlines()
-    assert header.split()[:3] == ["run", "model", "recipe"] and len(rows) == 2 and wrote == f"wrote {page}"
-    assert rows[0].split()[:3] == ["lenet", "lenet", "d2l"] and f"{result['test_acc']:.4f}" in rows[0]
-
-
 @pytest.mark.parametrize("command, message", [
     ("report", "not a convzoo run directory"),
     ("compare", "not a convzoo run directory"),
@@ -173,12 +147,3 @@ def test_missing_run_directory_is_one_line(command: str, message: str, tmp_path:
     assert not out.exists()
 
 
-def test_compare_refuses_an_unfinished_run(
-    run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
-) -> None:
-    unfinished = tmp_path / "unfinished"
-    shutil.copytree(run, unfinished)
-    (unfinished / "result.json").unlink()
-    code, _, err = run_cli("compare", str(run), str(unfinished), "--out", str(tmp_path / "c.html"))
-    assert code == 2 and "has no result.json" in err and "--resume" in err
-    assert not (tmp_path / "c.html").exists()

@@ -1,0 +1,100 @@
+"""`convzoo compare`: the table, the settings that differ, the page with links to each run's report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from convzoo.compare import compare_runs, differing_settings, format_table
+from convzoo.summary import summarize_model
+from test_report import assert_not_blank, embedded_images, parse
+
+
+@pytest.fixture(scope="module")
+def run(tiny_run: Path) -> Path:
+    return tiny_run
+
+
+def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    other = tmp_path / "lenet-copy"
+    shutil.copytree(run, other)
+    page = tmp_path / "compare.html"
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json")
+    assert code == 0
+    line = json.loads(out.strip().splitlines()[-1])
+    assert line["out"] == str(page) and [r["run"] for r in line["runs"]] == ["lenet", "lenet-copy"]
+    summary = summarize_model("lenet")
+    result = json.loads((run / "result.json").read_text())
+    for row in line["runs"]:
+        assert (row["model"], row["recipe"], row["input_size"], row["epochs"]) == ("lenet", "d2l", 28, 1)
+        assert (row["params"], row["macs"]) == (summary.total_params, summary.total_macs)
+        assert (row["test_acc"], row["train_seconds"]) == (result["test_acc"], result["train_seconds"])
+    images = embedded_images(parse(page))
+    assert len(images) == 1
+    assert_not_blank(images[0])
+
+    code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page))
+    assert code == 0
+    header, *rows, wrote = out.strip().splitlines()
+    assert header.split()[:3] == ["run", "model", "recipe"] and len(rows) == 2 and wrote == f"wrote {page}"
+    assert rows[0].split()[:3] == ["lenet", "lenet", "d2l"] and f"{result['test_acc']:.4f}" in rows[0]
+
+
+def test_compare_refuses_an_unfinished_run(
+    run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(run, unfinished)
+    (unfinished / "result.json").unlink()
+    code, _, err = run_cli("compare", str(run), str(unfinished), "--out", str(tmp_path / "c.html"))
+    assert code == 2 and "has no result.json" in err and "--resume" in err
+    assert not (tmp_path / "c.html").exists()
+
+
+def reseeded(run: Path, tmp_path: Path, name: str, seed: int) -> Path:
+    """A copy of ``run`` whose config.json says another seed (what differs between two runs)."""
+    other = tmp_path / name
+    shutil.copytree(run, other)
+    meta = json.loads((other / "config.json").read_text())
+    meta["config"]["seed"] = seed
+    (other / "config.json").write_text(json.dumps(meta))
+    return other
+
+
+def test_the_settings_that_differ(run: Path, tmp_path: Path) -> None:
+    other = reseeded(run, tmp_path, "other", 7)
+    assert differing_settings([run, other]) == {"seed": [0, 7]}
+    assert differing_settings([run, run]) == {}
+
+
+def test_the_page_links_each_report_and_shows_the_differences(run: Path, tmp_path: Path,
+                                                               run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    other = reseeded(run, tmp_path, "other", 7)
+    page = tmp_path / "pages" / "compare.html"
+    code, _, err = run_cli("compare", str(run), str(other), "--out", str(page))
+    assert code == 0, err
+    tags = parse(page).tags
+    links = [attrs["href"] for tag, attrs in tags if tag == "a"]
+    assert len(links) == 2 and all((page.parent / link).resolve().name == "report.html" for link in links)
+    assert (page.parent / links[1]).resolve() == (other / "report.html").resolve()
+    text = "".join(parse(page).text)
+    assert "Settings that differ" in text and "seed" in text and "test accuracy" in text and "test_acc" not in text
+
+
+def test_the_text_table_stays_aligned_with_long_names(run: Path, tmp_path: Path) -> None:
+    long = tmp_path / ("a-run-with-a-very-long-name-" * 3)
+    shutil.copytree(run, long)
+    lines = format_table(compare_runs([run, long])).splitlines()
+    assert len({len(line) for line in lines}) == 1  # every line as wide: the columns line up
+
+
+def test_json_alone_writes_no_page(run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                   run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    monkeypatch.chdir(tmp_path)
+    code, out, _ = run_cli("compare", str(run), "--json")
+    assert code == 0 and json.loads(out)["out"] is None
+    assert not (tmp_path / "compare.html").exists()
