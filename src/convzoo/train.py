@@ -133,8 +133,6 @@ class TrainConfig:
             (self.eval_batch_size >= 1, f"eval batch size must be >= 1, got {self.eval_batch_size}"),
             (self.backend in ("torch", "scratch"), f"--backend must be torch or scratch, got {self.backend!r}"),
             (self.threads is None or self.threads >= 1, f"threads must be >= 1, got {self.threads}"),
-            (not (self.compile and self.cuda_graphs),
-             "--compile and --cuda-graphs: choose one (capturing compiled code is not tested yet)"),
         ]
         for ok, message in checks:
             if not ok:
