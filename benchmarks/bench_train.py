@@ -222,19 +222,20 @@ def main(argv: list[str] | None = None) -> None:
                         help="run only this many baseline epochs (>= 2) and project the rest at their pace")
     parser.add_argument("--no-warmup", action="store_true")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/...)")
-    for flag, kind in (("epochs", int), ("batch-size", int), ("lr", float), ("resize", int),
-                       ("device", str), ("limit-train", int), ("limit-test", int), ("eval-batch-size", int)):
+    # Recipe overrides, as `convzoo train` takes them.
+    values = (("epochs", int), ("batch-size", int), ("lr", float), ("resize", int), ("device", str),
+              ("limit-train", int), ("limit-test", int), ("eval-batch-size", int), ("init", str),
+              ("momentum", float), ("weight-decay", float), ("label-smoothing", float), ("schedule", str))
+    switches = ("amp", "compile", "channels-last", "cuda-graphs", "autotune", "augment", "tta")
+    for flag, kind in values:
         parser.add_argument(f"--{flag}", type=kind, default=None)
-    for flag in ("amp", "compile", "channels-last", "cuda-graphs", "autotune"):
+    for flag in switches:
         parser.add_argument(f"--{flag}", action=argparse.BooleanOptionalAction, default=None)
     args = parser.parse_args(argv)
 
     def config_for(seed: int, **extra: object) -> TrainConfig:
-        overrides = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "resize": args.resize,
-                     "device": args.device, "amp": args.amp, "compile": args.compile,
-                     "cuda_graphs": args.cuda_graphs, "autotune": args.autotune,
-                     "channels_last": args.channels_last, "limit_train": args.limit_train,
-                     "limit_test": args.limit_test, "eval_batch_size": args.eval_batch_size}
+        fields = [flag.replace("-", "_") for flag, _ in values] + [flag.replace("-", "_") for flag in switches]
+        overrides = {name: getattr(args, name) for name in fields}
         return recipe(args.model, args.recipe, **{**overrides, "seed": seed, **extra})
 
     base = config_for(0)
@@ -253,13 +254,19 @@ def main(argv: list[str] | None = None) -> None:
             cfg, work, args.workers, None if warm else args.baseline_epochs)))
     target = args.target if args.target is not None else 1.01
     results = {}
+    warmups = {}
     with tempfile.TemporaryDirectory(prefix="convzoo-bench-") as tmp:
         work = Path(tmp)
         for name, run in pipelines:
-            if not args.no_warmup:  # caches, allocator, cuDNN autotuning, worker start-up paths
+            if not args.no_warmup:  # caches, allocator, cuDNN autotuning, compilation, worker start-up paths
                 warm_start = time.perf_counter()
-                run(config_for(0, epochs=1, limit_train=min(base.limit_train or 4096, 4096)), work, warm=True)
-                print(f"  {name} warm-up: {time.perf_counter() - warm_start:.1f} s", flush=True)
+                # About 4,096 images, ending with a partial batch of the measured runs' size: its shapes are
+                # autotuned (and compiled) here, not in the measured first epoch.
+                n = base.limit_train or 60_000
+                warm = min(n, 4096 // base.batch_size * base.batch_size + n % base.batch_size)
+                run(config_for(0, epochs=1, limit_train=warm), work, warm=True)
+                warmups[name] = time.perf_counter() - warm_start
+                print(f"  {name} warm-up: {warmups[name]:.1f} s", flush=True)
             runs = []
             for seed in range(args.seeds):
                 runs.append(run(config_for(seed), work))
@@ -270,6 +277,7 @@ def main(argv: list[str] | None = None) -> None:
                       f"test acc {runs[-1]['test_acc'][-1]:.4f}, epochs at "
                       f"{', '.join(f'{t:.1f}' for t in runs[-1]['epoch_end_seconds'])} s", flush=True)
             results[name] = summarize(runs, target, macs, device)
+            results[name]["warmup_seconds"] = warmups.get(name)  # with --compile, mostly compilation
 
     print(f"\n{'pipeline':<10} {'wall s':>16} {'to target s':>16} {'test acc':>18} {'train ex/s':>20} "
           f"{'steady ex/s':>20} {'TFLOP/s':>14} {'MFU':>6}")

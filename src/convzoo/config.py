@@ -127,8 +127,6 @@ class TrainConfig:
             (self.backend in BACKENDS, f"--backend must be torch or scratch, got {self.backend!r}"),
             (self.threads is None or self.threads >= 1, f"--threads must be >= 1, got {self.threads}"),
             *self._limits(),
-            (not (self.compile and self.cuda_graphs),
-             "--compile and --cuda-graphs: choose one (capturing compiled code is not tested yet)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -20,10 +20,19 @@ What a graph needs, and how the step provides it:
 
 Replay draws dropout masks from the CUDA generator as eager steps do. Results are the eager
 step's to floating-point rounding: the same kernels run in the same order.
+
+A ``torch.compile``-d model is captured the same way. Its first warm-up step compiles the
+forward and backward graphs (and runs Triton's autotuning, which launches kernels of its own
+and so cannot happen during a capture); the capture then records the compiled kernels, whose
+launches no longer cost Python time on replay. Compilation fuses the elementwise work around
+the convolutions (ReLUs, casts, pooling) into fewer kernels; the graph removes the launches left.
+The capture refuses to compile: a recompilation there (a guard the warm-up did not satisfy)
+raises instead of benchmarking kernels inside the graph.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -40,12 +49,20 @@ def autocast(device: torch.device, enabled: bool, cache: bool = True) -> torch.a
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled, cache_enabled=cache and enabled)
 
 
+def _no_recompilation() -> contextlib.AbstractContextManager:
+    """A context in which a compiled function that would need compiling again raises instead (torch >= 2.6;
+    nothing on older versions, which do without the clear error)."""
+    set_stance = getattr(torch.compiler, "set_stance", None)
+    return set_stance("fail_on_recompile") if set_stance else contextlib.nullcontext()
+
+
 class TrainStep:
     """``step(x, y)`` trains ``model`` on one batch; ``loss_sum`` and ``correct`` accumulate on the device.
 
     ``cuda_graph`` (honoured on CUDA only) captures the step after ``WARMUP`` eager ones and
     replays it for every later batch of the same shape; with ``batch_size`` only batches of that
     size are warmed up and captured, so that a short split's partial batch is never the one recorded.
+    ``model`` may be ``torch.compile``-d: the warm-up compiles it, the capture records its kernels.
     The optimizer must then take its learning rate as a device tensor (``make_optimizer(...,
     graphable=True)``); ``set_lr`` writes either kind.
     """
@@ -117,10 +134,10 @@ class TrainStep:
 
     def _capture(self, x: torch.Tensor, y: torch.Tensor) -> None:
         """Record the step on ``(x, y)`` (capture runs nothing), then replay it to train on that batch."""
-        self._static = (x.clone(memory_format=torch.preserve_format), y.clone())
+        self._static = (x.clone(memory_format=torch.preserve_format), y.clone())  # the warm-up's strides
         self.optimizer.zero_grad(set_to_none=True)  # gradients are then allocated in the graph's pool
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
+        with _no_recompilation(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             self._step(*self._static)
         self.graph.replay()
         self.replays += 1
