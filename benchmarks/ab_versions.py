@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     walls: dict[str, dict[str, list[float]]] = {job: {"before": [], "after": []} for job in args.jobs}
     with tempfile.TemporaryDirectory() as tmp:
         for job in args.jobs:  # one unmeasured run each: caches, the raw data copies
-            for name, tree in trees.items():
+            for tree in trees.values():
                 run_once(tree, JOBS[job] + ["--epochs", "1"], Path(tmp) / "warm.json")
         for round_ in range(args.rounds):
             order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]

@@ -51,10 +51,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from convzoo.data import Batches, load_split
-from convzoo.fileio import write_json
 from convzoo.config import TrainConfig, recipe
+from convzoo.data import Batches, load_split
 from convzoo.evaluate import evaluate
+from convzoo.fileio import write_json
 from convzoo.models import create_model, init_weights
 from convzoo.monitor import not_learning
 from convzoo.optim import make_optimizer
