@@ -10,7 +10,7 @@ import torch
 
 from convzoo.config import recipe
 from convzoo.errors import DivergenceError
-from convzoo.monitor import EXPLOSION, LossWatch, not_learning
+from convzoo.monitor import EXPLOSION, LossWatch, fell_back, finished_at_chance, not_learning
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -69,5 +69,28 @@ def test_an_exploding_run_exits_3_and_keeps_its_epoch(tmp_path: Path, run_cli) -
 
 def test_not_learning_is_reported_at_chance_only() -> None:
     config = recipe("nin")
-    assert "nin is not learning" in not_learning([{"test_acc": 0.1}, {"test_acc": 0.11}], config)
-    assert not_learning([{"test_acc": 0.1}, {"test_acc": 0.5}], config) is None
+    assert "nin is not learning" in not_learning(rows(0.1, 0.11), config)
+    assert not_learning(rows(0.1, 0.5), config) is None
+
+
+def rows(*accuracies: float, loss: float = 1.0) -> list[dict]:
+    return [{"test_acc": a, "train_loss": loss} for a in accuracies]
+
+
+def test_a_loss_at_ln_10_points_to_the_initialisation_not_the_learning_rate() -> None:
+    message = not_learning(rows(0.1, 0.1, loss=2.3026), recipe("nin"))
+    assert "sits at ln 10 = 2.303" in message and "--init kaiming" in message and "lower the learning rate" not in message
+    assert "lower the learning rate (e.g. --lr 0.01)" in not_learning(rows(0.1, 0.1, loss=2.9), recipe("nin"))
+
+
+def test_a_run_that_falls_back_to_chance_is_reported() -> None:
+    config = recipe("lenet")
+    assert fell_back(rows(0.1, 0.1), config) is None and fell_back(rows(0.6, 0.7), config) is None
+    assert "fell back to chance: test accuracy 0.1000 in epoch 3, after 0.7000 in epoch 2" in \
+        fell_back(rows(0.5, 0.7, 0.1), config)
+
+
+def test_a_run_that_ends_at_chance_says_so() -> None:
+    config = recipe("lenet")
+    assert finished_at_chance(rows(0.5, 0.9), config) is None
+    assert "finished at chance: test accuracy 0.1000 after 1 epoch;" in finished_at_chance(rows(0.1), config)

@@ -391,9 +391,11 @@ def test_the_loss_is_checked_every_step_on_the_cpu_and_every_50_on_a_gpu() -> No
 
 def test_not_learning_is_a_warning_only(outcomes: dict) -> None:
     row, d, result, before, after = outcomes["not-learning"]
-    assert [line for line in result["stderr"].splitlines() if line.startswith("warning: ")] == \
-        result["stderr"].splitlines() and len(result["stderr"].splitlines()) == 1
-    assert "(e.g. --lr 0.5) or use --recipe fast" in result["stderr"] and (d / "out" / "model.safetensors").is_file()
+    lines = result["stderr"].splitlines()
+    assert all(line.startswith("warning: ") for line in lines) and len(lines) == 2
+    assert "(e.g. --lr 0.5) or use --recipe fast" in lines[0] and (d / "out" / "model.safetensors").is_file()
+    assert lines[1].startswith("warning: lenet finished at chance")  # said again at the end, never silently
+    assert json.loads((d / "out" / "result.json").read_text())["learned"] is False
 
 
 def test_every_image_mode_is_classified(outcomes: dict) -> None:

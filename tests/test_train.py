@@ -173,7 +173,8 @@ def test_train_json_line(tmp_path: Path, run_cli: Callable[..., tuple[int, str, 
                            "--data-dir", str(SLICE), "--device", "cpu", "--out", str(tmp_path / "r"), "--json")
     assert code == 0
     line = json.loads(out.strip().splitlines()[-1])
-    assert set(line) == {"run_dir", "test_acc", "train_seconds", "epochs"} and line["epochs"] == 1
+    assert set(line) == {"run_dir", "test_acc", "train_seconds", "epochs", "learned", "warnings"}
+    assert line["epochs"] == 1 and line["learned"] == (line["test_acc"] > 0.12)
 
 
 @pytest.mark.parametrize("args, message", [

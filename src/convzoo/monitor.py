@@ -91,14 +91,47 @@ class LossWatch:
                 f"try --lr {suggestion}{fast}. {hint} --lr {suggestion}")
 
 
+CHANCE_MARGIN = 0.02  # test accuracy within this of 1/classes counts as chance
+
+
+def at_chance(accuracy: float) -> bool:
+    return accuracy <= 1 / len(CLASSES) + CHANCE_MARGIN
+
+
+def _advice(history: list[dict], config: TrainConfig) -> str:
+    """What to try for a run at chance. A training loss that sits at ln(classes) means the signal vanished at the
+    initialisation (benchmarks/README.md, the seed sweep): a lower learning rate only lengthens that plateau."""
+    fast = " or use --recipe fast" if config.recipe != "fast" else ""
+    if abs(history[-1]["train_loss"] - math.log(len(CLASSES))) < 0.02 and config.init != "kaiming":
+        return (f"its training loss sits at ln {len(CLASSES)} = {math.log(len(CLASSES)):.3f}, where the signal "
+                f"vanished at initialisation: try --init kaiming (He weights){fast}")
+    return f"lower the learning rate (e.g. --lr {config.lr / 10:g}){fast}"
+
+
 def not_learning(history: list[dict], config: TrainConfig) -> str | None:
     """The warning for a run whose test accuracy stayed at chance level (<= 1/classes + 0.02) in every epoch of
     ``history``, else None."""
     chance = 1 / len(CLASSES)
     accuracies = [row["test_acc"] for row in history]
-    if not accuracies or max(accuracies) > chance + 0.02:
+    if not accuracies or not all(at_chance(a) for a in accuracies):
         return None
-    fast = " or use --recipe fast" if config.recipe != "fast" else ""
     return (f"{config.model} is not learning: test accuracy has stayed at chance ({chance:.2f}) for "
-            f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); lower the learning rate "
-            f"(e.g. --lr {config.lr / 10:g}){fast}")
+            f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); {_advice(history, config)}")
+
+
+def fell_back(history: list[dict], config: TrainConfig) -> str | None:
+    """The warning for a run whose latest epoch is at chance after an earlier one was above it, else None."""
+    accuracies = [row["test_acc"] for row in history]
+    if len(accuracies) < 2 or not at_chance(accuracies[-1]) or all(at_chance(a) for a in accuracies[:-1]):
+        return None
+    best = max(range(len(accuracies)), key=accuracies.__getitem__)
+    return (f"{config.model} fell back to chance: test accuracy {accuracies[-1]:.4f} in epoch {len(accuracies)}, "
+            f"after {accuracies[best]:.4f} in epoch {best + 1}; {_advice(history, config)}")
+
+
+def finished_at_chance(history: list[dict], config: TrainConfig) -> str | None:
+    """The warning for a run that ended at chance (said at its end, however it got there), else None."""
+    if not history or not at_chance(history[-1]["test_acc"]):
+        return None
+    return (f"{config.model} finished at chance: test accuracy {history[-1]['test_acc']:.4f} after "
+            f"{len(history)} epoch{'s' if len(history) != 1 else ''}; the model did not learn")

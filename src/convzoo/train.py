@@ -36,7 +36,15 @@ from .errors import ConfigError, DataError, RunInterrupted, first_line
 from .evaluate import Evaluation, evaluate
 from .fileio import write_json, write_text
 from .models import create_model, init_weights
-from .monitor import STALL_EPOCHS, LossWatch, divergence_check_interval, not_learning
+from .monitor import (
+    STALL_EPOCHS,
+    LossWatch,
+    at_chance,
+    divergence_check_interval,
+    fell_back,
+    finished_at_chance,
+    not_learning,
+)
 from .optim import lr_factor, make_optimizer
 from .resources import check_fits
 from .runtime import backend_settings, resolve_device, uses_cuda_graphs
@@ -52,10 +60,17 @@ class RunResult:
     epochs: int
     history: list[dict] = field(default_factory=list)
     model: nn.Module | None = field(default=None, repr=False)  # the trained model (on rank 0 of a torchrun job)
+    warnings: list[str] = field(default_factory=list)  # e.g. that the run finished at chance
+
+    @property
+    def learned(self) -> bool:
+        """Whether the final test accuracy is above chance."""
+        return not at_chance(self.test_acc)
 
     def to_json(self) -> dict:
         return {"run_dir": str(self.run_dir), "test_acc": self.test_acc,
-                "train_seconds": round(self.train_seconds, 3), "epochs": self.epochs}
+                "train_seconds": round(self.train_seconds, 3), "epochs": self.epochs, "learned": self.learned,
+                "warnings": self.warnings}
 
 
 @dataclass
@@ -75,6 +90,7 @@ class Run:
     start_epoch: int = 0
     history: list[dict] = field(default_factory=list)
     watch: LossWatch | None = None  # stops the run when its loss diverges
+    warnings: list[str] = field(default_factory=list)  # what the run's result records besides its numbers
 
     def __post_init__(self) -> None:
         if self.watch is None:
@@ -228,8 +244,13 @@ def train_epochs(run: Run, writer: _EpochWriter, *, log: Callable[[str], None], 
             f"{row['examples_per_sec']:,.0f} ex/s")
         if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
             warn(message)
+        elif message := fell_back(run.history, config):
+            warn(message)
     if test is None:  # resumed after the last epoch: only the final files were missing
         test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
+    if message := finished_at_chance(run.history, config):  # never silently, whatever was said before
+        warn(message)
+        run.warnings.append(message)
     return test
 
 
@@ -401,7 +422,7 @@ def finish(run: Run, test: Evaluation) -> RunResult:
 
     save_model(run.out / "model.safetensors", run.model)
     result = RunResult(run.out, test.accuracy, rundir.train_seconds(run.history), len(run.history), run.history,
-                       run.model)
+                       run.model, run.warnings)
     write_json(run.out / "result.json", {**result.to_json(), "per_class_accuracy": dict(
         zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
     if run.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
