@@ -43,10 +43,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--before", type=Path, required=True, help="checkout of the earlier version")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--jobs", nargs="+", default=sorted(JOBS), choices=sorted(JOBS))
+    parser.add_argument("--epochs", type=int, default=None, help="override the recipes' epochs (shorter jobs)")
     parser.add_argument("--out", type=Path, default=HERE / "results" / "ab_versions.json")
     args = parser.parse_args(argv)
     trees = {"before": args.before.resolve(), "after": ROOT}
     walls: dict[str, dict[str, list[float]]] = {job: {"before": [], "after": []} for job in args.jobs}
+    jobs = {job: JOBS[job] + (["--epochs", str(args.epochs)] if args.epochs else []) for job in args.jobs}
     with tempfile.TemporaryDirectory() as tmp:
         for job in args.jobs:  # one unmeasured run each: caches, the raw data copies
             for tree in trees.values():
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> None:
             order = ["before", "after"] if round_ % 2 == 0 else ["after", "before"]
             for job in args.jobs:
                 for name in order:
-                    result = run_once(trees[name], JOBS[job], Path(tmp) / f"{job}-{name}.json")
+                    result = run_once(trees[name], jobs[job], Path(tmp) / f"{job}-{name}.json")
                     wall = result["results"]["convzoo"]["wall_seconds"]["mean"]
                     walls[job][name].append(wall)
                     print(f"round {round_ + 1} {job:<18} {name:<6} {wall:6.1f} s", flush=True)
