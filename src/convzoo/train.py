@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed, rundir
 from .checkpoint import load_state, save_model, snapshot_state, write_state
@@ -38,6 +37,7 @@ from .fileio import write_json, write_text
 from .models import create_model, init_weights
 from .monitor import STALL_EPOCHS, check_finite, divergence_check_interval, not_learning
 from .optim import lr_factor, make_optimizer
+from .progress import Progress, progress_for
 from .runtime import backend_settings, resolve_device, uses_cuda_graphs
 from .signals import interrupt_on_signals
 from .step import TrainStep
@@ -133,7 +133,7 @@ def fit(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool | None = None,
+    progress: bool | str | Progress | None = None,
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
     command: str | None = None,
@@ -144,7 +144,9 @@ def fit(
     written. A NaN or infinite loss raises ``DivergenceError``; SIGINT and SIGTERM raise
     ``RunInterrupted``. Either way the run directory keeps the checkpoint of the last completed
     epoch (every file is written atomically), and ``resume`` continues from it. ``warn`` gets
-    the warning that a run is not learning (default: a ``warning:`` line on stderr).
+    the warning that a run is not learning (default: a ``warning:`` line on stderr). ``progress``
+    chooses how the run shows itself as it trains (``convzoo.progress.progress_for``: by default a
+    bar in a terminal, a live plot in a notebook, a line every 30 s in a log file).
 
     Under ``torchrun`` every rank calls this (``convzoo.distributed``): ``config.batch_size`` is
     the global batch, each rank trains on its share of it, metrics are summed over the ranks,
@@ -161,14 +163,15 @@ def fit(
     writer = _EpochWriter()
     lock = rundir.RunLock(out)  # held by rank 0 from the run directory's creation (or the resume) to the end
     run = None
+    view = progress_for(progress) if main else Progress()
     with interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,
                          hold_signals=hold_signals, opened=opened, lock=lock)
-            show = main and (sys.stderr.isatty() if progress is None else progress)
+            view.start(config, run.start_epoch, len(run.train_batches), run.test_batches.num_examples)
             test = None
             for epoch in range(run.start_epoch, config.epochs):
-                row, test = train_one_epoch(run, epoch, show=show)
+                row, test = train_one_epoch(run, epoch, view)
                 run.history.append(row)
                 if main:  # copied now, written while the next epoch trains
                     writer.submit(out, snapshot_state(run.model, run.optimizer, epoch=epoch + 1, history=run.history),
@@ -176,6 +179,7 @@ def fit(
                 log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
                     f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
                     f"{row['examples_per_sec']:,.0f} ex/s")
+                view.epoch_done(row)
                 if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
                     warn(message)
             if test is None:  # resumed after the last epoch: only the final files were missing
@@ -196,6 +200,7 @@ def fit(
             raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
                                           "another rank probably failed (see its error)") from None
         finally:
+            view.close()
             writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
             lock.release()
             if rank is not None:
@@ -307,7 +312,7 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
     return train, test
 
 
-def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluation]:
+def train_one_epoch(run: Run, epoch: int, view: Progress) -> tuple[dict, Evaluation]:
     """Train ``run`` for epoch ``epoch`` (from 0), then evaluate it: the epoch's metrics row and the evaluation."""
     config, step, batches = run.config, run.step, run.train_batches
     batches.set_epoch(epoch)
@@ -318,28 +323,21 @@ def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluati
     steps, seen, lr = len(batches), 0, config.lr
     check_every = divergence_check_interval(run.device)
     started = time.perf_counter()
-    with tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False, unit="batch",
-              file=sys.stderr) as bar:
-        for i, (x, y) in enumerate(batches):
-            lr = config.lr * lr_factor(config.schedule, epoch * steps + i, steps * config.epochs)
-            step.set_lr(lr)
-            step(x, y)
-            seen += len(y)
-            if (i + 1) % check_every == 0 or i + 1 == steps:
-                check_finite(step.loss_sum, config, (epoch, i, steps), lr, lambda: rundir.resume_hint(run.out))
-            if show:
-                bar.update()
-                if i % 20 == 0:
-                    elapsed = time.perf_counter() - started
-                    bar.set_postfix(loss=f"{step.loss_sum.item() / seen:.3f}", acc=f"{step.correct.item() / seen:.3f}",
-                                    ex_s=f"{seen / max(elapsed, 1e-9):,.0f}")
+    for i, (x, y) in enumerate(batches):
+        lr = config.lr * lr_factor(config.schedule, epoch * steps + i, steps * config.epochs)
+        step.set_lr(lr)
+        step(x, y)
+        seen += len(y)
+        if (i + 1) % check_every == 0 or i + 1 == steps:
+            check_finite(step.loss_sum, config, (epoch, i, steps), lr, lambda: rundir.resume_hint(run.out))
+        view.step(i + 1, seen, step.loss_sum, step.correct)
     seen_all = torch.tensor(seen, device=run.device)
     distributed.all_reduce_sum(step.loss_sum, step.correct, seen_all)
     seen = int(seen_all)
     train_loss, train_acc = step.loss_sum.item() / seen, step.correct.item() / seen  # one sync per epoch
     seconds = time.perf_counter() - started
     evaluated = time.perf_counter()
-    test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
+    test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta, progress=view.evaluating)
     row = {
         "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
         "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
