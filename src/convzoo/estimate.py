@@ -116,7 +116,7 @@ def shorter(config: TrainConfig) -> str:
     if config.limit_test is None or config.limit_test > 2_000:
         options.append("--limit-test 2000")
     smaller = max(smallest_input_size(config.model), config.resize // 2)
-    if smaller < config.resize:
+    if smaller <= config.resize * 3 // 4:  # a quarter fewer pixels at least, or it is not worth saying
         options.append(f"--resize {smaller}")
     if config.recipe != "fast":
         options.append("--recipe fast")

@@ -104,14 +104,15 @@ class _Paced(Progress):
         return False
 
     def step(self, done: int, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        if done == 1:
-            self._started = time.perf_counter()  # the epoch's clock (the first step is its own warm-up)
+        if done == 1:  # the epoch's clock starts after its first step (a warm-up: allocation, kernel choice)
+            self._started, self._first = time.perf_counter(), seen
             self._shown = self._started
+            if done < self.steps:
+                return
         if self.due(done == self.steps):
-            elapsed = time.perf_counter() - self._started
-            rate = (done - 1) / elapsed if elapsed > 0 and done > 1 else 0.0
-            left = (self.steps - done) / rate if rate else None
-            self.show_step(done, loss_sum.item() / seen, correct.item() / seen, seen / max(elapsed, 1e-9), left)
+            elapsed = max(time.perf_counter() - self._started, 1e-9)
+            left = (self.steps - done) * elapsed / (done - 1) if done > 1 else None
+            self.show_step(done, loss_sum.item() / seen, correct.item() / seen, (seen - self._first) / elapsed, left)
 
     def show_step(self, done: int, loss: float, acc: float, examples_per_sec: float, left: float | None) -> None:
         """Show step ``done`` of the epoch: running loss and accuracy, speed, seconds left in the epoch."""

@@ -97,6 +97,6 @@ def live_curves_figure(train: Sequence[tuple[float, float, float]], test: Sequen
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     ax.grid(alpha=0.3)
     if train or test:
-        ax.legend(loc="upper right", fontsize=8)
+        ax.legend(loc="best", fontsize=8)
     ax.set_title(title, fontsize=10)
     return fig
