@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from convzoo import api
 from convzoo.config import recipe
 from convzoo.progress import (
     Forecast,
@@ -30,9 +31,9 @@ ESCAPES = ("\x1b[", "\r")  # what a terminal bar writes and a notebook or a log 
 
 
 def tiny(**overrides: object):
-    """A LeNet run of a few seconds on the committed slice: 4 steps an epoch, a test set of 2 batches."""
+    """A LeNet run of a few seconds on the committed slice: 4 steps an epoch, a test set of 3 batches."""
     values = {"optimizer": "adamw", "lr": 0.005, "batch_size": 32, "epochs": 2, "data_dir": str(SLICE),
-              "device": "cpu", "limit_train": 128, "limit_test": 100, "eval_batch_size": 50, **overrides}
+              "device": "cpu", "limit_train": 128, "limit_test": 150, "eval_batch_size": 50, **overrides}
     return recipe("lenet", **values)
 
 
@@ -44,14 +45,18 @@ def test_log_lines_report_within_each_epoch_and_evaluation(tmp_path: Path) -> No
     assert steps and steps[0].startswith("epoch 1/2  step 2/4 (50%)  loss ")
     assert any(line.startswith("epoch 2/2  step 3/4") for line in steps)
     assert all(" ex/s" in line and "epoch ends in" in line for line in steps)
-    assert "epoch 1/2  scoring the test set: batch 1/2" in lines
+    assert "epoch 1/2  scoring the test set: batch 2/3" in lines
     assert not any(escape in stream.getvalue() for escape in ESCAPES)
 
 
-def test_log_lines_stay_quiet_in_short_epochs(tmp_path: Path) -> None:
+def test_log_lines_stay_quiet_in_short_epochs_and_evaluations(tmp_path: Path) -> None:
     stream = io.StringIO()
     fit(tiny(epochs=1), tmp_path / "run", log=lambda _: None, progress=LogLines(interval=30, stream=stream))
+    run = api.load(tmp_path / "run", device="cpu")
+    run.evaluate(progress=LogLines(interval=30, stream=stream))
     assert stream.getvalue() == ""
+    run.evaluate(progress=LogLines(interval=0, stream=stream))
+    assert stream.getvalue() == "evaluation  scoring the test set: batch 2/3\n"
 
 
 def test_the_terminal_bar_shows_epochs_and_evaluations(tmp_path: Path) -> None:

@@ -180,7 +180,9 @@ class LogLines(_Paced):
             self._print(self.step_text(done, loss, acc, examples_per_sec, left))
 
     def evaluating(self, done: int, total: int) -> None:
-        if done < total and self.due():
+        if done == 1:  # the evaluation's clock: a line only once it has run for ``interval``
+            self._shown = time.perf_counter()
+        elif done < total and self.due():
             self._print(f"{self.stage}  scoring the test set: batch {done}/{total}")
 
 
@@ -242,12 +244,13 @@ class NotebookView(_Paced):
 class Forecast(Progress):
     """After the first steps of the first epoch, ``note`` once that the run will be long, if it will.
 
-    The first step is a warm-up (kernel choice, allocation); the steps after it are timed until
-    a second has passed, and evaluation is taken as a third of training per image.
+    The first step is a warm-up (kernel choice, allocation); the steps after it are timed for
+    ``seconds`` (or to the end of the epoch), and evaluation is taken as a third of training per image.
+    On a machine shared with other work the estimate is as good as the load is steady.
     """
 
-    def __init__(self, note: Callable[[str], None], threshold: float = LONG_RUN_SECONDS) -> None:
-        self.note, self.threshold = note, threshold
+    def __init__(self, note: Callable[[str], None], threshold: float = LONG_RUN_SECONDS, seconds: float = 3.0) -> None:
+        self.note, self.threshold, self.seconds = note, threshold, seconds
         self._decided, self._warm = False, None
 
     def step(self, done: int, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
@@ -258,7 +261,7 @@ class Forecast(Progress):
             self._warm = time.perf_counter()
             return
         elapsed = time.perf_counter() - self._warm
-        if (done < 4 or elapsed < 1.0) and done < self.steps:
+        if (done < 4 or elapsed < self.seconds) and done < self.steps:
             return
         loss_sum.item()
         step_seconds = (time.perf_counter() - self._warm) / (done - 1)
