@@ -15,7 +15,6 @@ and the activations of one batch that the backward pass keeps (every layer's out
 from __future__ import annotations
 
 import math
-import textwrap
 import time
 from dataclasses import asdict, dataclass
 
@@ -59,7 +58,9 @@ class Plan:
     def format(self) -> str:
         """The plan as ``convzoo train --dry-run`` prints it."""
         config, mib = self.config, 2**20
-        flags = textwrap.wrap(" ".join(as_flags(config)), 100, break_on_hyphens=False)
+        flags = [""]
+        for flag in as_flags(config):  # lines of at most 100 characters; a flag and its value stay together
+            flags[-1:] = [f"{flags[-1]} {flag}".strip()] if len(flags[-1]) + len(flag) < 100 else [flags[-1], flag]
         lines = [f"{config.model} with the {config.recipe} recipe, resolved (nothing was created):",
                  *(f"  {line}" for line in flags),
                  f"parameters       {self.params:,}",

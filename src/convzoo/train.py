@@ -144,9 +144,8 @@ def fit(
     written. A NaN or infinite loss raises ``DivergenceError``; SIGINT and SIGTERM raise
     ``RunInterrupted``. Either way the run directory keeps the checkpoint of the last completed
     epoch (every file is written atomically), and ``resume`` continues from it. ``warn`` gets
-    the warning that a run is not learning (default: a ``warning:`` line on stderr). ``progress``
-    chooses how the run shows itself as it trains (``convzoo.progress.progress_for``: by default a
-    bar in a terminal, a live plot in a notebook, a line every 30 s in a log file).
+    the warning that a run is not learning (default: a ``warning:`` line on stderr); ``progress``
+    how the run shows itself as it trains (``convzoo.progress.progress_for``: in a notebook, a live plot).
 
     Under ``torchrun`` every rank calls this (``convzoo.distributed``): ``config.batch_size`` is
     the global batch, each rank trains on its share of it, metrics are summed over the ranks,
@@ -162,8 +161,7 @@ def fit(
     opened = [resume]  # whether ``out`` is this run's directory (what an interruption message may point to)
     writer = _EpochWriter()
     lock = rundir.RunLock(out)  # held by rank 0 from the run directory's creation (or the resume) to the end
-    run = None
-    view = progress_for(progress) if main else Progress()
+    run, view = None, progress_for(progress) if main else Progress()
     with interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,

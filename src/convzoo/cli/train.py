@@ -24,7 +24,8 @@ FIRST_RUN_FIELD = "seed"
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per ``TrainConfig`` field (``option_fields``), default None: the recipe's value stands."""
-    group = p.add_argument_group("recipe overrides")
+    group = p.add_argument_group("recipe overrides", "each recipe's values: 'convzoo recipes MODEL'; the whole "
+                                  "configuration and its cost: --dry-run")
     for f in option_fields():
         if f.name == FIRST_RUN_FIELD:
             group = p.add_argument_group("run")
@@ -48,7 +49,7 @@ def _flag_kwargs(f: Field) -> dict:
 def _default_text(f: Field) -> str:
     """What a flag's help says of its default: the recipe's, or the field's own."""
     if f.name in recipe_fields():
-        return " (default: the recipe's; see 'convzoo recipes MODEL')"
+        return " (default: the recipe's)"
     if f.default is None:
         return ""
     value = ("on" if f.default else "off") if isinstance(f.default, bool) else f.default
