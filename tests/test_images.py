@@ -37,7 +37,7 @@ def test_every_dtype_and_layout_of_the_same_images_gives_the_same_pixels(images:
         "RGB (N, H, W, 3)": images[..., None].expand(-1, -1, -1, 3),
         "a list of (H, W)": list(images),
         "a list of (1, H, W) floats": list(floats[:, None]),
-        "a list of (3, H, W)": [image.expand(3, -1, -1) for image in images],
+        "a list of (1, 3, H, W)": [image.expand(1, 3, -1, -1) for image in images],
         "a list of numpy (H, W, 3)": [np.stack([image.numpy()] * 3, axis=-1) for image in images],
         "a list of PIL images": [Image.fromarray(image.numpy()) for image in images],
     }
@@ -49,8 +49,8 @@ def test_every_dtype_and_layout_of_the_same_images_gives_the_same_pixels(images:
 
 def test_one_image_in_any_layout_is_a_batch_of_one(images: torch.Tensor) -> None:
     image = images[0]
-    for form in (image, image[None], image.float() / 255, image.expand(3, -1, -1), image.numpy(),
-                 Image.fromarray(image.numpy())):
+    rgb = (image.expand(1, 3, -1, -1), image[..., None].expand(-1, -1, 3))
+    for form in (image, image[None], image.float() / 255, *rgb, image.numpy(), Image.fromarray(image.numpy())):
         assert torch.equal(as_pixels(form), image[None])
 
 
@@ -81,6 +81,7 @@ def test_bool_masks_rgba_and_files(images: torch.Tensor, tmp_path: Path) -> None
     ("missing.png", "missing.png: no such file"),
     (torch.zeros(2, 5, 28, 28, 2), "expected (H, W), (C, H, W)"),
     (torch.zeros(0, 28, 28), "empty images"),
+    (torch.zeros(3, 28, 28), "three gray images or one RGB image: give (3, 1, H, W) for the first"),
     ({"an": "image"}, "expected a path, a PIL image, a tensor or an array, got dict"),
 ])
 def test_what_is_not_an_image_is_a_clear_error(bad: object, message: str) -> None:

@@ -110,9 +110,11 @@ def as_pixels(images: object, *, invert: str = "auto", size: int = 28) -> torch.
     """Any image or batch a user has, as uint8 pixels ``(N, size, size)`` (light object on dark).
 
     ``images`` is a file path, a PIL image, a tensor or NumPy array, or a list of these. Arrays
-    may be ``(H, W)``, ``(1, H, W)`` or ``(3, H, W)`` (one image), ``(H, W, 3)`` or ``(H, W, 4)``
-    (one RGB(A) image), ``(N, H, W)`` (a batch of gray images, as ``load_split`` gives) or
-    ``(N, C, H, W)`` with ``C`` 1 or 3. Any dtype: uint8 and other integers are 0..255, a float
+    may be ``(H, W)`` (one gray image), ``(H, W, 3)`` or ``(H, W, 4)`` (one RGB(A) image, as NumPy
+    and PIL lay it out), ``(N, H, W)`` (gray images, as ``load_split`` gives them; ``(1, H, W)`` is
+    one), ``(N, C, H, W)`` with ``C`` 1 or 3, or ``(N, H, W, C)`` with ``C`` 3 or 4. A 3-D array
+    of 3 rows, ``(3, H, W)``, could be three gray images or one RGB image and is refused: give
+    ``(3, 1, H, W)`` or ``(1, 3, H, W)``. Any dtype: uint8 and other integers are 0..255, a float
     array whose values all lie in [0, 1] is scaled by 255 (otherwise read as 0..255), bool is
     0 or 255. Colour becomes luminance, every image is resized to ``size x size`` (bilinear,
     antialiased) and, with ``invert="auto"``, inverted when its border is mostly light.
@@ -138,10 +140,11 @@ def _batch_layout(t: torch.Tensor) -> torch.Tensor:
     shape = tuple(t.shape)
     if t.dim() == 2:
         return t[None, None]
-    if t.dim() == 3 and shape[0] in (1, 3):
-        return t[None]
     if t.dim() == 3 and shape[-1] in (3, 4) and shape[0] > 4:
         return t.permute(2, 0, 1)[None]
+    if t.dim() == 3 and shape[0] == 3:
+        raise ImageError(f"images of shape {shape} are three gray images or one RGB image: give (3, 1, H, W) for "
+                         "the first, (1, 3, H, W) or (H, W, 3) for the second")
     if t.dim() == 3:
         return t[:, None]
     if t.dim() == 4 and shape[1] in (1, 3):
