@@ -105,7 +105,7 @@ def show_plan(config: TrainConfig, out: str, resume: bool, *, as_json: bool) -> 
         print_json({**plan.to_json(), "run_dir": str(out)})
         return
     print(plan.format())
-    print(f"run directory: {out} ({'resumed' if resume else 'not created'})")
+    print(f"run directory: {out} ({'resumed by the command, left as it is' if resume else 'not created'})")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
