@@ -1,27 +1,38 @@
 # Two commands: `make demo` (set up, then train LeNet on Fashion-MNIST) and `make test`.
 # Each sets up what it needs (virtual environment, the package, the data set) and is idempotent.
+# `make demo` installs only what running convzoo needs; `make test` (and `make setup`, the
+# developer's set-up) adds the dev extra: test tools, linters, ONNX, TensorBoard, a notebook kernel.
 
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt
+RUN_STAMP := $(VENV)/.installed-run
+DEV_STAMP := $(VENV)/.installed-dev
 DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test setup data browser lint bench tour-notebook tour-pictures
+.PHONY: demo test install setup data browser lint bench tour-notebook tour-pictures
 
-demo: setup data
+demo: install data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
 
 test: setup data browser
 	$(BIN)/python -m pytest -q
 
-setup: $(STAMP)
+install: $(RUN_STAMP)
 
-$(STAMP): pyproject.toml constraints.txt
+setup: $(DEV_STAMP)
+
+$(RUN_STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
-	touch $(STAMP)
+	$(PIP) -e .
+	touch $(RUN_STAMP)
+
+$(DEV_STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) -e '.[dev]'
+	touch $(RUN_STAMP) $(DEV_STAMP)
 
 # Debian ships the real Fashion-MNIST; elsewhere `convzoo data fetch` downloads it.
 data:

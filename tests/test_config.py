@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 from dataclasses import fields
 from pathlib import Path
@@ -16,8 +17,10 @@ from convzoo.config import (
     FAST_RECIPES,
     TrainConfig,
     config_from_dict,
+    flag_name,
     option_fields,
     recipe,
+    recipe_fields,
     resumable,
     resume_changes,
 )
@@ -131,3 +134,23 @@ def test_overrides_win_and_none_is_ignored() -> None:
 def test_bad_values_are_config_errors(override: dict) -> None:
     with pytest.raises(ConfigError):
         recipe("lenet", **override)
+
+
+def test_recipes_command_shows_every_setting_a_recipe_makes(run_cli) -> None:
+    code, out, err = run_cli("recipes", "alexnet")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert lines[0].split() == ["alexnet", "d2l", "fast"]
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert set(rows) == {flag_name(name) for name in recipe_fields()}
+    assert (rows["--lr"], rows["--resize"], rows["--augment"]) == (["0.01", "0.02"], ["224", "96"], ["off", "on"])
+    code, out, err = run_cli("recipes", "--json")
+    table = json.loads(out)
+    assert (code, list(table)) == (0, list_models())
+    for model, recipes in table.items():
+        for name, values in recipes.items():
+            resolved = recipe(model, name)
+            assert set(values) == recipe_fields()
+            assert values == {field: getattr(resolved, field) for field in values}
+    code, out, err = run_cli("recipes", "lenet5")
+    assert code == 2 and "unknown model 'lenet5'" in err

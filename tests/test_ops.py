@@ -111,6 +111,31 @@ def test_ops_read_strided_views(assert_matches_torch, view):
     assert_matches_torch(lambda x: ops.avg_pool2d(view(x), 2), lambda x: F.avg_pool2d(view(x), 2), x)
 
 
+LAYOUTS = {
+    "NCHW": lambda t: t,
+    "channels_last": lambda t: t.contiguous(memory_format=torch.channels_last),
+}
+
+
+@pytest.mark.parametrize("weight_layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize("input_layout", LAYOUTS.values(), ids=LAYOUTS.keys())
+@pytest.mark.parametrize("algorithm", ["im2col", "fft"])
+def test_outputs_have_torchs_memory_format(input_layout, weight_layout, algorithm):
+    """What F.conv2d and the pools give (NCHW, or channels-last for a channels-last operand), so ``.view`` works."""
+    x, w = input_layout(randn(4, 3, 12, 12)), weight_layout(randn(5, 3, 5, 5, seed=1))
+    pairs = [
+        (ops.conv2d(x, w, padding=1, algorithm=algorithm), F.conv2d(x, w, padding=1)),
+        (ops.max_pool2d(x, 3, 2), F.max_pool2d(x, 3, 2)),
+        (ops.avg_pool2d(x, 2), F.avg_pool2d(x, 2)),
+    ]
+    for ours, theirs in pairs:
+        for layout in (torch.contiguous_format, torch.channels_last):
+            assert ours.is_contiguous(memory_format=layout) == theirs.is_contiguous(memory_format=layout)
+    ours, theirs = pairs[0]
+    if theirs.is_contiguous():  # F.conv2d's output takes .view: so must ours
+        torch.testing.assert_close(ours.view(4, -1), theirs.view(4, -1))
+
+
 def test_1x1_conv_is_a_fully_connected_layer_per_pixel():
     x, w = randn(2, 3, 4, 5), randn(6, 3, 1, 1)
     per_pixel = torch.einsum("oc,nchw->nohw", w[:, :, 0, 0], x)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,8 +42,11 @@ def scores(model: nn.Module, x: torch.Tensor, amp: bool = False, tta: bool = Fal
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = False) -> Evaluation:
+def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = False, *,
+             progress: Callable[[int, int], None] | None = None) -> Evaluation:
     """Accuracy, mean loss, confusion matrix and predictions of ``model`` over ``batches``.
+
+    ``progress(done, total)`` is called after each batch is scored (``convzoo.progress``).
 
     ``tta`` (test-time augmentation) scores each image by the mean of its logits and those of its
     left-right mirror image, the one transformation training with ``augment`` teaches the model to
@@ -58,12 +62,14 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = 
     loss_sum = torch.zeros((), device=batches.device)
     confusion = torch.zeros(k * k, dtype=torch.int64, device=batches.device)
     predictions = [torch.zeros(0, dtype=torch.int64, device=batches.device)]
-    for x, y in batches:
+    for done, (x, y) in enumerate(batches, 1):
         logits = scores(model, x, amp, tta)
         loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
         pred = logits.argmax(dim=1)
         confusion += torch.bincount(y * k + pred, minlength=k * k)
         predictions.append(pred)
+        if progress is not None:
+            progress(done, len(batches))
     model.train(was_training)
     distributed.all_reduce_sum(loss_sum, confusion)
     pred = distributed.all_gather_cat(torch.cat(predictions))

@@ -1,4 +1,10 @@
-"""Reading user images (PNG, JPEG, BMP, GIF, TIFF, WebP) and preparing them like Fashion-MNIST pictures."""
+"""Reading user images (PNG, JPEG, BMP, GIF, TIFF, WebP) and preparing them like Fashion-MNIST pictures.
+
+Every image a user gives becomes *pixels*: a uint8 ``(size, size)`` tensor, a light object on a
+dark background, the form of the data set's own images (``convzoo.data.to_input`` turns those
+into network input). ``load_image`` reads a file, ``image_pixels`` converts a PIL image, and
+``as_pixels`` any of those, or tensors and arrays of any dtype and layout, as a batch.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import UserError
@@ -35,8 +42,7 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
     border is mostly light (a product photo on white), ``yes`` always, ``no`` never.
     """
     path = Path(path)
-    if invert not in ("auto", "yes", "no"):
-        raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
+    _check_invert(invert)
     if not path.is_file():
         raise ImageError(f"{path}: no such file")
     try:
@@ -59,6 +65,23 @@ def load_image(path: str | Path, *, invert: str = "auto", size: int = 28) -> tor
         raise ImageError(f"{path}: corrupt or truncated image ({type(exc).__name__}: {exc})") from None
     if gray.size[0] < 1 or gray.size[1] < 1:
         raise ImageError(f"{path}: empty image")
+    return _gray_pixels(gray, invert, size)
+
+
+def image_pixels(image: Image.Image, *, invert: str = "auto", size: int = 28) -> torch.Tensor:
+    """A PIL image as ``load_image`` prepares a file: uint8 ``(size, size)``, light object on a dark background."""
+    _check_invert(invert)
+    if image.width < 1 or image.height < 1:
+        raise ImageError("empty image")
+    return _gray_pixels(_to_gray(image), invert, size)
+
+
+def _check_invert(invert: str) -> None:
+    if invert not in ("auto", "yes", "no"):
+        raise ValueError(f"invert must be auto, yes or no, got {invert!r}")
+
+
+def _gray_pixels(gray: Image.Image, invert: str, size: int) -> torch.Tensor:
     pixels = np.asarray(gray.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None), dtype=np.uint8)
     if invert == "yes" or (invert == "auto" and _border_mean(np.asarray(gray)) > 127):
         pixels = 255 - pixels
@@ -80,3 +103,82 @@ def _to_gray(image: Image.Image) -> Image.Image:
 def _border_mean(pixels: np.ndarray) -> float:
     border = np.concatenate([pixels[0], pixels[-1], pixels[:, 0], pixels[:, -1]])
     return float(border.mean())
+
+
+# ITU-R 601 luma, as PIL's conversion to mode L (what load_image applies to colour files).
+_LUMA = (0.299, 0.587, 0.114)
+
+
+def as_pixels(images: object, *, invert: str = "auto", size: int = 28) -> torch.Tensor:
+    """Any image or batch a user has, as uint8 pixels ``(N, size, size)`` (light object on dark).
+
+    ``images`` is a file path, a PIL image, a tensor or NumPy array, or a list of these. Arrays
+    may be ``(H, W)`` (one gray image), ``(H, W, 3)`` or ``(H, W, 4)`` (one RGB(A) image, as NumPy
+    and PIL lay it out), ``(N, H, W)`` (gray images, as ``load_split`` gives them; ``(1, H, W)`` is
+    one), ``(N, C, H, W)`` with ``C`` 1 or 3, or ``(N, H, W, C)`` with ``C`` 3 or 4. A 3-D array
+    of 3 rows, ``(3, H, W)``, could be three gray images or one RGB image and is refused: give
+    ``(3, 1, H, W)`` or ``(1, 3, H, W)``. Any dtype: uint8 and other integers are 0..255, a float
+    array whose values all lie in [0, 1] is scaled by 255 (otherwise read as 0..255), bool is
+    0 or 255. Colour becomes luminance, every image is resized to ``size x size`` (bilinear,
+    antialiased) and, with ``invert="auto"``, inverted when its border is mostly light.
+    """
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise ImageError("no images given")
+        return torch.cat([as_pixels(item, invert=invert, size=size) for item in images])
+    _check_invert(invert)
+    if isinstance(images, (str, Path)):
+        return load_image(images, invert=invert, size=size)[None]
+    if isinstance(images, Image.Image):
+        return image_pixels(images, invert=invert, size=size)[None]
+    if isinstance(images, np.ndarray):
+        images = torch.from_numpy(np.ascontiguousarray(images))
+    if not isinstance(images, torch.Tensor):
+        raise ImageError(f"expected a path, a PIL image, a tensor or an array, got {type(images).__name__}")
+    return _tensor_pixels(images, invert, size)
+
+
+def _batch_layout(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as ``(N, C, H, W)`` by the rules of ``as_pixels``."""
+    shape = tuple(t.shape)
+    if t.dim() == 2:
+        return t[None, None]
+    if t.dim() == 3 and shape[-1] in (3, 4) and shape[0] > 4:
+        return t.permute(2, 0, 1)[None]
+    if t.dim() == 3 and shape[0] == 3:
+        raise ImageError(f"images of shape {shape} are three gray images or one RGB image: give (3, 1, H, W) for "
+                         "the first, (1, 3, H, W) or (H, W, 3) for the second")
+    if t.dim() == 3:
+        return t[:, None]
+    if t.dim() == 4 and shape[1] in (1, 3):
+        return t
+    if t.dim() == 4 and shape[-1] in (1, 3, 4):
+        return t.permute(0, 3, 1, 2)
+    raise ImageError(f"images of shape {shape}: expected (H, W), (C, H, W), (H, W, C), (N, H, W) or (N, C, H, W) "
+                     "with 1 or 3 channels")
+
+
+def _tensor_pixels(t: torch.Tensor, invert: str, size: int) -> torch.Tensor:
+    x = _batch_layout(t.detach().cpu())
+    if min(x.shape) < 1:
+        raise ImageError(f"empty images (shape {tuple(t.shape)})")
+    if x.dtype == torch.bool:
+        x = x.to(torch.uint8) * 255
+    if x.is_complex():
+        raise ImageError(f"images must be real numbers, got {x.dtype}")
+    floating = x.is_floating_point()
+    x = torch.nan_to_num(x.to(torch.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    if floating and x.min() >= 0 and x.max() <= 1:
+        x = x * 255
+    x = x.clamp(0, 255)
+    if x.shape[1] == 4:  # RGBA: composited on white, as load_image does
+        x = x[:, :3] * (x[:, 3:] / 255) + 255 * (1 - x[:, 3:] / 255)
+    if x.shape[1] == 3:
+        x = sum(w * x[:, c : c + 1] for c, w in enumerate(_LUMA))
+    border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], dim=-1).mean(dim=(1, 2))
+    x = x.float()
+    if tuple(x.shape[-2:]) != (size, size):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    flip = torch.full_like(border, invert == "yes", dtype=torch.bool) if invert != "auto" else border > 127
+    x = torch.where(flip.view(-1, 1, 1, 1), 255 - x, x)
+    return x.round().clamp(0, 255).to(torch.uint8)[:, 0]

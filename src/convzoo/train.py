@@ -26,7 +26,6 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from . import distributed, rundir
 from .checkpoint import load_state, save_model, snapshot_state, write_state
@@ -46,6 +45,7 @@ from .monitor import (
     not_learning,
 )
 from .optim import lr_factor, make_optimizer
+from .progress import Progress, progress_for
 from .resources import check_fits
 from .runtime import backend_settings, resolve_device, uses_cuda_graphs
 from .signals import interrupt_on_signals
@@ -155,7 +155,7 @@ def fit(
     *,
     resume: bool = False,
     overwrite: bool = False,
-    progress: bool | None = None,
+    progress: bool | str | Progress | None = None,
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
     command: str | None = None,
@@ -166,7 +166,8 @@ def fit(
     written. A NaN or infinite loss raises ``DivergenceError``; SIGINT and SIGTERM raise
     ``RunInterrupted``. Either way the run directory keeps the checkpoint of the last completed
     epoch (every file is written atomically), and ``resume`` continues from it. ``warn`` gets
-    the warning that a run is not learning (default: a ``warning:`` line on stderr).
+    the warning that a run is not learning (default: a ``warning:`` line on stderr); ``progress``
+    how the run shows itself as it trains (``convzoo.progress.progress_for``: in a notebook, a live plot).
 
     Under ``torchrun`` every rank calls this (``convzoo.distributed``): ``config.batch_size`` is
     the global batch, each rank trains on its share of it, metrics are summed over the ranks,
@@ -191,13 +192,13 @@ def fit(
             rundir.remove_run_dir(out, lock)
             state["opened"] = False
 
-    run = None
+    run, view = None, progress_for(progress) if main else Progress()
     with interrupt_on_signals() as hold_signals, backend_settings(config):
         try:
             run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,
                          hold_signals=hold_signals, state=state, lock=lock)
-            show = main and (sys.stderr.isatty() if progress is None else progress)
-            test = train_epochs(run, writer, log=log, warn=warn, show=show)
+            view.start(config, run.start_epoch, len(run.train_batches), run.test_batches.num_examples)
+            test = train_epochs(run, writer, log=log, warn=warn, view=view)
             # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
             # them fails, and no rank leaves the process group while another still uses it.
             with distributed.together("writing the final files"):
@@ -219,6 +220,7 @@ def fit(
             abandon()
             raise
         finally:
+            view.close()
             writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
             lock.release()
             if rank is not None:
@@ -230,11 +232,11 @@ def fit(
 
 
 def train_epochs(run: Run, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
-                 show: bool) -> Evaluation:
+                 view: Progress) -> Evaluation:
     """The epochs from ``run.start_epoch`` to the last, each checkpointed while the next trains; the last evaluation."""
     config, test = run.config, None
     for epoch in range(run.start_epoch, config.epochs):
-        row, test = train_one_epoch(run, epoch, show=show)
+        row, test = train_one_epoch(run, epoch, view)
         run.history.append(row)
         if run.main:  # copied now, written while the next epoch trains
             writer.submit(run.out, snapshot_state(run.model, run.optimizer, epoch=epoch + 1, history=run.history),
@@ -242,6 +244,7 @@ def train_epochs(run: Run, writer: _EpochWriter, *, log: Callable[[str], None], 
         log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
             f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
             f"{row['examples_per_sec']:,.0f} ex/s")
+        view.epoch_done(row)
         if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
             warn(message)
         elif message := fell_back(run.history, config):
@@ -375,7 +378,7 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
     return train, test
 
 
-def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluation]:
+def train_one_epoch(run: Run, epoch: int, view: Progress) -> tuple[dict, Evaluation]:
     """Train ``run`` for epoch ``epoch`` (from 0), then evaluate it: the epoch's metrics row and the evaluation."""
     config, step, batches = run.config, run.step, run.train_batches
     batches.set_epoch(epoch)
@@ -386,28 +389,21 @@ def train_one_epoch(run: Run, epoch: int, *, show: bool) -> tuple[dict, Evaluati
     steps, seen, lr = len(batches), 0, config.lr
     check_every = divergence_check_interval(run.device)
     started = time.perf_counter()
-    with tqdm(total=steps, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show, leave=False, unit="batch",
-              file=sys.stderr) as bar:
-        for i, (x, y) in enumerate(batches):
-            lr = config.lr * lr_factor(config.schedule, epoch * steps + i, steps * config.epochs)
-            step.set_lr(lr)
-            step(x, y)
-            seen += len(y)
-            if (i + 1) % check_every == 0 or i + 1 == steps:
-                run.watch.check(step.loss_sum, seen, (epoch, i, steps), lr)
-            if show:
-                bar.update()
-                if i % 20 == 0:
-                    elapsed = time.perf_counter() - started
-                    bar.set_postfix(loss=f"{step.loss_sum.item() / seen:.3f}", acc=f"{step.correct.item() / seen:.3f}",
-                                    ex_s=f"{seen / max(elapsed, 1e-9):,.0f}")
+    for i, (x, y) in enumerate(batches):
+        lr = config.lr * lr_factor(config.schedule, epoch * steps + i, steps * config.epochs)
+        step.set_lr(lr)
+        step(x, y)
+        seen += len(y)
+        if (i + 1) % check_every == 0 or i + 1 == steps:
+            run.watch.check(step.loss_sum, seen, (epoch, i, steps), lr)
+        view.step(i + 1, seen, step.loss_sum, step.correct)
     seen_all = torch.tensor(seen, device=run.device)
     distributed.all_reduce_sum(step.loss_sum, step.correct, seen_all)
     seen = int(seen_all)
     train_loss, train_acc = step.loss_sum.item() / seen, step.correct.item() / seen  # one sync per epoch
     seconds = time.perf_counter() - started
     evaluated = time.perf_counter()
-    test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
+    test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta, progress=view.evaluating)
     row = {
         "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
         "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),

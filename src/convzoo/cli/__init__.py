@@ -29,7 +29,7 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from ..errors import UserError, file_system_error  # noqa: E402
 from . import data, evaluate, export, runs, train, zoo  # noqa: E402
-from .common import Parser, one_line, rank_prefix  # noqa: E402
+from .common import Parser, one_line, rank_prefix, version_line  # noqa: E402
 
 COMMAND_GROUPS = (zoo, train, evaluate, data, runs, export)
 
@@ -37,6 +37,7 @@ COMMAND_GROUPS = (zoo, train, evaluate, data, runs, export)
 def build_parser() -> Parser:
     parser = Parser(prog="convzoo", description="Classic CNNs and their operations, trained on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    parser.add_argument("--version", action="version", version=version_line())
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for group in COMMAND_GROUPS:
         group.add_commands(commands)

@@ -5,6 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
+
+import torch
+
+from .. import __version__
 
 EXIT_USAGE = 2
 
@@ -41,3 +46,8 @@ def rank_prefix() -> str:
     """``rank N: `` in the other processes of a torchrun job (rank 0 reports as a single process does)."""
     rank = os.environ.get("RANK", "").strip()
     return f"rank {rank}: " if rank.isdigit() and int(rank) > 0 else ""
+
+
+def version_line() -> str:
+    """What ``convzoo --version`` prints: convzoo's version, and the PyTorch and Python it runs on."""
+    return f"convzoo {__version__} (torch {torch.__version__}, Python {platform.python_version()})"

@@ -1,4 +1,4 @@
-"""``convzoo eval`` and ``convzoo predict``: a finished run on the test set, or on image files."""
+"""``convzoo eval`` and ``convzoo predict``: a finished run on the test set, or on image files, folders and globs."""
 
 from __future__ import annotations
 
@@ -6,16 +6,17 @@ import argparse
 
 import torch
 
-from ..data import CLASSES, to_input
-from ..evaluate import scores
+from ..api import Run
+from ..data import CLASSES
+from ..errors import ConfigError
 from ..images import load_image
-from ..rundir import evaluate_run, load_run
+from ..predict import classify, find_images
 from ..show import show_confusion
-from .common import print_json
+from .common import parse_int, print_json
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = evaluate_run(args.run_dir, args.device, args.data_dir)
+    result = Run.open(args.run_dir, args.device).evaluate(args.data_dir)  # a bar on a terminal, lines in a log
     out = show_confusion(args.run_dir, evaluation=result)
     per_class = dict(zip(CLASSES, (round(a, 4) for a in result.per_class_accuracy)))
     if args.json:
@@ -29,19 +30,17 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    config, model, device = load_run(args.run_dir, args.device)
-    pixels = torch.stack([load_image(path, invert=args.invert) for path in args.images]).to(device)
-    with torch.no_grad():  # scored as in the run's evaluation (float32 unless it trained with autocast)
-        probs = torch.softmax(scores(model, to_input(pixels, config.resize), config.amp, config.tta).float(), dim=1)
-    probs = probs.cpu()
-    top_p, top_i = probs.max(dim=1)
-    rows = [{"image": str(path), "class": CLASSES[int(i)], "label": int(i), "probability": round(float(p), 4)}
-            for path, p, i in zip(args.images, top_p, top_i)]
+    if not 1 <= args.top_k <= len(CLASSES):
+        raise ConfigError(f"--top-k must be between 1 and {len(CLASSES)}, got {args.top_k}")
+    run = Run.open(args.run_dir, args.device)
+    paths = find_images(args.images)
+    pixels = torch.stack([load_image(path, invert=args.invert) for path in paths])
+    predictions = classify(run.model, run.config, pixels, run.device, names=[str(p) for p in paths], top_k=args.top_k)
     if args.json:
-        print_json(rows)
+        print_json([p.to_json() for p in predictions])
         return
-    for r in rows:
-        print(f"{r['image']}: {r['class']} ({r['probability']:.1%})")
+    for prediction in predictions:
+        print(prediction.format())
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -52,9 +51,15 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_eval)
 
-    p = commands.add_parser("predict", help="classify image files with a trained run")
+    p = commands.add_parser("predict", help="classify image files with a trained run",
+                            description="Classify images: the most probable classes of each, and a warning for an "
+                                        "image that is nothing like Fashion-MNIST (a blank page, noise).")
     p.add_argument("run_dir")
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="+", metavar="IMAGE",
+                   help="image files, folders (their image files) or globs in quotes ('photos/*.jpg', "
+                        "'scans/**/*.png')")
+    p.add_argument("--top-k", type=parse_int, default=3, metavar="K",
+                   help="show the K most probable classes (default 3)")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="make the object light on dark like Fashion-MNIST (auto: when the border is light)")
     p.add_argument("--device", default="auto")

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import shlex
 import sys
 from dataclasses import Field, replace
 from pathlib import Path
 
+from ..checkpoint import saved_epoch
 from ..config import TrainConfig, option_fields, recipe, recipe_fields, resume_changes
 from ..errors import ConfigError
+from ..estimate import plan_run
+from ..progress import progress_for
 from ..rundir import read_run_config
 from ..train import fit
 from .common import parse_float, parse_int, print_json, rank_prefix
@@ -20,7 +24,8 @@ FIRST_RUN_FIELD = "seed"
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
     """One flag per ``TrainConfig`` field (``option_fields``), default None: the recipe's value stands."""
-    group = p.add_argument_group("recipe overrides")
+    group = p.add_argument_group("recipe overrides", "each recipe's values: 'convzoo recipes MODEL'; the whole "
+                                  "configuration and its cost: --dry-run")
     for f in option_fields():
         if f.name == FIRST_RUN_FIELD:
             group = p.add_argument_group("run")
@@ -72,10 +77,18 @@ def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    quiet = (lambda _msg: None) if args.json else print
+    quiet = (lambda _msg: None) if args.json else functools.partial(print, flush=True)  # flushed: a log file
     command = shlex.join(["convzoo", *sys.argv[1:]])
     config, out, resume = config_from_args(args)
-    result = fit(config, out, resume=resume, overwrite=bool(args.overwrite), log=quiet, command=command)
+    if args.dry_run:
+        show_plan(config, out, resume, as_json=args.json)
+        return
+    tensorboard = None
+    if args.tensorboard is not None and not rank_prefix():  # rank 0 of a torchrun job logs for all
+        tensorboard = args.tensorboard or Path(out).parent / "tensorboard" / Path(out).name
+    view = progress_for(None, tensorboard=tensorboard)
+    result = fit(config, out, resume=resume, overwrite=bool(args.overwrite), log=quiet, command=command,
+                 progress=view)
     if rank_prefix():  # the other ranks of a torchrun job: rank 0 reports
         return
     if args.json:
@@ -83,6 +96,16 @@ def cmd_train(args: argparse.Namespace) -> None:
     else:
         print(f"test accuracy {result.test_acc:.4f} after {result.epochs} epochs, {result.train_seconds:.1f} s")
         print(f"run directory: {result.run_dir}  (curves.png, confusion.png, metrics.jsonl, model.safetensors)")
+
+
+def show_plan(config: TrainConfig, out: str, resume: bool, *, as_json: bool) -> None:
+    """``--dry-run``: the resolved config and what the run would cost here, from a few timed steps on random data."""
+    plan = plan_run(config, done_epochs=(saved_epoch(Path(out) / "checkpoint.safetensors") or 0) if resume else 0)
+    if as_json:
+        print_json({**plan.to_json(), "run_dir": str(out)})
+        return
+    print(plan.format())
+    print(f"run directory: {out} ({'resumed by the command, left as it is' if resume else 'not created'})")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -93,5 +116,9 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--out", metavar="DIR", help="run directory (default runs/MODEL-RECIPE-seedN)")
     p.add_argument("--overwrite", action="store_true", default=None, help="replace an existing run directory")
     p.add_argument("--json", action="store_true", help="print only a JSON summary line")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and what the run would "
+                   "cost (parameters, MACs, memory, time from a few timed steps); create nothing")
+    p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR", help="log scalars for TensorBoard to DIR "
+                   "(default: tensorboard/RUN_NAME next to the run directory); needs convzoo[tensorboard]")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

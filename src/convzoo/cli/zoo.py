@@ -1,9 +1,11 @@
-"""``convzoo models`` and ``convzoo summary``: the zoo and its layer tables."""
+"""``convzoo models``, ``convzoo summary`` and ``convzoo recipes``: the zoo, its layer tables and its recipes."""
 
 from __future__ import annotations
 
 import argparse
 
+from ..api import recipes
+from ..config import flag_name
 from ..models import get_model_spec, list_models
 from ..summary import summarize_model
 from .common import parse_int, print_json
@@ -33,6 +35,24 @@ def cmd_summary(args: argparse.Namespace) -> None:
         print(summary.format())
 
 
+def cmd_recipes(args: argparse.Namespace) -> None:
+    table = {name: recipes(name) for name in ([args.model] if args.model else list_models())}
+    if args.json:
+        print_json(table)
+        return
+    for i, (model, settings) in enumerate(table.items()):
+        names = list(settings)
+        print(("\n" if i else "") + (f"{model:<20}" + "".join(f"{name:<12}" for name in names)).rstrip())
+        for field in settings[names[0]]:
+            cells = "".join(f"{_value(settings[name][field]):<12}" for name in names)
+            print(f"  {flag_name(field):<18}{cells}".rstrip())
+
+
+def _value(value: object) -> str:
+    return ("on" if value else "off") if isinstance(value, bool) else f"{value:g}" if isinstance(value, float) \
+        else str(value)
+
+
 def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("models", help="list the model zoo")
     p.add_argument("--json", action="store_true")
@@ -45,3 +65,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--num-classes", type=parse_int, default=10)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_summary)
+
+    p = commands.add_parser("recipes", help="the settings of each recipe (d2l, the book's; fast) for each model")
+    p.add_argument("model", nargs="?", help="one model (default: every model)")
+    p.add_argument("--json", action="store_true", help="print {model: {recipe: {setting: value}}}")
+    p.set_defaults(func=cmd_recipes)

@@ -74,3 +74,29 @@ def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> 
     fig.legend(loc="outside lower center", ncols=min(len(histories), 4), fontsize=8)
     fig.suptitle(title or "runs compared", fontsize=11)
     return fig
+
+
+def live_curves_figure(train: Sequence[tuple[float, float, float]], test: Sequence[tuple[int, float]], epochs: int,
+                       *, title: str = "") -> Figure:
+    """The book's ``Animator`` plot of a run in progress, drawn again as it trains.
+
+    ``train`` holds ``(epoch, loss, accuracy)`` points at fractions of an epoch (the running means
+    of the epoch so far), ``test`` ``(epoch, accuracy)`` at the end of each epoch; the x axis spans
+    all ``epochs`` from the start, so that the curves grow into it.
+    """
+    fig = Figure(figsize=(5.5, 3.6))
+    ax = place_axes(fig, 0.55, 0.5, 4.8, 2.75)
+    if train:
+        at, loss, acc = zip(*train)
+        ax.plot(at, loss, "-", label="train loss")
+        ax.plot(at, acc, "--", label="train acc")
+    if test:
+        ax.plot(*zip(*test), "-.o", ms=3, label="test acc")
+    ax.set_xlabel("epoch")
+    ax.set_xlim(0, max(epochs, 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+    ax.grid(alpha=0.3)
+    if train or test:
+        ax.legend(loc="best", fontsize=8)
+    ax.set_title(title, fontsize=10)
+    return fig

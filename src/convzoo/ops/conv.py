@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .shapes import IntOrPair, Pair, conv2d_output_size, pair, same_padding
-from .windows import im2col
+from .windows import im2col, torch_memory_format
 
 
 def _check_conv_args(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, groups: int) -> None:
@@ -54,9 +54,18 @@ def conv2d(
       per frequency), so a k x k kernel costs the same as a 1x1 one.
 
     ``auto`` takes the FFT for kernels of 5x5 and more at stride 1 when the batch is large
-    next to the channel counts, im2col otherwise. The
-    output's memory order is ``(C_out, N, H_out, W_out)`` (``.contiguous()`` gives NCHW).
+    next to the channel counts, im2col otherwise. The output has ``F.conv2d``'s memory format:
+    contiguous NCHW, or channels-last when the input or the weight is.
     """
+    out = _conv2d(x, weight, bias, stride, padding, dilation, groups, padding_mode, algorithm)
+    return out.contiguous(memory_format=torch_memory_format(x, weight))
+
+
+def _conv2d(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, stride: IntOrPair, padding: IntOrPair | str,
+    dilation: IntOrPair, groups: int, padding_mode: str, algorithm: str,
+) -> torch.Tensor:
+    """``conv2d`` with its output in the order the algorithm leaves it: ``(C_out, N, H_out, W_out)`` for im2col."""
     _check_conv_args(x, weight, bias, groups)
     kernel = pair(tuple(weight.shape[2:]), "kernel_size")
     stride_, dilation_ = pair(stride, "stride"), pair(dilation, "dilation")

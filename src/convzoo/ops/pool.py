@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from .shapes import IntOrPair, pair, pool2d_output_size
-from .windows import im2col
+from .windows import im2col, torch_memory_format
 
 
 def _pool_windows(
@@ -40,7 +40,8 @@ def max_pool2d(
     row-major order, as in ``F.max_pool2d``.
     """
     windows = _pool_windows(x, kernel_size, stride, padding, dilation, ceil_mode, float("-inf"))
-    return windows.max(dim=1).values.transpose(0, 1)  # memory order (C, N, H_out, W_out)
+    # The windows' (C, N, H_out, W_out) order, laid out as F.max_pool2d lays out its output.
+    return windows.max(dim=1).values.transpose(0, 1).contiguous(memory_format=torch_memory_format(x))
 
 
 def _window_lengths(size: int, out: int, kernel: int, stride: int, pad: int, include_pad: bool) -> torch.Tensor:
@@ -64,7 +65,7 @@ def avg_pool2d(
     if divisor_override is not None:
         if divisor_override == 0:
             raise ValueError("divisor_override must be non-zero")
-        return sums / divisor_override
+        return (sums / divisor_override).contiguous(memory_format=torch_memory_format(x))
     kernel = pair(kernel_size, "kernel_size")
     stride_ = kernel if stride is None else pair(stride, "stride")
     pad = pair(padding, "padding")
@@ -73,7 +74,7 @@ def avg_pool2d(
         for a in range(2)
     )
     divisor = (rows[:, None] * cols[None, :]).to(device=sums.device, dtype=sums.dtype)
-    return sums / divisor
+    return (sums / divisor).contiguous(memory_format=torch_memory_format(x))
 
 
 def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:

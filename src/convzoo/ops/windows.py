@@ -80,5 +80,14 @@ def im2col(x: torch.Tensor, kernel: Pair, stride: Pair, dilation: Pair, out: Pai
 def col2im(cols: torch.Tensor, size: Pair, kernel: Pair, stride: Pair, dilation: Pair) -> torch.Tensor:
     """``(C, kh, kw, N, H_out, W_out) -> (N, C, H, W)``: the adjoint of ``im2col`` (sums overlaps).
 
-    The result is laid out in memory as ``(C, N, H, W)``, like every output of ``convzoo.ops``."""
+    The result is laid out in memory as ``(C, N, H, W)``, the order of the columns."""
     return _Col2Im.apply(cols, tuple(size), kernel, stride, dilation)
+
+
+def torch_memory_format(*inputs: torch.Tensor) -> torch.memory_format:
+    """The memory format PyTorch's convolution and pooling give an output of these inputs: channels-last
+    when one of them is channels-last (and not also plain NCHW, as a one-channel tensor can be), else NCHW."""
+    for t in inputs:
+        if t.dim() == 4 and t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous():
+            return torch.channels_last
+    return torch.contiguous_format

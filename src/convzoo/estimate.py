@@ -1,0 +1,219 @@
+"""What a run will cost before it starts: parameters, MACs, memory, and time from a few timed steps.
+
+    plan_run(config)        a ``Plan``: the resolved config and its cost (``convzoo train ... --dry-run``)
+    run_seconds(...)        a run's time from the time of one step and of scoring one test image
+    shorter(config)         the options that would make a run quicker (``--limit-train``, ``--resize``, ...)
+
+Time is measured, not modelled: ``time_step`` trains the run's own network, optimizer and
+precision on random data for a few steps on the chosen device and scores one batch as the
+evaluation does. Steps on a GPU are timed eagerly, without the CUDA graphs training may
+replay, so a small network's estimate there is on the high side. Memory is an estimate from
+the shapes: the data set on the device, the weights with their gradients and optimizer state,
+and the activations of one batch that the backward pass keeps (every layer's output).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from .config import TrainConfig, flag_name, option_fields
+from .data import load_split
+from .evaluate import scores
+from .models import InputSizeError, create_model, feature_size, get_model_spec, init_weights
+from .optim import make_optimizer
+from .runtime import backend_settings, device_name, resolve_device
+from .step import TrainStep
+from .summary import ModelSummary, summarize
+
+LONG_RUN_SECONDS = 300  # a run expected to take longer is announced as it starts (``note: ...``)
+_TIMED_SECONDS = 2.0  # how long time_step keeps timing steps once one is warm
+
+
+@dataclass
+class Plan:
+    """A run's resolved configuration and what it will cost on ``device``."""
+
+    config: TrainConfig
+    device: str
+    device_name: str
+    params: int
+    macs: int  # multiply-accumulates of one forward pass of one image at config.resize
+    train_images: int
+    test_images: int
+    steps_per_epoch: int
+    epochs: int  # the epochs still to train (fewer than config.epochs for a resumed run)
+    memory: dict[str, int]  # bytes: data, weights (with gradients and optimizer state), activations
+    step_seconds: float  # one training step of config.batch_size images
+    eval_image_seconds: float  # scoring one test image (both passes with --tta)
+    seconds: float  # the whole run: training and every epoch's evaluation
+
+    def to_json(self) -> dict:
+        return {**asdict(self), "config": asdict(self.config)}
+
+    def format(self) -> str:
+        """The plan as ``convzoo train --dry-run`` prints it."""
+        config, mib = self.config, 2**20
+        flags = [""]
+        for flag in as_flags(config):  # lines of at most 100 characters; a flag and its value stay together
+            flags[-1:] = [f"{flags[-1]} {flag}".strip()] if len(flags[-1]) + len(flag) < 100 else [flags[-1], flag]
+        lines = [f"{config.model} with the {config.recipe} recipe, resolved (nothing was created):",
+                 *(f"  {line}" for line in flags),
+                 f"parameters       {self.params:,}",
+                 f"MACs per image   {self.macs:,} at {config.resize}x{config.resize} (FLOPs = 2 x MACs)",
+                 f"training         {self.epochs} epoch(s) x {self.steps_per_epoch:,} steps of {config.batch_size} "
+                 f"({self.train_images:,} images); {self.test_images:,} test images scored after each epoch",
+                 f"memory on {self.device:<6} about {sum(self.memory.values()) / mib:,.0f} MiB: data "
+                 f"{self.memory['data'] / mib:,.1f}, weights with gradients and optimizer state "
+                 f"{self.memory['weights'] / mib:,.1f}, activations of a batch {self.memory['activations'] / mib:,.1f}",
+                 f"time on {self.device:<8} about {format_seconds(self.seconds)} ({self.step_seconds * 1e3:,.1f} ms "
+                 f"a training step, {self.eval_image_seconds * 1e3:,.2f} ms to score a test image; measured on "
+                 f"{self.device_name})"]
+        if self.seconds > LONG_RUN_SECONDS and (options := shorter(config)):
+            lines.append(f"quicker: {options}")
+        return "\n".join(lines)
+
+
+def as_flags(config: TrainConfig) -> list[str]:
+    """``config`` as the ``train`` flags that give it: ``--recipe d2l --epochs 10 ... --no-augment ...``."""
+    out = [f"--recipe {config.recipe}"]
+    for f in option_fields():
+        value = getattr(config, f.name)
+        if isinstance(value, bool):
+            out.append(flag_name(f.name) if value else "--no-" + flag_name(f.name)[2:])
+        elif value is not None:
+            out.append(f"{flag_name(f.name)} {value}")
+    return out
+
+
+def format_seconds(seconds: float) -> str:
+    """``42 s``, ``3 min 20 s``, ``2 h 05 min``."""
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+def run_seconds(config: TrainConfig, epochs: int, steps_per_epoch: int, test_images: int, step_seconds: float,
+                eval_image_seconds: float | None = None) -> float:
+    """A run's training and evaluation time. Without a measured ``eval_image_seconds``, scoring an image
+    is taken as a third of training on it (a forward pass of the three a step makes), twice with ``--tta``."""
+    if eval_image_seconds is None:
+        eval_image_seconds = step_seconds / config.batch_size / 3 * (2 if config.tta else 1)
+    return epochs * (steps_per_epoch * step_seconds + test_images * eval_image_seconds)
+
+
+def shorter(config: TrainConfig) -> str:
+    """The options that would shorten a run of ``config``, as flags (empty if there are none)."""
+    options = []
+    if config.limit_train is None or config.limit_train > 10_000:
+        options.append("--limit-train 10000")
+    if config.limit_test is None or config.limit_test > 2_000:
+        options.append("--limit-test 2000")
+    smaller = max(smallest_input_size(config.model), config.resize // 2, 32)  # 28x28 is the data's own size
+    if smaller <= config.resize * 3 // 4:  # a quarter fewer pixels at least, or it is not worth saying
+        options.append(f"--resize {smaller}")
+    if config.recipe != "fast":
+        options.append("--recipe fast")
+    if config.epochs > 2:
+        options.append("--epochs 2")
+    if resolve_device(config.device).type == "cpu":
+        options.append("a GPU (--device cuda)")
+    return ", ".join(options)
+
+
+def smallest_input_size(model: str) -> int:
+    """The smallest input side ``model`` takes (its feature maps vanish below it), from the shape formulas."""
+    with torch.device("meta"):
+        network = create_model(model)
+    for size in range(1, get_model_spec(model).input_size + 1):
+        try:
+            feature_size(network, size)
+            return size
+        except InputSizeError:
+            continue
+    return get_model_spec(model).input_size
+
+
+def memory_bytes(config: TrainConfig, summary: ModelSummary, train_images: int, test_images: int) -> dict[str, int]:
+    """Estimated device memory of a run: the uint8 splits with their int64 labels, the weights with gradients
+    and optimizer state (a momentum buffer for SGD with momentum, two moments for AdamW), and the outputs of
+    every layer (``summary``'s rows) for one training batch, bfloat16 under ``amp``, that the backward pass keeps."""
+    states = 2 if config.optimizer == "adamw" else int(config.momentum > 0)
+    per_image = config.resize**2 + sum(math.prod(row.output_shape) for row in summary.layers)
+    return {"data": (train_images + test_images) * (28 * 28 + 8), "weights": summary.total_params * 4 * (2 + states),
+            "activations": per_image * config.batch_size * (2 if config.amp else 4)}
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_step(config: TrainConfig, model: nn.Module, device: torch.device, *, steps: int = 3) -> tuple[float, float]:
+    """Seconds of one training step and of scoring one test image, measured on random data.
+
+    One step warms up (kernel selection, allocations), then up to ``steps`` are timed, fewer when
+    they take over ``_TIMED_SECONDS``; a first step that takes that long is the estimate itself (a
+    warm one is a little quicker). Scoring is timed on one batch of at most 64 images.
+    """
+    optimizer = make_optimizer(model, config, device=device)
+    step = TrainStep(model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer, device,
+                     amp=config.amp)
+    x = torch.rand(config.batch_size, 1, config.resize, config.resize, device=device)
+    if config.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    model.train()
+    started = time.perf_counter()
+    step(x, y)
+    _synchronize(device)
+    step_seconds = time.perf_counter() - started
+    if step_seconds < _TIMED_SECONDS:
+        started, timed = time.perf_counter(), 0
+        while timed < steps and (timed == 0 or time.perf_counter() - started < _TIMED_SECONDS):
+            step(x, y)
+            _synchronize(device)
+            timed += 1
+        step_seconds = (time.perf_counter() - started) / timed
+    model.eval()
+    batch = x[: min(config.eval_batch_size, 64)]
+    with torch.no_grad():
+        scores(model, batch, config.amp, config.tta)  # warm-up of the evaluation's shapes
+        _synchronize(device)
+        started = time.perf_counter()
+        scores(model, batch, config.amp, config.tta)
+        _synchronize(device)
+    return step_seconds, (time.perf_counter() - started) / len(batch)
+
+
+def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3) -> Plan:
+    """The ``Plan`` of a run of ``config`` (``done_epochs`` already trained, for a resumed run).
+
+    Reads the data set (its sizes), builds the network on the run's device and times ``steps``
+    training steps on random data; writes nothing.
+    """
+    device = resolve_device(config.device)
+    train_images = len(load_split("train", config.data_dir)[1][: config.limit_train])
+    test_images = len(load_split("test", config.data_dir)[1][: config.limit_test])
+    with backend_settings(config):
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, backend=config.backend, input_size=config.resize)
+        init_weights(model, config.init)
+        summary = summarize(model, config.resize)
+        memory = memory_bytes(config, summary, train_images, test_images)
+        model.to(device)
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
+    steps_per_epoch = -(-train_images // config.batch_size)
+    epochs = max(config.epochs - done_epochs, 0)
+    seconds = run_seconds(config, epochs, steps_per_epoch, test_images, step_seconds, eval_seconds)
+    return Plan(config, str(device), device_name(device), summary.total_params, summary.total_macs, train_images,
+                test_images, steps_per_epoch, epochs, memory, step_seconds, eval_seconds, seconds)

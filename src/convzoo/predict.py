@@ -1,0 +1,169 @@
+"""Classifying images with a trained model: the top classes, and whether an image is unlike Fashion-MNIST.
+
+    find_images(["shoe.jpg", "photos/", "scans/*.png"])   files, folders and globs -> image files
+    classify(model, config, pixels, device, top_k=3)      -> one ``Prediction`` per image
+    unlike_training_data(pixels)                          -> why each image is unlike the data set, or None
+
+A network answers with confidence whatever it is shown: a blank page gets a class and often a
+high probability. Whether an image looks like a Fashion-MNIST picture at all is therefore judged
+from the image itself, by four statistics that every one of the 60,000 training images keeps
+within a range (``REFERENCE``); an image outside any range is flagged, with the reason.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .data import CLASSES, to_input
+from .evaluate import scores
+from .images import ImageError
+
+# What a folder or a glob contributes: files PIL reads, by their suffix (a file named outright is always tried).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
+                            ".pbm", ".pnm"})
+
+# Per-image statistics (pixels / 255), in the order they are checked. Every one of the 60,000
+# training images keeps within std 0.065..0.476, border 0.003..0.476, ink 0.038..0.909, roughness
+# 0.19..1.80 (99.99% of them within std 0.077..0.468, border 0.004..0.397, ink 0.068..0.892,
+# roughness 0.22..1.54); widened a little, no image of the test split is flagged (tests/test_predict.py).
+REFERENCE = {
+    "std": (0.055, 1.0),  # contrast; a blank page has none
+    "border": (0.0, 0.6),  # mean of the 2-pixel frame: objects lie on a dark background
+    "ink": (0.035, 0.95),  # fraction of pixels brighter than 0.1: how much of the frame the object covers
+    "roughness": (0.0, 2.0),  # mean |difference| of neighbouring pixels over the std: uniform noise is ~2.3
+}
+_WHY = {
+    ("std", False): "blank: one flat tone, no object",
+    ("ink", False): "almost empty: the object covers {value:.1%} of the frame (training images: at least 3.8%)",
+    ("ink", True): "the frame is filled: {value:.1%} of it is bright (training images: at most 91%)",
+    ("border", True): "the background is not dark (border mean {value:.2f}; a dark object on light needs inverting)",
+    ("roughness", True): "noise-like: neighbouring pixels differ {value:.1f}x the contrast (training images: "
+                         "at most 1.8x)",
+}
+
+
+@dataclass
+class Prediction:
+    """One image's classification: the most probable class first in ``top``."""
+
+    image: str  # the file, or "image N" for an image given as a tensor or PIL image
+    top: list[tuple[int, float]]  # (label, probability), most probable first
+    unlike_training_data: str | None = None  # why the image is nothing like Fashion-MNIST, or None
+
+    @property
+    def label(self) -> int:
+        return self.top[0][0]
+
+    @property
+    def class_name(self) -> str:
+        return CLASSES[self.label]
+
+    @property
+    def probability(self) -> float:
+        return self.top[0][1]
+
+    def to_json(self) -> dict:
+        return {"image": self.image, "class": self.class_name, "label": self.label,
+                "probability": round(self.probability, 4),
+                "top_k": [{"class": CLASSES[i], "label": i, "probability": round(p, 4)} for i, p in self.top],
+                "unlike_training_data": self.unlike_training_data is not None, "why": self.unlike_training_data}
+
+    def format(self) -> str:
+        """One line: ``image: Sneaker 91.2% (Sandal 5.1%, Ankle boot 2.0%)``, and the warning if any."""
+        others = ", ".join(f"{CLASSES[i]} {p:.1%}" for i, p in self.top[1:])
+        line = f"{self.image}: {self.class_name} {self.probability:.1%}" + (f" ({others})" if others else "")
+        if self.unlike_training_data:
+            line += f"  [unlike the training data: {self.unlike_training_data}]"
+        return line
+
+
+def find_images(specs: Sequence[str | Path]) -> list[Path]:
+    """The image files that ``specs`` name: files as given, each folder's image files, each glob's matches.
+
+    Folders and globs contribute the files with an image suffix (``IMAGE_SUFFIXES``), sorted; a
+    folder is not searched recursively, a glob with ``**`` is. A name that is none of these, a
+    folder without images and a glob that matches none are ``ImageError``s.
+    """
+    found: list[Path] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageError(f"{spec}: a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+            found += files
+        elif path.exists() or not glob.has_magic(str(spec)):
+            found.append(path)  # a missing file is reported by load_image, naming it
+        else:
+            files = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
+                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ImageError(f"{spec}: matches no image file")
+            found += files
+    return found
+
+
+def image_statistics(pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The statistics of ``REFERENCE`` for uint8 pixels ``(N, H, W)``, one value per image each."""
+    x = pixels.float() / 255
+    std = x.std(dim=(1, 2), correction=0)
+    edges = (x[:, :, 1:] - x[:, :, :-1]).abs().mean(dim=(1, 2)) + (x[:, 1:] - x[:, :-1]).abs().mean(dim=(1, 2))
+    border = torch.cat([x[:, :2].flatten(1), x[:, -2:].flatten(1), x[:, :, :2].flatten(1), x[:, :, -2:].flatten(1)],
+                       dim=1)
+    return {"std": std, "ink": (x > 0.1).float().mean(dim=(1, 2)), "border": border.mean(dim=1),
+            "roughness": torch.where(std > 0, edges / std.clamp(min=1e-6), torch.zeros_like(std))}
+
+
+def unlike_training_data(pixels: torch.Tensor) -> list[str | None]:
+    """For each image of uint8 pixels ``(N, H, W)``: why it is unlike every Fashion-MNIST training image, or None."""
+    stats = image_statistics(pixels)
+    reasons: list[str | None] = []
+    for i in range(len(pixels)):
+        why = None
+        for name, (low, high) in REFERENCE.items():
+            value = float(stats[name][i])
+            if not low <= value <= high:
+                why = _WHY[(name, value > high)].format(value=value)
+                break  # the first reason is the clearest: a blank image is also "almost empty"
+        reasons.append(why)
+    return reasons
+
+
+@torch.no_grad()
+def probabilities(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """Class probabilities ``(N, 10)`` of uint8 pixels ``(N, H, W)``, scored as the run evaluated (input size,
+    autocast, test-time augmentation), in batches of the run's evaluation batch size; on the CPU."""
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(pixels), config.eval_batch_size):
+        x = to_input(pixels[start : start + config.eval_batch_size].to(device), config.resize)
+        if config.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        out.append(torch.softmax(scores(model, x, config.amp, config.tta).float(), dim=1).cpu())
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def classify(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device: torch.device, *,
+             names: Sequence[str] | None = None, top_k: int = 3) -> list[Prediction]:
+    """One ``Prediction`` per image of uint8 pixels ``(N, H, W)`` (``convzoo.images.as_pixels``).
+
+    ``names`` label the images (default ``image 0``, ``image 1``, ...); ``top_k`` classes are kept per image.
+    """
+    if not 1 <= top_k <= len(CLASSES):
+        raise ValueError(f"top_k must be between 1 and {len(CLASSES)}, got {top_k}")
+    names = list(names) if names is not None else [f"image {i}" for i in range(len(pixels))]
+    if len(names) != len(pixels):
+        raise ValueError(f"{len(names)} names for {len(pixels)} images")
+    top_p, top_i = probabilities(model, config, pixels, device).topk(top_k, dim=1)
+    reasons = unlike_training_data(pixels)
+    return [Prediction(name, [(int(i), float(p)) for i, p in zip(labels, probs)], why)
+            for name, labels, probs, why in zip(names, top_i, top_p, reasons)]

@@ -1,0 +1,136 @@
+"""Classifying images with a run: files, folders and globs, the top-k classes, and images unlike Fashion-MNIST."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from convzoo.data import CLASSES, load_split
+from convzoo.data.source import DEBIAN_DIR
+from convzoo.images import ImageError, as_pixels
+from convzoo.predict import REFERENCE, classify, find_images, image_statistics, unlike_training_data
+from convzoo.rundir import load_run
+
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+
+
+def blank_page() -> torch.Tensor:
+    """A white page, as a scanner or a camera would give it (inverted to black by ``as_pixels``)."""
+    return as_pixels(torch.full((1, 120, 90), 250, dtype=torch.uint8))
+
+
+# --- finding the images -----------------------------------------------------------------------
+
+def test_files_folders_and_globs(tmp_path: Path) -> None:
+    for name in ("b.png", "a.jpg", "notes.txt", "c.PNG"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "d.png").write_bytes(b"")
+    assert find_images([tmp_path]) == [tmp_path / n for n in ("a.jpg", "b.png", "c.PNG")]  # images only, sorted
+    assert find_images([f"{tmp_path}/*.png"]) == [tmp_path / "b.png"]
+    assert find_images([f"{tmp_path}/**/*.png"]) == [tmp_path / "b.png", tmp_path / "sub" / "d.png"]
+    assert find_images([tmp_path / "notes.txt", tmp_path / "b.png"]) == [tmp_path / "notes.txt", tmp_path / "b.png"]
+    assert find_images([tmp_path / "missing.png"]) == [tmp_path / "missing.png"]  # load_image names it
+
+
+@pytest.mark.parametrize("spec, message", [("empty", "a folder with no image files"),
+                                           ("*.gif", "matches no image file")])
+def test_a_folder_or_glob_without_images_is_an_error(tmp_path: Path, spec: str, message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ImageError, match=message):
+        find_images([str(tmp_path / spec)])
+
+
+# --- unlike the training data -----------------------------------------------------------------
+
+def test_no_real_image_is_flagged() -> None:
+    for split in ("train", "test"):
+        images = load_split(split, SLICE)[0]
+        assert unlike_training_data(images) == [None] * len(images), split
+
+
+@pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="the full data set is not installed (make test installs it)")
+def test_no_image_of_the_full_test_split_is_flagged() -> None:
+    images = load_split("test")[0]
+    assert sum(reason is not None for reason in unlike_training_data(images)) == 0
+
+
+def test_blank_pages_noise_and_specks_are_flagged() -> None:
+    dot = torch.zeros(1, 28, 28, dtype=torch.uint8)
+    dot[0, 13:15, 13:15] = 255
+    cases = {
+        "blank": blank_page(),
+        "blank ": torch.zeros(1, 28, 28, dtype=torch.uint8),  # a black page
+        "noise-like": torch.randint(0, 256, (1, 28, 28), generator=torch.Generator().manual_seed(0)).to(torch.uint8),
+        "almost empty": dot,
+        "the background is not dark": 255 - load_split("test", SLICE)[0][:1],  # dark on light, not inverted
+    }
+    for start, pixels in cases.items():
+        (reason,) = unlike_training_data(pixels)
+        assert reason is not None and reason.startswith(start.strip()), (start, reason)
+
+
+def test_statistics_are_those_the_ranges_describe() -> None:
+    stats = image_statistics(load_split("test", SLICE)[0])
+    assert set(stats) == set(REFERENCE)
+    for name, (low, high) in REFERENCE.items():
+        assert low <= float(stats[name].min()) and float(stats[name].max()) <= high, name
+
+
+# --- classifying --------------------------------------------------------------------------------
+
+def test_classify_gives_the_top_k_classes_most_probable_first(tiny_run: Path) -> None:
+    config, model, device = load_run(tiny_run, "cpu")
+    images = load_split("test", SLICE)[0][:8]
+    predictions = classify(model, config, torch.cat([images, blank_page()]), device, top_k=3)
+    assert [p.image for p in predictions] == [f"image {i}" for i in range(9)]
+    for p in predictions:
+        labels, probs = zip(*p.top)
+        assert len(set(labels)) == 3 and list(probs) == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
+        assert p.class_name == CLASSES[p.label] and p.probability == probs[0]
+    with torch.no_grad():
+        expected = model(images[:, None].float() / 255).argmax(1)
+    assert [p.label for p in predictions[:8]] == expected.tolist()
+    assert [p.unlike_training_data is None for p in predictions] == [True] * 8 + [False]
+    with pytest.raises(ValueError, match="top_k must be between 1 and 10"):
+        classify(model, config, images, device, top_k=11)
+
+
+def test_cli_predicts_a_folder_and_a_glob_with_top_k(tiny_run: Path, tmp_path: Path,
+                                                     run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, image in enumerate(load_split("test", SLICE)[0][:3]):
+        Image.fromarray(image.numpy()).save(folder / f"item{i}.png")
+    Image.new("L", (200, 150), 255).save(folder / "blank.jpg")  # a white page
+    code, out, err = run_cli("predict", str(tiny_run), str(folder), "--top-k", "2", "--json")
+    assert (code, err) == (0, "")
+    rows = json.loads(out)
+    assert [Path(r["image"]).name for r in rows] == ["blank.jpg", "item0.png", "item1.png", "item2.png"]
+    assert all(len(r["top_k"]) == 2 and r["top_k"][0]["class"] == r["class"] for r in rows)
+    assert [r["unlike_training_data"] for r in rows] == [True, False, False, False]
+    assert rows[0]["why"].startswith("blank")
+
+    code, out, err = run_cli("predict", str(tiny_run), f"{folder}/item*.png", "--top-k", "3")
+    assert (code, err) == (0, "")
+    lines = out.splitlines()
+    assert len(lines) == 3 and all(line.count("%") == 3 for line in lines)
+
+    code, out, err = run_cli("predict", str(tiny_run), str(folder / "blank.jpg"))
+    assert code == 0 and "unlike the training data: blank" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{d}/nothing.png"], "nothing.png: no such file"),
+    (["{d}/*.png"], "matches no image file"),
+    (["{d}/x.png", "--top-k", "0"], "--top-k must be between 1 and 10, got 0"),
+])
+def test_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path, args: list[str], message: str,
+                                 run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    code, out, err = run_cli("predict", str(tiny_run), *(a.format(d=tmp_path) for a in args))
+    assert code == 2 and out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
