@@ -33,14 +33,13 @@ def test_plan_counts_the_run_and_times_it() -> None:
 
 
 def test_memory_is_data_weights_with_optimizer_state_and_activations() -> None:
-    summary = summarize_model("lenet")
     # The input, then each layer's output: conv, sigmoid, pool, conv, sigmoid, pool, flatten, (linear, sigmoid) x 3.
     activations = 28 * 28 + 6 * 28 * 28 * 2 + 6 * 14 * 14 + 16 * 10 * 10 * 2 + 16 * 5 * 5 * 2 + 120 * 2 + 84 * 2 + 10
-    plain = memory_bytes(recipe("lenet"), summary, 60_000, 10_000)
+    plain = memory_bytes(recipe("lenet"), 60_000, 10_000)
     assert plain == {"data": 70_000 * 792, "weights": 61_706 * 4 * 2, "activations": activations * 256 * 4}
-    adamw = memory_bytes(recipe("lenet", optimizer="adamw", amp=True), summary, 60_000, 10_000)
+    adamw = memory_bytes(recipe("lenet", optimizer="adamw", amp=True), 60_000, 10_000)
     assert adamw["weights"] == 61_706 * 4 * 4 and adamw["activations"] == activations * 256 * 2
-    assert memory_bytes(recipe("lenet", "fast"), summary, 1, 1)["weights"] == 61_706 * 4 * 3  # momentum
+    assert memory_bytes(recipe("lenet", "fast"), 1, 1)["weights"] == 61_706 * 4 * 3  # momentum
 
 
 def test_the_flags_of_a_config_give_it_back() -> None:

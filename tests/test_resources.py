@@ -19,13 +19,14 @@ def test_the_estimate_counts_weights_data_and_activations() -> None:
     config = recipe("lenet")
     estimate = estimate_memory(config)
     assert estimate.weights == 4 * 61_706 * 2  # weights and gradients; plain SGD keeps no state
-    assert estimate.data == 70_000 * 28 * 28
+    assert estimate.data == 70_000 * (28 * 28 + 8)
     # LeNet's layer outputs per image: 6x28x28 twice, 6x14x14, 16x10x10 twice, 16x5x5, 400, 120 x2, 84 x2, 10
     outputs = 2 * 4704 + 1176 + 2 * 1600 + 400 + 400 + 2 * 120 + 2 * 84 + 10
-    assert estimate.per_train_image == 4 * 2 * (784 + outputs)
+    assert estimate.per_train_image == 4 * (784 + outputs)
+    assert estimate_memory(recipe("lenet", amp=True)).per_train_image == 2 * (784 + outputs)
     momentum = estimate_memory(recipe("lenet", momentum=0.9))
     assert momentum.weights == 4 * 61_706 * 3
-    assert estimate_memory(recipe("lenet", limit_train=100, limit_test=10)).data == 110 * 784
+    assert estimate_memory(recipe("lenet", limit_train=100, limit_test=10)).data == 110 * (784 + 8)
 
 
 def test_activations_grow_with_the_square_of_the_input_side() -> None:

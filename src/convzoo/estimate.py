@@ -14,9 +14,8 @@ and the activations of one batch that the backward pass keeps (every layer's out
 
 from __future__ import annotations
 
-import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import nn
@@ -26,9 +25,10 @@ from .data import load_split
 from .evaluate import scores
 from .models import InputSizeError, create_model, feature_size, get_model_spec, init_weights
 from .optim import make_optimizer
+from .resources import estimate_memory
 from .runtime import backend_settings, device_name, resolve_device
 from .step import TrainStep
-from .summary import ModelSummary, summarize
+from .summary import summarize
 
 LONG_RUN_SECONDS = 300  # a run expected to take longer is announced as it starts (``note: ...``)
 _TIMED_SECONDS = 2.0  # how long time_step keeps timing steps once one is warm
@@ -141,14 +141,12 @@ def smallest_input_size(model: str) -> int:
     return get_model_spec(model).input_size
 
 
-def memory_bytes(config: TrainConfig, summary: ModelSummary, train_images: int, test_images: int) -> dict[str, int]:
-    """Estimated device memory of a run: the uint8 splits with their int64 labels, the weights with gradients
-    and optimizer state (a momentum buffer for SGD with momentum, two moments for AdamW), and the outputs of
-    every layer (``summary``'s rows) for one training batch, bfloat16 under ``amp``, that the backward pass keeps."""
-    states = 2 if config.optimizer == "adamw" else int(config.momentum > 0)
-    per_image = config.resize**2 + sum(math.prod(row.output_shape) for row in summary.layers)
-    return {"data": (train_images + test_images) * (28 * 28 + 8), "weights": summary.total_params * 4 * (2 + states),
-            "activations": per_image * config.batch_size * (2 if config.amp else 4)}
+def memory_bytes(config: TrainConfig, train_images: int, test_images: int) -> dict[str, int]:
+    """Estimated device memory of a run (``convzoo.resources.estimate_memory``): the uint8 splits, the weights
+    with gradients and optimizer state, and what one training batch keeps for the backward pass."""
+    estimate = estimate_memory(replace(config, limit_train=train_images, limit_test=test_images))
+    return {"data": estimate.data, "weights": estimate.weights,
+            "activations": estimate.per_train_image * config.batch_size}
 
 
 def _synchronize(device: torch.device) -> None:
@@ -207,7 +205,7 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3) -> Pl
         model = create_model(config.model, backend=config.backend, input_size=config.resize)
         init_weights(model, config.init)
         summary = summarize(model, config.resize)
-        memory = memory_bytes(config, summary, train_images, test_images)
+        memory = memory_bytes(config, train_images, test_images)
         model.to(device)
         if config.channels_last:
             model.to(memory_format=torch.channels_last)

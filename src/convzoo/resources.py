@@ -1,8 +1,9 @@
 """What a run needs of the machine, checked before any work: memory for the model and its batches.
 
-The estimate counts, in float32, the weights with their gradients and optimizer state, the data set
-(uint8, on the training device), and each layer's output for a batch: kept for backward and
-matched by a gradient when training, one layer at a time when evaluating. It is measured on the
+The estimate counts the weights with their gradients and optimizer state (float32), the data set
+(uint8 pixels and int64 labels, on the training device), and each layer's output for a batch
+(float32, or bfloat16 under ``--amp``): all of them kept for the backward pass when training, two
+consecutive layers at a time when evaluating. It is measured on the
 ``meta`` device (shapes only, no memory), so it costs milliseconds even for a network that would
 not fit. Real use differs by workspace buffers and the allocator's caching; the check refuses
 only what cannot fit by a clear margin.
@@ -31,7 +32,7 @@ class MemoryEstimate:
 
     weights: int  # weights, gradients and optimizer state
     data: int  # both splits as uint8
-    per_train_image: int  # activations and their gradients, per image of a training batch
+    per_train_image: int  # every layer's output, per image of a training batch
     per_eval_image: int  # the largest two consecutive layer outputs, per image of an evaluation batch
 
     def total(self, batch_size: int, eval_batch_size: int) -> int:
@@ -47,14 +48,15 @@ def estimate_memory(config: TrainConfig) -> MemoryEstimate:
     outputs = [math.prod(row.output_shape[1:]) for row in summary.layers]
     input_size = config.resize * config.resize
     state = {"sgd": 1 if config.momentum > 0 else 0, "adamw": 2}[config.optimizer]
+    value = 2 if config.amp else 4  # bytes of an activation: bfloat16 under autocast
     n_train = min(config.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
     n_test = min(config.limit_test or TEST_IMAGES, TEST_IMAGES)
     pairs = [a + b for a, b in zip([input_size, *outputs], outputs)]
     return MemoryEstimate(
         weights=4 * summary.total_params * (2 + state),
-        data=(n_train + n_test) * IMAGE_BYTES,
-        per_train_image=4 * 2 * (input_size + sum(outputs)),
-        per_eval_image=4 * max(pairs, default=input_size),
+        data=(n_train + n_test) * (IMAGE_BYTES + 8),  # uint8 pixels and an int64 label
+        per_train_image=value * (input_size + sum(outputs)),
+        per_eval_image=value * max(pairs, default=input_size),
     )
 
 
