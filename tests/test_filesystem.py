@@ -57,7 +57,9 @@ def test_a_full_disk_is_the_users_error_and_the_last_checkpoint_stays(small_disk
     out = small_disk / "run"
     code, _, err = run_cli("train", "lenet", *TINY, "--epochs", "3", "--out", str(out))
     assert code == 2
-    one_error(err, "no space left on the device")
+    # This tiny run may also warn that it is at chance; the error is its one other line.
+    one_error("".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: ")),
+              "no space left on the device")
     epoch = checkpoint.saved_epoch(out / "checkpoint.safetensors")
     assert epoch is not None and epoch >= 1  # intact, and readable
     assert not [p for p in out.iterdir() if ".tmp" in p.name]

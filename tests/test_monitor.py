@@ -16,7 +16,8 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 
 def watch(**overrides: object) -> LossWatch:
-    return LossWatch(recipe("lenet", **overrides), lambda: "D keeps 1 completed epoch")
+    hint = "D keeps 1 completed epoch; continue with: convzoo train --resume D"
+    return LossWatch(recipe("lenet", **overrides), lambda: hint)
 
 
 def test_a_finite_falling_loss_passes() -> None:
@@ -38,7 +39,7 @@ def test_an_exploding_loss_stops_the_run() -> None:
     w.check(torch.tensor(EXPLOSION * 2.3 * 64 * 0.99), 64, (0, 1, 8), 0.9)  # just below the limit: goes on
     with pytest.raises(DivergenceError, match=r"grew from 2.3 to 232 .*try --lr 0.09") as info:
         w.check(torch.tensor(EXPLOSION * 2.3 * 64 * 1.01), 64, (0, 1, 8), 0.9)
-    assert "D keeps 1 completed epoch --lr 0.09" in str(info.value) and info.value.exit_code == 3
+    assert str(info.value).endswith("continue with: convzoo train --resume D --lr 0.09") and info.value.exit_code == 3
 
 
 def test_a_resumed_run_with_a_low_loss_is_not_stopped_by_noise() -> None:

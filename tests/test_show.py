@@ -95,7 +95,7 @@ def test_show_confusion_curves_and_ops(run: Path, tmp_path: Path, run_cli: Calla
     (["show", "kernels", "{run}", "--layer", "7"], "no conv layer named '7' in lenet; its conv layers: 0, 3"),
     (["show", "kernels", "{tmp}/nowhere"], "not a convzoo run directory"),
     (["show", "features", "{run}", "{tmp}/missing.png"], "no such file"),
-    (["show", "mistakes", "{run}", "--count", "0"], "--count must be at least 1"),
+    (["show", "mistakes", "{run}", "--count", "0"], "--count must be between 1 and 1,000"),
     (["show", "curves", "{tmp}"], "no metrics.jsonl"),
 ])
 def test_show_errors_are_one_line(args: list[str], message: str, run: Path, tmp_path: Path,

@@ -87,8 +87,9 @@ class LossWatch:
                     f"the other settings of the run (--weight-decay {config.weight_decay:g}, --init {config.init}). "
                     f"{hint}")
         fast = " (or --recipe fast)" if config.recipe != "fast" else ""
+        again = f" --lr {suggestion}" if "continue with:" in hint else ""
         return (head + f"the learning rate is likely too high for {config.model} with the {config.recipe} recipe; "
-                f"try --lr {suggestion}{fast}. {hint} --lr {suggestion}")
+                f"try --lr {suggestion}{fast}. {hint}{again}")
 
 
 CHANCE_MARGIN = 0.02  # test accuracy within this of 1/classes counts as chance
