@@ -156,3 +156,14 @@ def test_batches_validates_arguments(small):
         Batches(images, labels[:5], 4)
     with pytest.raises(ValueError, match="rank"):
         Batches(images, labels, 4, rank=2, world_size=2)
+
+
+def test_batch_norm_drops_a_last_batch_of_one() -> None:
+    """``min_last=2`` (a batch-norm model) drops a last partial batch with fewer than 2 images per process."""
+    images, labels = torch.zeros(40, 28, 28, dtype=torch.uint8), torch.zeros(40, dtype=torch.int64)
+    assert len(Batches(images[:33], labels[:33], 32)) == 2  # the book's loader keeps the last image
+    assert [len(y) for _, y in Batches(images[:33], labels[:33], 32, min_last=2)] == [32]
+    shards = [Batches(images[:36], labels[:36], 32, min_last=2, rank=r, world_size=2) for r in range(2)]
+    assert [len(b) for b in shards] == [2, 2]  # 4 left over: 2 per process, kept
+    shards = [Batches(images[:35], labels[:35], 32, min_last=2, rank=r, world_size=2) for r in range(2)]
+    assert [len(b) for b in shards] == [1, 1]  # 3 left over: one process would get 1, dropped on both
