@@ -31,14 +31,13 @@ from torch import nn
 
 from .config import RECIPES, TrainConfig, recipe_fields, resume_changes
 from .config import recipe as resolve_recipe
-from .data import Batches
 from .errors import ConfigError, RunInterrupted, UserError
 from .estimate import Plan, plan_run
-from .evaluate import Evaluation, evaluate
+from .evaluate import Evaluation
 from .images import as_pixels
 from .predict import Prediction, classify, find_images
 from .progress import Progress, progress_for
-from .rundir import evaluation_split, load_run, read_metrics, read_result, read_run_config
+from .rundir import evaluate_model, evaluation_split, load_run, read_metrics, read_result, read_run_config
 from .train import fit
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -184,12 +183,10 @@ class Run:
         ``.confusion``, ``.per_class_accuracy``, ``.predictions``), showing progress as ``train`` does."""
         config = self.config
         images, labels = evaluation_split(config, None if data_dir is None else str(data_dir))
-        batches = Batches(images, labels, config.eval_batch_size, device=self.device, resize=config.resize,
-                          channels_last=config.channels_last)
         view = progress_for(progress)
         view.start(config, 0, 0, len(images))  # no training steps: the view shows the evaluation alone
         try:
-            return evaluate(self.model, batches, config.amp, config.tta, progress=view.evaluating)
+            return evaluate_model(config, self.model, images, labels, self.device, progress=view.evaluating)
         finally:
             view.close()
 

@@ -22,7 +22,7 @@ import os
 import re
 import shlex
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -346,11 +346,12 @@ def evaluation_split(config: TrainConfig, data_dir: str | None = None) -> tuple[
 
 
 def evaluate_model(config: TrainConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   device: torch.device) -> Evaluation:
-    """``model`` scored on ``images`` as the run with ``config`` evaluated (batch size, input size, TTA, autocast)."""
+                   device: torch.device, progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """``model`` scored on ``images`` as the run with ``config`` evaluated (batch size, input size, TTA, autocast);
+    ``progress(done, total)`` after each batch."""
     batches = Batches(images, labels, config.eval_batch_size, device=device, resize=config.resize,
                       channels_last=config.channels_last)
-    return evaluate(model, batches, config.amp, config.tta)
+    return evaluate(model, batches, config.amp, config.tta, progress=progress)
 
 
 def evaluate_run(run_dir: str | Path, device: str = "auto", data_dir: str | None = None) -> Evaluation:

@@ -29,7 +29,7 @@ from torch import nn
 
 from . import distributed, rundir
 from .checkpoint import load_state, save_model, snapshot_state, write_state
-from .config import BOOK_RECIPES, FAST_RECIPES, TrainConfig, recipe  # noqa: F401  (the Python API of README)
+from .config import TrainConfig, recipe  # noqa: F401  (recipe: the README's `from convzoo.train import recipe, fit`)
 from .data import CLASSES, Batches, load_split
 from .errors import ConfigError, DataError, RunInterrupted, first_line
 from .evaluate import Evaluation, evaluate

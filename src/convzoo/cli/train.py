@@ -10,7 +10,7 @@ from dataclasses import Field, replace
 from pathlib import Path
 
 from ..checkpoint import saved_epoch
-from ..config import TrainConfig, option_fields, recipe, recipe_fields, resume_changes
+from ..config import TrainConfig, flag_name, option_fields, recipe, recipe_fields, resume_changes
 from ..errors import ConfigError
 from ..estimate import plan_run
 from ..progress import progress_for
@@ -29,7 +29,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in option_fields():
         if f.name == FIRST_RUN_FIELD:
             group = p.add_argument_group("run")
-        group.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None, **_flag_kwargs(f))
+        group.add_argument(flag_name(f.name), dest=f.name, default=None, **_flag_kwargs(f))
 
 
 def _flag_kwargs(f: Field) -> dict:
