@@ -12,7 +12,7 @@ DEV_STAMP := $(VENV)/.installed-dev
 DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install setup data browser lint bench tour-notebook tour-pictures
+.PHONY: demo test install setup data browser lint bench tour-notebook tour-pictures mutate
 
 demo: install data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
@@ -57,3 +57,9 @@ tour-pictures: setup data
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/lint-imports
+
+# Mutation testing of the core (slow: tens of minutes on 2 cores; docs/testing.md). GROUPS=ops models ... for some.
+mutate: setup data
+	$(PIP) -e '.[dev,mutation]'
+	$(BIN)/python tests/mutation.py run $(GROUPS)
+	$(BIN)/python tests/mutation.py report $(GROUPS) --survivors

@@ -403,6 +403,7 @@ def test_every_image_mode_is_classified(outcomes: dict) -> None:
     assert result["stderr"] == "" and len(result["stdout"].splitlines()) == 7
 
 
+@pytest.mark.slow
 def test_runner_matches_a_fresh_interpreter(outcomes: dict) -> None:
     ids = ("cli-unknown-model", "pickle-as-model-eval", "image-every-mode")
     procs = []
@@ -461,6 +462,7 @@ def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 60) -> None:
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_a_signal_stops_training_cleanly(sig: signal.Signals, code: int, tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -480,6 +482,7 @@ def test_a_signal_stops_training_cleanly(sig: signal.Signals, code: int, tmp_pat
     assert not (out / "model.safetensors").exists() and not temporary_files(out)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path: Path) -> None:
     epochs = 4
     reference = train_run(tmp_path / "straight", epochs=epochs, limit_train=None, deterministic=True)

@@ -80,6 +80,7 @@ def test_compile_and_cuda_graphs_combine_when_both_are_asked_for() -> None:
     assert uses_cuda_graphs(recipe("lenet", compile=True, cuda_graphs=True), torch.device("cuda"))
 
 
+@pytest.mark.slow
 def test_a_compiled_step_trains_as_the_eager_one_does() -> None:
     """The code path of a compiled, graphed step up to its capture, on the CPU: compile in the warm-up, train.
 

@@ -105,8 +105,8 @@ def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("model, size", [
-    ("lenet", 28), ("lenet_bn", 28), ("lenet_modern", 28), ("alexnet", 67), ("vgg11_small", 32), ("vgg11", 32),
-    ("nin", 67), ("googlenet", 32), ("resnet18", 32),
+    ("lenet", 28), ("lenet_bn", 28), ("lenet_modern", 28), *[pytest.param(*case, marks=pytest.mark.slow) for case in [
+        ("alexnet", 67), ("vgg11_small", 32), ("vgg11", 32), ("nin", 67), ("googlenet", 32), ("resnet18", 32)]],
 ])
 def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: Path) -> None:
     config = recipe(model, optimizer="adamw", lr=3e-4, epochs=1, batch_size=32, resize=size, limit_train=512,
@@ -157,6 +157,7 @@ def test_a_failed_background_checkpoint_write_fails_the_run(tmp_path: Path, monk
     assert not (tmp_path / "run" / "model.safetensors").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEBIAN_DIR.is_dir(), reason="the full data set is not installed (make test installs it)")
 def test_one_epoch_on_the_full_real_data(tmp_path: Path) -> None:
     config = recipe("lenet_bn", "fast", epochs=1, device="cpu")
