@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import Phase, settings
+
+# Mutation runs (tests/mutation.py sets HYPOTHESIS_PROFILE=mutation) stop at the first failing example:
+# shrinking it to a smaller one would only cost time, once per killed mutant.
+settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"  # real images: 2000 train, 1000 test
 

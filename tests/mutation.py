@@ -82,7 +82,8 @@ def prepare(group: str) -> Path:
 
 
 def run(groups: list[str], max_children: int) -> int:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}  # one thread per mutant's tests
+    # one thread per mutant's tests; hypothesis stops at the first failing example (tests/conftest.py)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYPOTHESIS_PROFILE": "mutation"}
     mutmut = Path(sys.executable).with_name("mutmut")
     for group in groups:
         print(f"== {group}: {', '.join(GROUPS[group][0])} against {', '.join(GROUPS[group][1])}", flush=True)
