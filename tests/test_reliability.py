@@ -521,6 +521,19 @@ def saved_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
     return {name: (root / name).read_bytes() for name in ("model.safetensors", "checkpoint.safetensors")}
 
 
+@pytest.fixture(scope="module")
+def saved_weights(saved_files: dict[str, bytes], tmp_path_factory: pytest.TempPathFactory) -> dict[str, torch.Tensor]:
+    """The weights both saved files hold, as the loaders give them back from the undamaged files."""
+    root = tmp_path_factory.mktemp("undamaged")
+    loaded = []
+    for name, data in saved_files.items():
+        (root / name).write_bytes(data)
+        loaded += load_both(root / name)
+    assert len(loaded) == 2  # the model file opens with load_model, the checkpoint with load_state, not the other
+    assert_holds_the_saved_weights(loaded, loaded[0])
+    return loaded[0]
+
+
 def mutate(data: bytes, draw: st.DrawFn) -> bytes:
     """Flip, overwrite, cut or insert bytes; half the edits land in the first 300 bytes (the headers)."""
     out = bytearray(data)
@@ -539,26 +552,37 @@ def mutate(data: bytes, draw: st.DrawFn) -> bytes:
     return bytes(out)
 
 
-def load_both(path: Path) -> int:
-    """Open ``path`` with both loaders; the number that accepted it (anything but ``CheckpointError`` escapes)."""
-    model = create_model("lenet_bn")
-    loaders = [load_model, lambda p: load_state(p, model, make_optimizer(model, recipe("lenet_bn", optimizer="adamw")))]
-    accepted = 0
-    for load in loaders:
+def load_both(path: Path) -> list[dict[str, torch.Tensor]]:
+    """Open ``path`` with both loaders; the weights each loader that accepted it holds (anything but
+    ``CheckpointError`` escapes)."""
+    def restore(p: Path) -> torch.nn.Module:
+        model = create_model("lenet_bn")
+        load_state(p, model, make_optimizer(model, recipe("lenet_bn", optimizer="adamw")))
+        return model
+
+    accepted = []
+    for load in (load_model, restore):
         try:
-            load(path)
-            accepted += 1
+            accepted.append(load(path).state_dict())
         except CheckpointError:
             pass
     return accepted
 
 
+def assert_holds_the_saved_weights(accepted: list[dict[str, torch.Tensor]], saved: dict[str, torch.Tensor]) -> None:
+    """A damaged file may be accepted only when what it gives back is what was saved, to the bit."""
+    for weights in accepted:
+        assert weights.keys() == saved.keys()
+        changed = [k for k in saved if weights[k].dtype != saved[k].dtype or not torch.equal(weights[k], saved[k])]
+        assert not changed, f"accepted a file whose weights differ from those saved: {changed}"
+
+
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data(), name=st.sampled_from(["model.safetensors", "checkpoint.safetensors"]))
-def test_mutated_checkpoints_raise_only_checkpoint_error(saved_files, tmp_path, draw, name) -> None:
+def test_mutated_checkpoints_raise_only_checkpoint_error(saved_files, saved_weights, tmp_path, draw, name) -> None:
     path = tmp_path / "fuzzed.safetensors"
     path.write_bytes(mutate(saved_files[name], draw.draw))
-    load_both(path)
+    assert_holds_the_saved_weights(load_both(path), saved_weights)
 
 
 # Tampering that keeps the file well-formed and its checksum valid: only the loaders' checks stand.
@@ -572,7 +596,8 @@ METADATA_VALUES = st.one_of(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(draw=st.data(), name=st.sampled_from(["model.safetensors", "checkpoint.safetensors"]))
-def test_tampered_but_well_formed_checkpoints_raise_only_checkpoint_error(saved_files, tmp_path, draw, name) -> None:
+def test_tampered_but_well_formed_checkpoints_raise_only_checkpoint_error(saved_files, saved_weights, tmp_path, draw,
+                                                                          name) -> None:
     source = tmp_path / "source.safetensors"
     source.write_bytes(saved_files[name])
     tensors, metadata = checkpoint._read(source)
@@ -594,7 +619,7 @@ def test_tampered_but_well_formed_checkpoints_raise_only_checkpoint_error(saved_
     metadata.pop("sha256", None)
     path = tmp_path / "tampered.safetensors"
     checkpoint._write(path, tensors, metadata)
-    load_both(path)
+    assert_holds_the_saved_weights(load_both(path), saved_weights)
 
 
 @pytest.mark.parametrize("low_bytes", [b"\x80\x02", b"PK"])

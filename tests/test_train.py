@@ -213,3 +213,80 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
     assert proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr
 
 
+
+
+# --- what a step of the loop does, pinned ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def spied_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Two epochs of LeNet over 300 images in batches of 64 (4 full batches and one of 44), one-cycle schedule,
+    150 test images in evaluation batches of 64; what the loop asked of the step, the batches and the evaluation."""
+    from convzoo import train
+    from convzoo.data import Batches
+    from convzoo.step import TrainStep
+
+    seen: dict = {"lr": [], "epochs": [], "evaluations": [], "batch_sizes": []}
+    set_lr, set_epoch, step_call, evaluate = TrainStep.set_lr, Batches.set_epoch, TrainStep.__call__, train.evaluate
+
+    def record_lr(self, lr: float) -> None:
+        seen["lr"].append(lr)
+        set_lr(self, lr)
+
+    def record_epoch(self, epoch: int) -> None:
+        if self.shuffle:  # the training batches (the test batches are never shuffled)
+            seen["epochs"].append(epoch)
+        set_epoch(self, epoch)
+
+    def record_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        seen["batch_sizes"].append(len(y))
+        step_call(self, x, y)
+
+    def record_evaluation(*args, **kwargs):
+        result = evaluate(*args, **kwargs)
+        seen["evaluations"].append(result)
+        return result
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(TrainStep, "set_lr", record_lr)
+        mp.setattr(Batches, "set_epoch", record_epoch)
+        mp.setattr(TrainStep, "__call__", record_step)
+        mp.setattr(train, "evaluate", record_evaluation)
+        config = recipe("lenet", schedule="onecycle", lr=0.2, epochs=2, batch_size=64, limit_train=300,
+                        limit_test=150, eval_batch_size=64, data_dir=str(SLICE), device="cpu")
+        out = tmp_path_factory.mktemp("spied") / "run"
+        seen["result"] = fit(config, out, log=lambda _: None, progress=False)
+    seen["out"], seen["config"] = out, config
+    return seen
+
+
+def test_the_learning_rate_of_every_step_follows_the_schedule(spied_run: dict) -> None:
+    """Step k of n (counted over the whole run, from 0) trains at lr x factor(k / n): the one-cycle factor is
+    0.1 + 0.9 p / 0.25 while p = k / n < 0.25, then 0.5 (1 + cos(pi (p - 0.25) / 0.75)), written out here."""
+    n = 10  # 5 batches x 2 epochs
+    factors = [0.1 + 0.9 * (k / n) / 0.25 if k / n < 0.25 else 0.5 * (1 + math.cos(math.pi * (k / n - 0.25) / 0.75))
+               for k in range(n)]
+    assert spied_run["lr"] == pytest.approx([0.2 * f for f in factors], rel=1e-12)
+    assert spied_run["batch_sizes"] == [64, 64, 64, 64, 44] * 2
+    # Each epoch's row records the rate of its last step.
+    assert [row["lr"] for row in spied_run["result"].history] == pytest.approx([0.2 * factors[4], 0.2 * factors[9]])
+
+
+def test_each_epoch_draws_its_own_batch_order(spied_run: dict) -> None:
+    assert spied_run["epochs"] == [0, 1]
+
+
+def test_every_test_image_is_evaluated_once_per_epoch(spied_run: dict) -> None:
+    """150 images in batches of 64 (the last of 22): each epoch scores exactly the first 150 test images, and the
+    final accuracy is the saved model's on them, computed here from its logits."""
+    from convzoo.data.batches import to_input
+
+    assert [e.count for e in spied_run["evaluations"]] == [150, 150]
+    images, labels = load_split("test", SLICE)
+    model = load_model(spied_run["out"] / "model.safetensors").eval()
+    with torch.no_grad():
+        predictions = model(to_input(images[:150])).argmax(dim=1)
+    final = spied_run["evaluations"][-1]
+    assert torch.equal(final.predictions, predictions)
+    assert final.accuracy == spied_run["result"].test_acc == pytest.approx((predictions == labels[:150]).float().mean())
+    result = json.loads((spied_run["out"] / "result.json").read_text())
+    assert result["test_acc"] == pytest.approx(final.accuracy) and result["epochs"] == 2
