@@ -5,6 +5,15 @@ weights, up to the order of floating-point sums, and the same test accuracy. The
 training images make 62 batches of 32 and one of 16, so every rank's share of every batch has the
 same size, which is when averaging the ranks' mean gradients equals the mean over the batch. The
 999 test images split 499 + 500, exercising uneven evaluation shards.
+
+How close is "the same, up to the order of sums"? The tolerance is measured, not guessed: the
+one-process training is replayed by hand in float64 from the same initial weights and batches, and
+its distance from the float32 run is what float32 rounding does to this training. Two processes sum
+in another order, so their float32 result lies within about as far of the float64 one: the weights
+of the two runs may differ by at most ``ROUNDING_MARGIN`` times that distance, tensor by tensor. A
+sharding bug is another training, not a rounding: the same replay with every step on half of its
+batch (what two ranks given the same shard compute) lands hundreds of times further away, which
+``test_the_tolerance_separates_rounding_from_a_sharding_bug`` checks.
 """
 
 from __future__ import annotations
@@ -21,29 +30,90 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from convzoo import distributed, rundir
 from convzoo.checkpoint import load_model, saved_epoch
-from convzoo.config import recipe
+from convzoo.config import TrainConfig, recipe
+from convzoo.data import Batches, load_split
 from convzoo.distributed import DistributedError, Rank
+from convzoo.models import create_model, init_weights
+from convzoo.optim import lr_factor, make_optimizer
 from convzoo.rundir import evaluate_run
 from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 EPOCHS = 3
+ROUNDING_MARGIN = 4  # two float32 orders, each about as far from float64; twice that again for safety
 ARGS = ["--optimizer", "adamw", "--lr", "0.005", "--batch-size", "32", "--limit-test", "999",
         "--data-dir", str(SLICE), "--device", "cpu"]
 ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
 
 
+CONFIG = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, limit_test=999, data_dir=str(SLICE),
+                device="cpu", epochs=EPOCHS, threads=1)
+
+
 @pytest.fixture(scope="module")
 def single(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The same run in one process."""
-    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, limit_test=999, data_dir=str(SLICE),
-                    device="cpu", epochs=EPOCHS, threads=1)
     out = tmp_path_factory.mktemp("single") / "run"
-    fit(config, out, log=lambda _: None, progress=False)
+    fit(CONFIG, out, log=lambda _: None, progress=False)
     return out
+
+
+def replay(config: TrainConfig, dtype: torch.dtype, *, half_batches: bool = False) -> dict[str, torch.Tensor]:
+    """``fit``'s one-process training written out step by step, in ``dtype``: the same initial weights, batch
+    order, optimizer and schedule; the final weights. ``half_batches`` trains each step on the first half of its
+    batch only, which is what two ranks that were both given rank 0's shard would do."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.threads)
+    try:
+        torch.manual_seed(config.seed)
+        model = create_model(config.model, input_size=config.resize)
+        init_weights(model, config.init)
+        model.to(dtype).train()
+        if config.channels_last:
+            model.to(memory_format=torch.channels_last)
+        images, labels = load_split("train", config.data_dir)
+        batches = Batches(images, labels, config.batch_size, shuffle=True, seed=config.seed, resize=config.resize,
+                          channels_last=config.channels_last)
+        optimizer = make_optimizer(model, config)
+        loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
+        steps = len(batches)
+        for epoch in range(config.epochs):
+            batches.set_epoch(epoch)
+            for i, (x, y) in enumerate(batches):
+                optimizer.param_groups[0]["lr"] = config.lr * lr_factor(config.schedule, epoch * steps + i,
+                                                                        steps * config.epochs)
+                if half_batches:
+                    x, y = x[: len(y) // 2], y[: len(y) // 2]
+                loss = loss_fn(model(x.to(dtype)), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+        return {k: v.float() for k, v in model.state_dict().items()}
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def rounding(single: Path) -> dict[str, float]:
+    """Per weight tensor, the largest distance float32 rounding puts between the one-process run and the float64
+    replay of it. (Replayed in float32, the replay is the run, bit for bit; were it another training, these
+    distances would not be rounding's, and the sharding-bug test below would fail.)"""
+    run = load_model(single / "model.safetensors").state_dict()
+    exact = replay(CONFIG, torch.float64)
+    return {k: float((run[k] - exact[k]).abs().max()) for k in run}
+
+
+def test_the_tolerance_separates_rounding_from_a_sharding_bug(single: Path, rounding: dict[str, float]) -> None:
+    run = load_model(single / "model.safetensors").state_dict()
+    wrong = replay(CONFIG, torch.float32, half_batches=True)
+    # Measured with torch 2.13: rounding moves a weight by 5e-8 to 4e-6; the bug by 1e5 times that.
+    for key, scale in rounding.items():
+        assert 0 < scale < 1e-4, key  # float32 rounding, a few hundred steps of it
+        assert float((wrong[key] - run[key]).abs().max()) > 100 * ROUNDING_MARGIN * scale, key
 
 
 def torchrun(*args: str, home: Path) -> subprocess.Popen:
@@ -52,11 +122,11 @@ def torchrun(*args: str, home: Path) -> subprocess.Popen:
          "train", *args], env={**ENV, "HOME": str(home)}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
-def assert_same_training(distributed_run: Path, single_run: Path) -> None:
+def assert_same_training(distributed_run: Path, single_run: Path, rounding: dict[str, float]) -> None:
     a = load_model(single_run / "model.safetensors").state_dict()
     b = load_model(distributed_run / "model.safetensors").state_dict()
     for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=ROUNDING_MARGIN * rounding[key], msg=key)
     result = json.loads((distributed_run / "result.json").read_text())
     assert result["test_acc"] == json.loads((single_run / "result.json").read_text())["test_acc"] > 0.5
     rows = [json.loads(line) for line in (distributed_run / "metrics.jsonl").read_text().splitlines()]
@@ -68,12 +138,12 @@ def assert_same_training(distributed_run: Path, single_run: Path) -> None:
     assert not [p for p in distributed_run.iterdir() if rundir.is_temporary(p.name)]
 
 
-def test_two_ranks_end_where_one_process_does(single: Path, tmp_path: Path) -> None:
+def test_two_ranks_end_where_one_process_does(single: Path, rounding: dict[str, float], tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     proc = torchrun("lenet", *ARGS, "--epochs", str(EPOCHS), "--out", str(out), home=tmp_path)
     stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr
-    assert_same_training(out, single)
+    assert_same_training(out, single, rounding)
     # Only rank 0 prints: one line per epoch and the summary.
     assert len([line for line in stdout.splitlines() if line.startswith("epoch")]) == EPOCHS
     assert stdout.count("test accuracy") == 1 and "Traceback" not in stderr
@@ -102,7 +172,8 @@ def rank_of(pid: int) -> str | None:
     return next((v[5:].decode() for v in environ if v.startswith(b"RANK=")), None)
 
 
-def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, tmp_path: Path) -> None:
+def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, rounding: dict[str, float],
+                                                          tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     proc = torchrun("lenet", *ARGS, "--epochs", str(EPOCHS), "--out", str(out), home=tmp_path)
     deadline = time.monotonic() + 120
@@ -124,7 +195,7 @@ def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, tmp_pat
     stdout, stderr = proc.communicate(timeout=180)
     assert proc.returncode == 0, stderr
     assert f"resuming {out} after epoch" in stdout
-    assert_same_training(out, single)
+    assert_same_training(out, single, rounding)
 
 
 def free_port() -> int:
