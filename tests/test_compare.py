@@ -20,19 +20,22 @@ def run(tiny_run: Path) -> Path:
 
 
 def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    # A copy whose results differ, so that each row must come from its own run.
     other = tmp_path / "lenet-copy"
     shutil.copytree(run, other)
+    result = json.loads((run / "result.json").read_text())
+    (other / "result.json").write_text(json.dumps({**result, "test_acc": 0.5, "train_seconds": 12.5}))
     page = tmp_path / "compare.html"
     code, out, _ = run_cli("compare", str(run), str(other), "--out", str(page), "--json")
     assert code == 0
     line = json.loads(out.strip().splitlines()[-1])
     assert line["out"] == str(page) and [r["run"] for r in line["runs"]] == ["lenet", "lenet-copy"]
     summary = summarize_model("lenet")
-    result = json.loads((run / "result.json").read_text())
     for row in line["runs"]:
         assert (row["model"], row["recipe"], row["input_size"], row["epochs"]) == ("lenet", "d2l", 28, 1)
         assert (row["params"], row["macs"]) == (summary.total_params, summary.total_macs)
-        assert (row["test_acc"], row["train_seconds"]) == (result["test_acc"], result["train_seconds"])
+    assert [(r["test_acc"], r["train_seconds"]) for r in line["runs"]] == [
+        (result["test_acc"], result["train_seconds"]), (0.5, 12.5)]
     images = embedded_images(parse(page))
     assert len(images) == 1
     assert_not_blank(images[0])
@@ -42,6 +45,7 @@ def test_compare_runs(run: Path, tmp_path: Path, run_cli: Callable[..., tuple[in
     header, *rows, wrote = out.strip().splitlines()
     assert header.split()[:3] == ["run", "model", "recipe"] and len(rows) == 2 and wrote == f"wrote {page}"
     assert rows[0].split()[:3] == ["lenet", "lenet", "d2l"] and f"{result['test_acc']:.4f}" in rows[0]
+    assert rows[1].split()[:3] == ["lenet-copy", "lenet", "d2l"] and "0.5000" in rows[1]
 
 
 def test_compare_refuses_an_unfinished_run(

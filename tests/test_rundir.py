@@ -103,10 +103,12 @@ def test_a_run_holding_the_lock_refuses_a_second_writer_but_not_readers(run: Pat
         code, out, err = run_cli("eval", str(run), "--device", "cpu")
         assert code == 0 and "test accuracy" in out, err
         code, out, err = run_cli("show", "kernels", str(run))
-        assert code == 0, err
+        assert code == 0 and out.strip() == f"wrote {run / 'kernels.png'}", err
+        assert (run / "kernels.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     finally:
         lock.release()
-    assert run_cli("train", "--resume", str(run), "--epochs", "2")[0] == 0
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 0 and "after 2 epochs" in out, err
 
 
 def test_the_lock_is_released_when_its_process_dies(run: Path) -> None:
@@ -133,9 +135,10 @@ def test_resume_removes_temporary_files_a_killed_process_left(run: Path, run_cli
     stale = [run / ".checkpoint.safetensors.0123abcd.tmp.safetensors", run / ".metrics.jsonl.89abcdef.tmp.jsonl"]
     for path in stale:
         path.write_bytes(b"half")
-    code, _, err = run_cli("train", "--resume", str(run), "--epochs", "2")
-    assert code == 0, err
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 0 and "after 2 epochs" in out, err
     assert not any(path.exists() for path in stale)
+    assert [json.loads(r)["epoch"] for r in (run / "metrics.jsonl").read_text().splitlines()] == [1, 2]
 
 
 @pytest.mark.parametrize("name, expected", [(".model.safetensors.0123abcd.tmp.safetensors", True),
@@ -165,6 +168,7 @@ def test_a_start_that_failed_does_not_block_the_next_attempt(tmp_path: Path, run
     rundir.write_config(out, recipe("lenet"), model, resolve_device("cpu"), "convzoo train lenet")
     code, _, err = run_cli("train", "lenet", *TINY, "--out", str(out))
     assert code == 0, err
+    assert (out / rundir.MARKER).is_file() and json.loads((out / "result.json").read_text())["epochs"] == 1
 
 
 def test_out_under_a_regular_file_is_refused_before_any_work(tmp_path: Path, run_cli: Cli) -> None:
