@@ -133,7 +133,7 @@ def test_read_idx_from_a_named_pipe(tmp_path):
     fifo = tmp_path / "labels"
     os.mkfifo(fifo)
     content = idx((3, 4, 5))
-    writer = threading.Thread(target=lambda: fifo.write_bytes(content))
+    writer = threading.Thread(target=lambda: fifo.write_bytes(content), daemon=True)  # never blocks the exit
     writer.start()
     try:
         x = read_idx(fifo)
