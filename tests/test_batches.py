@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from convzoo.data.batches import Batches, to_input
 from convzoo.data.source import load_split
@@ -167,3 +169,164 @@ def test_batch_norm_drops_a_last_batch_of_one() -> None:
     assert [len(b) for b in shards] == [2, 2]  # 4 left over: 2 per process, kept
     shards = [Batches(images[:35], labels[:35], 32, min_last=2, rank=r, world_size=2) for r in range(2)]
     assert [len(b) for b in shards] == [1, 1]  # 3 left over: one process would get 1, dropped on both
+
+
+# ---------------------------------------------------------------------------------------------
+# Pinned: the order and augmentation of every epoch, argument checks, the device
+
+
+def test_to_input_rejects_other_shapes():
+    for shape in [(2, 3, 28, 28), (28, 28), (1, 1, 1, 28, 28)]:
+        with pytest.raises(ValueError) as e:
+            to_input(torch.zeros(shape, dtype=torch.uint8))
+        assert str(e.value) == f"to_input expects (B, H, W) or (B, 1, H, W), got {shape}"
+
+
+def test_to_input_resize_to_the_image_side_does_not_resample(small, monkeypatch):
+    def no_resampling(*args, **kwargs):
+        raise AssertionError("resampled an image already of the size asked for")
+
+    monkeypatch.setattr(torch.nn.functional, "interpolate", no_resampling)
+    assert torch.equal(to_input(small[0][:3], 28), small[0][:3].unsqueeze(1) / 255)
+
+
+def order_of(batches: Batches) -> list[int]:
+    """The example of each position, read from labels that are the examples' indices."""
+    return torch.cat([y for _, y in batches]).tolist()
+
+
+def test_batches_order_is_the_permutation_of_seed_plus_epoch():
+    """Each epoch's order is ``torch.randperm`` from a generator seeded with ``seed + epoch``; seed 0 by default."""
+    n = 100
+    images, ids = torch.zeros(n, 2, 2, dtype=torch.uint8), torch.arange(n)
+
+    def permutation(seed):
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    assert order_of(Batches(images, ids, 32)) == list(range(n))  # no shuffle: the file's order, every epoch
+    batches = Batches(images, ids, 32, shuffle=True)
+    orders = []
+    for epoch in range(3):
+        batches.set_epoch(epoch)
+        orders.append(order_of(batches))
+        assert orders[-1] == permutation(epoch) and order_of(batches) == orders[-1]  # a second pass: the same
+    assert len({tuple(o) for o in orders}) == 3  # a new order each epoch
+    other_seed = Batches(images, ids, 32, shuffle=True, seed=7)
+    assert order_of(other_seed) == permutation(7) != orders[0]
+    other_seed.set_epoch(2)
+    assert order_of(other_seed) == permutation(9)
+
+
+# A seed whose draw for position 134 (of 2048) is exactly 0.5, found by search: a draw flips its
+# image when below 1/2, so that draw must not (the flip probability is 1/2 exactly, not 1/2 + 2**-24).
+SEED_WITH_A_HALF = 11843
+
+
+def reference_augmentation(images: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The documented draws (permutation, then per position a flip with probability 1/2 and a row and
+    column offset in 0..4 of the crop from the 2-pixel zero padding) applied by slicing, one image at a time."""
+    n, h, w = images.shape
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(n, generator=generator)
+    draws = torch.rand(n, generator=generator)
+    flip = draws < 0.5
+    shift = torch.randint(0, 5, (n, 2), generator=generator)
+    out = torch.empty(n, h, w, dtype=torch.uint8)
+    for p, i in enumerate(order.tolist()):
+        image = images[i].flip(-1) if flip[p] else images[i]
+        dy, dx = shift[p].tolist()
+        out[p] = torch.nn.functional.pad(image, (2, 2, 2, 2))[dy : dy + h, dx : dx + w]
+    assert seed != SEED_WITH_A_HALF or draws[134] == 0.5
+    return order, out
+
+
+def test_batches_augmentation_is_the_generators_flips_and_crops():
+    n = 2048
+    images = torch.randint(0, 256, (n, 3, 5), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    ids = torch.arange(n)
+    seed = SEED_WITH_A_HALF - 1
+    batches = Batches(images, ids, 500, shuffle=True, augment=True, seed=seed)
+    by_example = []
+    for epoch in (1, 2):
+        batches.set_epoch(epoch)
+        order, expected = reference_augmentation(images, seed + epoch)
+        x, y = collect(batches)
+        assert torch.equal(y, order)
+        assert torch.equal(x, expected.unsqueeze(1) / 255)
+        by_example.append(x[torch.argsort(y)])
+    # Each example looks different in another epoch (not only its position changes); the same seed and
+    # epoch give the same images again.
+    assert (by_example[0] != by_example[1]).flatten(1).any(1).float().mean() > 0.8
+    again = Batches(images, ids, 500, shuffle=True, augment=True, seed=seed)
+    again.set_epoch(1)
+    x, y = collect(again)
+    assert torch.equal(x[torch.argsort(y)], by_example[0])
+
+
+def test_batches_validation_messages(small):
+    images, labels = small
+    for bad in (images.float(), images.view(100, 1, 28, 28).expand(100, 3, 28, 28), images[:, :, :, None]):
+        with pytest.raises(ValueError) as e:
+            Batches(bad, labels, 4)
+        assert str(e.value) == f"images must be uint8 (N, H, W) or (N, 1, H, W), got {bad.dtype} {tuple(bad.shape)}"
+    with pytest.raises(ValueError, match="need batch_size >= 1 and 0 <= rank < world_size, got 0, 0, 1"):
+        Batches(images, labels, 0)
+    with pytest.raises(ValueError) as e:
+        Batches(images, labels, 4, resize=0)
+    assert str(e.value) == "resize must be a positive side length, got 0"
+
+
+def test_batches_smallest_sizes(small):
+    """A batch of one example and a resize to one pixel are valid."""
+    images, labels = small
+    assert [len(y) for _, y in Batches(images[:3], labels[:3], 1)] == [1, 1, 1]
+    x, _ = next(iter(Batches(images, labels, 4, resize=1)))
+    assert x.shape == (4, 1, 1, 1) and torch.equal(x, to_input(images[:4], 1))
+
+
+def test_batches_take_images_with_a_channel_and_any_integer_labels(small):
+    images, labels = small
+    with_channel = Batches(images.unsqueeze(1), labels.to(torch.uint8), 32, shuffle=True)
+    for (x, y), (x_ref, y_ref) in zip(with_channel, Batches(images, labels, 32, shuffle=True), strict=True):
+        assert torch.equal(x, x_ref) and torch.equal(y, y_ref) and y.dtype == torch.int64
+
+
+def test_batches_default_layout_is_nchw_and_channels_last_is_stored_nhwc(small):
+    x, _ = next(iter(Batches(*small, 8)))
+    assert x.stride() == (784, 784, 28, 1)
+    conv = torch.nn.Conv2d(1, 4, 3)
+    assert conv(x).is_contiguous()
+    assert Batches(*small, 8, channels_last=True).images.stride() == (784, 1, 28, 1)  # converted once, up front
+
+
+def test_batches_never_yield_an_empty_batch(small):
+    images, labels = small
+    for min_last in (0, 1, 2):
+        assert [len(y) for _, y in Batches(images, labels, 25, min_last=min_last)] == [25] * 4
+
+
+class MixedDevices(TorchDispatchMode):
+    """Records every op given tensors on more than one device (the copy to the device aside)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.mixed: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        devices = {t.device.type for t in tree_leaves((args, kwargs)) if isinstance(t, torch.Tensor)}
+        if len(devices) > 1 and func is not torch.ops.aten.copy_.default:
+            self.mixed.append(str(func))
+        return func(*args, **kwargs)
+
+
+def test_batches_are_built_on_their_device(small):
+    """The "meta" device stands in for an accelerator (placement only; the values are pinned on the CPU above):
+    the split and every batch live there, and no op mixes host and device tensors (no host-to-device copy
+    per batch but the draws of each epoch)."""
+    batches = Batches(*small, 32, shuffle=True, augment=True, device="meta")
+    assert batches.images.device.type == batches.labels.device.type == "meta" and batches.device.type == "meta"
+    with MixedDevices() as mode:
+        for x, y in batches:
+            assert x.device.type == y.device.type == "meta" and x.shape[1:] == (1, 28, 28)
+    assert mode.mixed == []

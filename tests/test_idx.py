@@ -7,6 +7,7 @@ import hashlib
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 
@@ -91,6 +92,67 @@ def test_read_idx_expected_ndim(tmp_path):
     path = write(tmp_path / "labels.gz", idx((5, 28, 28)))
     with pytest.raises(DataError, match="3 dimensions, expected 1"):
         read_idx(path, ndim=1)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"\x12\x34\x08\x03" + bytes(12), "not an IDX file (magic 0x12340803, expected 0x00000803 or 0x00000801)"),
+        (b"\x00\x00\x08\x01", "truncated IDX header (4 bytes, expected 8)"),  # 4 bytes: a magic, no dimension
+        (b"\x00\x00\x08", "3 bytes is too short for an IDX header"),
+        (idx((2, 28, 28))[:-5], "truncated: header says 2 x 28 x 28 = 1568 bytes of data, file has 1563"),
+        (idx((2, 3, 4)) + b"\0", "1 extra bytes after the data: header says 2 x 3 x 4 = 24 bytes of data, file has 25"),
+        # Each dimension is a whole big-endian uint32: a high byte counts, in every position.
+        (idx((1, 1, 1 << 24), b""), "truncated: header says 1 x 1 x 16777216 = 16777216 bytes of data, file has 0"),
+        (idx((1 << 24, 1, 1), b""), "truncated: header says 16777216 x 1 x 1 = 16777216 bytes of data, file has 0"),
+    ],
+    ids=["bad-magic", "magic-only", "3-bytes", "truncated", "extra-byte", "dim-2**24-last", "dim-2**24-first"],
+)
+def test_read_idx_error_messages(tmp_path, content, message):
+    path = write(tmp_path / "f", content, gz=False)
+    with pytest.raises(DataError) as e:
+        read_idx(path)
+    assert str(e.value) == f"{path}: {message}"
+
+
+def test_read_idx_empty_file_of_zero_items(tmp_path):
+    """A header and no data is valid when a dimension is 0: an empty tensor of that shape."""
+    labels = read_idx(write(tmp_path / "labels", idx((0,)), gz=False))
+    assert labels.shape == (0,) and labels.dtype == torch.uint8
+    assert read_idx(write(tmp_path / "images", idx((0, 28, 28)))).shape == (0, 28, 28)
+
+
+def test_read_idx_unreadable_path(tmp_path):
+    with pytest.raises(DataError) as e:
+        read_idx(tmp_path)
+    assert str(e.value) == f"{tmp_path}: cannot read: Is a directory"
+
+
+def test_read_idx_from_a_named_pipe(tmp_path):
+    """A pipe announces no size (``<(zcat f.gz)``): read_idx reads it to the end all the same."""
+    fifo = tmp_path / "labels"
+    os.mkfifo(fifo)
+    content = idx((3, 4, 5))
+    writer = threading.Thread(target=lambda: fifo.write_bytes(content), daemon=True)  # never blocks the exit
+    writer.start()
+    try:
+        x = read_idx(fifo)
+    finally:
+        writer.join(timeout=10)
+    assert x.dtype == torch.uint8 and x.flatten().tolist() == list(range(60))
+
+
+def test_read_idx_gzipped_tensor_owns_its_memory(tmp_path, monkeypatch):
+    """Decompressed bytes are an immutable ``bytes``: the tensor gets its own copy, so writing to it
+    never alters them (nor anything else holding that object)."""
+    monkeypatch.setattr(idx_format, "_SETTLED_NS", 10**30)  # no caching: the tensor comes from the decompressed bytes
+    decompressed = []
+    decompress = gzip.decompress
+    monkeypatch.setattr(gzip, "decompress", lambda data: decompressed.append(decompress(data)) or decompressed[-1])
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    x = read_idx(path)
+    x.fill_(200)
+    assert decompressed == [idx((3, 4, 5))]
 
 
 # Overwriting one file per example is fine, so the function-scoped tmp_path is safe to share.
@@ -320,3 +382,107 @@ def test_data_check_verifies_the_cache(tmp_path, raw_cache):
     assert cache_entries(raw_cache) == [] and list(raw_cache.iterdir()) == []  # removed, with its record
     read_idx(path)
     assert [row["ok"] for row in check_cache()] == [True]  # and written again by the next read
+
+
+def test_raw_cache_dir_is_raw_under_the_cache(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert raw_cache_dir() == tmp_path / "convzoo" / "fashion-mnist" / "raw"
+
+
+def test_cache_entry_name_is_the_file_name_then_two_hashes(tmp_path, raw_cache):
+    """``NAME.WHERE.WHAT``: the name without ``.gz``, then 12 hex digits of the location's hash, 12 of the version's."""
+    path = write(tmp_path / "t10k-labels-idx1-ubyte.gz", idx((4,)))
+    read_idx(path)
+    [entry] = cache_entries(raw_cache)
+    name, where, what = entry.name.split(".")
+    assert name == "t10k-labels-idx1-ubyte"
+    assert where == hashlib.sha256(os.fsencode(path.resolve())).hexdigest()[:12]
+    assert re.fullmatch("[0-9a-f]{12}", what)
+
+
+def test_cache_takes_a_file_exactly_when_it_has_settled(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    settled = path.stat().st_ctime_ns + idx_format._SETTLED_NS
+    monkeypatch.setattr(time, "time_ns", lambda: settled - 1)
+    read_idx(path)
+    assert not raw_cache_dir().exists()
+    monkeypatch.setattr(time, "time_ns", lambda: settled)
+    read_idx(path)
+    assert len(cache_entries(raw_cache_dir())) == 1
+
+
+def test_cache_keeps_the_entries_of_files_of_the_same_name_in_other_directories(tmp_path, raw_cache, monkeypatch):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = write(tmp_path / "a" / "labels.gz", idx((4,), bytes([1, 2, 3, 4])))
+    second = write(tmp_path / "b" / "labels.gz", idx((4,), bytes([5, 6, 7, 8])))
+    read_idx(first)
+    read_idx(second)
+    assert len(cache_entries(raw_cache)) == 2  # a new entry replaces only the older versions of its own file
+    no_gunzip(monkeypatch)
+    assert [read_idx(p).tolist() for p in (first, second)] == [[1, 2, 3, 4], [5, 6, 7, 8]]
+
+
+def test_cache_cleanup_goes_on_past_an_entry_removed_meanwhile(tmp_path, raw_cache, monkeypatch):
+    """Another process may delete an old entry between listing the cache and unlinking it: the rest is still removed."""
+    path = tmp_path / "f.gz"
+    path.write_bytes(gzip.compress(idx((3, 4, 5)), mtime=0))
+    read_idx(path)
+    [old] = cache_entries(raw_cache)
+    replace_in_place_with_later_mtime(path, idx((3, 4, 5), bytes(range(100, 160))))
+    iterdir = Path.iterdir
+    gone = old.with_name(old.name.rsplit(".", 1)[0] + ".000000000000")  # listed, then deleted by another process
+    with monkeypatch.context() as m:
+        m.setattr(Path, "iterdir", lambda self: iter([gone, *sorted(iterdir(self))]))
+        assert read_idx(path).flatten()[:3].tolist() == [100, 101, 102]
+    assert not old.exists() and len(cache_entries(raw_cache)) == 1
+
+
+def test_check_cache_rows(tmp_path, raw_cache):
+    """One row per entry, in name order: its source's name, its path, whether it matches its record, and why not."""
+    from convzoo.data.idx import check_cache
+
+    for name in ("a-labels.gz", "b-labels.gz", "c-labels.gz"):
+        read_idx(write(tmp_path / name, idx((4,))))
+    a, b, c = sorted(cache_entries(raw_cache))
+    (raw_cache / f"{b.name}.sha256").unlink()  # an entry without its record
+    c.write_bytes(idx((4,), b"\x00\x00\x00\x01"))  # the same size, another digest
+    assert check_cache() == [
+        {"file": "a-labels", "path": str(a), "ok": True, "problem": None},
+        {"file": "b-labels", "path": str(b), "ok": False, "problem": "no record of its digest"},
+        {"file": "c-labels", "path": str(c), "ok": False, "problem": "does not match its record"},
+    ]
+    assert sorted(p.name for p in raw_cache.iterdir()) == [a.name, f"{a.name}.sha256"]  # failed ones removed
+
+
+def test_check_cache_skips_what_is_not_an_entry(tmp_path, raw_cache):
+    """A writer's temporary file (hidden), a directory and the records are not entries: not listed, not removed."""
+    from convzoo.data.idx import check_cache
+
+    read_idx(write(tmp_path / "f.gz", idx((4,))))
+    [entry] = cache_entries(raw_cache)
+    hidden = raw_cache / f".{entry.name}.1a2b3c4d.tmp"
+    hidden.write_bytes(b"half written")
+    (raw_cache / "subdirectory").mkdir()
+    assert [row["ok"] for row in check_cache()] == [True]
+    assert hidden.exists() and (raw_cache / "subdirectory").is_dir() and entry.exists()
+
+
+def test_check_cache_entry_removed_meanwhile(tmp_path, raw_cache, monkeypatch):
+    """An entry deleted by another process between listing and reading is reported, not an error."""
+    from convzoo.data.idx import check_cache
+
+    read_idx(write(tmp_path / "f.gz", idx((4,))))
+    [entry] = cache_entries(raw_cache)
+    read_bytes = Path.read_bytes
+
+    def deleted_meanwhile(self):
+        if self == entry:
+            self.unlink()
+        return read_bytes(self)
+
+    monkeypatch.setattr(Path, "read_bytes", deleted_meanwhile)
+    [row] = check_cache()
+    assert (row["ok"], row["problem"]) == (False, "does not match its record")
+    assert list(raw_cache.iterdir()) == []  # its record is removed too

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import email.message
 import gzip
 import hashlib
+import io
 import shutil
+import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -137,6 +141,54 @@ def test_find_data_dir_explicit_dir_missing_files_does_not_fall_back(monkeypatch
         source.find_data_dir()
 
 
+def test_load_split_images_with_label_header(tmp_path):
+    root = make_dir(tmp_path / "d")
+    write(root / "t10k-images-idx3-ubyte.gz", idx((4,)))
+    with pytest.raises(DataError, match="t10k-images-idx3-ubyte.gz: IDX file has 1 dimensions, expected 3"):
+        source.load_split("test", root)
+
+
+def test_unknown_split_message_lists_the_splits():
+    with pytest.raises(DataError) as e:
+        source.load_split("val", SLICE)
+    assert str(e.value) == "unknown split 'val', expected one of train, test"
+
+
+def test_find_data_dir_messages_name_the_directory_and_every_missing_file(tmp_path, no_data_env, monkeypatch):
+    with pytest.raises(DataError) as e:
+        source.find_data_dir(tmp_path / "absent")
+    assert str(e.value) == f"data directory {tmp_path / 'absent'} does not exist or is not a directory"
+    partial = make_dir(tmp_path / "partial")
+    for name in FILES["test"]:
+        (partial / f"{name}.gz").unlink()
+    with pytest.raises(DataError) as e:
+        source.find_data_dir(partial)
+    assert str(e.value) == f"data directory {partial} lacks t10k-images-idx3-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]"
+    monkeypatch.setenv("CONVZOO_DATA", str(partial))
+    with pytest.raises(DataError) as e:
+        source.find_data_dir()
+    assert str(e.value).startswith(f"CONVZOO_DATA directory {partial} lacks t10k-images-idx3-ubyte[.gz], ")
+
+
+def test_find_data_dir_nothing_found_message(tmp_path, no_data_env):
+    with pytest.raises(DataError) as e:
+        source.find_data_dir()
+    assert str(e.value) == (
+        f"Fashion-MNIST not found (looked in {tmp_path / 'cache' / 'convzoo' / 'fashion-mnist'}, "
+        f"{tmp_path / 'no-debian'}); download it with `convzoo data fetch`, or install it with "
+        "`apt-get install dataset-fashion-mnist`, or point CONVZOO_DATA at a directory holding the four IDX files"
+    )
+
+
+def test_find_data_dir_skips_an_incomplete_cache(monkeypatch, tmp_path, no_data_env):
+    """A download cut short leaves the cache directory with some files: the search goes on to Debian's."""
+    debian = make_dir(tmp_path / "debian")
+    monkeypatch.setattr(source, "DEBIAN_DIR", debian)
+    make_dir(cache_dir())
+    (cache_dir() / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert source.find_data_dir() == debian
+
+
 # ---------------------------------------------------------------------------------------------
 # check and fetch
 
@@ -147,6 +199,7 @@ def test_check_reports_mismatch_without_raising():
     assert not any(r["ok"] for r in rows)  # a slice is not the official file
     assert [r["count"] for r in rows] == [2000, 2000, 1000, 1000]
     assert rows[0]["sha256"] == slice_checksums()[NAMES[0]]
+    assert [r["path"] for r in rows] == [str(SLICE / f"{name}.gz") for name in NAMES]
 
 
 def test_check_unreadable_or_invalid_file_raises(tmp_path):
@@ -200,10 +253,11 @@ def test_fetch_skips_valid_files(tmp_path, mirror, monkeypatch):
     source.fetch(dest, mirror=mirror, progress=False, checksums=slice_checksums())
 
 
-def test_fetch_replaces_corrupt_existing_file(tmp_path, mirror):
+@pytest.mark.parametrize("junk", [b"junk", b"\x1f\x8b\x08 a truncated gzip stream"], ids=["not-gzip", "corrupt-gzip"])
+def test_fetch_replaces_corrupt_existing_file(tmp_path, mirror, junk):
     dest = tmp_path / "dest"
     dest.mkdir()
-    (dest / "train-labels-idx1-ubyte.gz").write_bytes(b"junk")
+    (dest / "train-labels-idx1-ubyte.gz").write_bytes(junk)
     source.fetch(dest, mirror=mirror, progress=False, checksums=slice_checksums())
     assert source.load_split("train", dest)[1].shape == (2000,)
 
@@ -278,6 +332,158 @@ def test_fetch_bad_url(tmp_path, mirror, message):
         source.fetch(tmp_path / "dest", mirror=mirror, progress=False)
 
 
+class Terminal(io.StringIO):
+    """A stand-in for ``sys.stderr`` on a terminal: it says it is a tty and keeps what is written."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    "progress, stderr, shown",
+    [(None, Terminal, True), (True, Terminal, True), (False, Terminal, False), (True, io.StringIO, False)],
+    ids=["default-terminal", "terminal", "no-progress", "not-a-terminal"],
+)
+def test_fetch_progress_bars_only_on_a_terminal(tmp_path, mirror, monkeypatch, progress, stderr, shown):
+    err = stderr()
+    monkeypatch.setattr(sys, "stderr", err)
+    options = {} if progress is None else {"progress": progress}
+    source.fetch(tmp_path / "dest", mirror=mirror, checksums=slice_checksums(), **options)
+    out = err.getvalue()
+    if not shown:
+        assert out == ""
+        return
+    # One bar per file, named by the file, sized in binary kilobytes: 862787 B = 843k (1024-based),
+    # 1032 B = 1.01k, 440030 B = 430k, 524 B; its rate in bytes (B/s). Each bar is cleared at the end.
+    for name, size in zip(NAMES, ["843k", "1.01k", "430k", "524"], strict=True):
+        assert f"\r{name}.gz:   0%|          | 0.00/{size} [00:00<?, ?B/s]\r" in out
+    assert "\n" not in out and out.endswith(" \r")
+
+
+class Response:
+    """A fake HTTP response serving ``body`` at most ``piece`` bytes per read, as a socket does."""
+
+    def __init__(self, body: bytes, headers: dict[str, str], piece: int) -> None:
+        self.body, self.piece, self.reads = body, piece, []
+        self.headers = email.message.Message()
+        for key, value in headers.items():
+            self.headers[key] = value
+
+    def read(self, n: int) -> bytes:
+        self.reads.append(n)
+        chunk, self.body = self.body[: min(n, self.piece)], self.body[min(n, self.piece) :]
+        return chunk
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+
+@pytest.fixture
+def server(monkeypatch):
+    """``urlopen`` replaced by a server of the slice's files (by URL basename), sending 64 KiB per read at most.
+
+    Set ``server.length`` to the Content-Length header to send (a function of the body; None: no header).
+    Records ``server.calls`` (url, timeout) and the responses it gave.
+    """
+
+    class Server:
+        length = staticmethod(lambda body: str(len(body)))
+        calls: list[tuple[str, float]] = []
+        responses: list[Response] = []
+
+    def urlopen(url, timeout):
+        Server.calls.append((url, timeout))
+        body = (SLICE / url.rsplit("/", 1)[-1]).read_bytes()
+        length = Server.length(body)
+        response = Response(body, {} if length is None else {"Content-Length": length}, piece=1 << 16)
+        Server.responses.append(response)
+        return response
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    return Server
+
+
+@pytest.mark.parametrize(
+    "length", [lambda body: str(len(body)), lambda body: None, lambda body: "unknown"],
+    ids=["content-length", "no-length", "bad-length"],
+)
+def test_fetch_reads_in_1_mib_chunks_however_the_server_sends(tmp_path, server, length):
+    """Reads ask for 1 MiB at a time (a body is never read whole into memory), a server that sends
+    less per read is read until the end, and a missing or non-numeric Content-Length is no error."""
+    server.length = staticmethod(length)
+    dest = source.fetch(tmp_path / "dest", mirror="https://example.org/fmnist/", progress=False,
+                        checksums=slice_checksums())
+    for name in NAMES:
+        assert (dest / f"{name}.gz").read_bytes() == (SLICE / f"{name}.gz").read_bytes()
+    assert server.calls == [(f"https://example.org/fmnist/{name}.gz", 60) for name in NAMES]  # a 60 s timeout
+    assert {n for r in server.responses for n in r.reads} == {1 << 20}
+
+
+@pytest.mark.parametrize(
+    "mirror, base",
+    [
+        ("https://example.org/fmnist", "https://example.org/fmnist"),
+        ("https://example.org/fmnist//", "https://example.org/fmnist"),
+        ("http://example.org/X/", "http://example.org/X"),  # only slashes are stripped
+    ],
+)
+def test_fetch_urls_are_the_mirror_and_the_file_name(tmp_path, server, mirror, base):
+    source.fetch(tmp_path / "dest", mirror=mirror, progress=False, checksums=slice_checksums())
+    assert [url for url, _ in server.calls] == [f"{base}/{name}.gz" for name in NAMES]
+
+
+def test_fetch_downloads_only_what_is_missing(tmp_path, server):
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    shutil.copy(SLICE / "train-images-idx3-ubyte.gz", dest)  # the first file, already there and valid
+    source.fetch(dest, mirror="https://example.org", progress=False, checksums=slice_checksums())
+    assert [url for url, _ in server.calls] == [f"https://example.org/{name}.gz" for name in NAMES[1:]]
+
+
+def test_fetch_http_error_message(tmp_path, monkeypatch):
+    def not_found(url, timeout):
+        raise urllib.error.HTTPError(url, 404, "Not Found", email.message.Message(), None)
+
+    monkeypatch.setattr(urllib.request, "urlopen", not_found)
+    with pytest.raises(DataError) as e:
+        source.fetch(tmp_path / "dest", mirror="https://example.org", progress=False)
+    assert str(e.value) == "download of https://example.org/train-images-idx3-ubyte.gz failed: HTTP 404 Not Found"
+
+
+def test_fetch_default_destination_is_the_cache(tmp_path, mirror, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))  # its parents do not exist yet
+    dest = source.fetch(mirror=mirror, progress=False, checksums=slice_checksums())
+    assert dest == cache_dir() == tmp_path / "xdg" / "convzoo" / "fashion-mnist"
+    assert sorted(p.name for p in dest.iterdir()) == sorted(f"{n}.gz" for n in NAMES)
+
+
+def test_fetch_destination_that_is_a_file(tmp_path, mirror):
+    dest = tmp_path / "dest"
+    dest.write_bytes(b"")
+    with pytest.raises(DataError) as e:
+        source.fetch(dest, mirror=mirror, progress=False, checksums=slice_checksums())
+    assert str(e.value) == f"cannot create download directory {dest}: File exists"
+
+
+def test_fetch_where_md5_is_barred_for_security(tmp_path, mirror, monkeypatch):
+    """Under FIPS, ``hashlib.md5`` refuses unless told the digest is not for security: fetch says so."""
+    md5 = {name: hashlib.md5((SLICE / f"{name}.gz").read_bytes()).hexdigest() for name in NAMES}
+    monkeypatch.setattr(source, "MD5_GZ", md5)
+    real_md5 = hashlib.md5
+
+    def fips_md5(*args, usedforsecurity=True):
+        if usedforsecurity:
+            raise ValueError("[digital envelope routines] unsupported")
+        return real_md5(*args, usedforsecurity=False)
+
+    monkeypatch.setattr(hashlib, "md5", fips_md5)
+    dest = source.fetch(tmp_path / "dest", mirror=mirror, progress=False)
+    assert len(list(dest.iterdir())) == 4
+
+
 # ---------------------------------------------------------------------------------------------
 # The real data set
 
@@ -293,3 +499,37 @@ def test_full_data_set(monkeypatch):
     rows = source.check(directory)
     assert [r["ok"] for r in rows] == [True] * 4
     assert [r["count"] for r in rows] == [60000, 60000, 10000, 10000]
+
+
+def test_classes_in_the_official_order():
+    assert source.CLASSES == (
+        "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+    )
+
+
+# Read once from the files of Debian's dataset-fashion-mnist (the official release: its decompressed
+# files have the SHA-256 sums of source.SHA256): per split, the first ten labels, then the pixel sum
+# of the first image and the label and pixel sum of the last one. The first training image is an
+# ankle boot (9), the first test image too. The committed slice is the first 2000 training and the
+# first 1000 test examples of the same files, so it starts alike; its last examples are #1999 and #999.
+FIRST_LABELS = {"train": [9, 0, 0, 3, 0, 2, 7, 2, 5, 5], "test": [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]}
+FIRST_PIXEL_SUM = {"train": 76247, "test": 33456}
+LAST = {"full": {"train": (5, 16684), "test": (5, 24390)}, "slice": {"train": (8, 49119), "test": (7, 28316)}}
+
+
+def assert_known_examples(directory: Path, which: str) -> None:
+    for split in ("train", "test"):
+        images, labels = source.load_split(split, directory)
+        assert labels[:10].tolist() == FIRST_LABELS[split]
+        assert int(images[0].sum()) == FIRST_PIXEL_SUM[split]  # images and labels stay paired
+        assert (int(labels[-1]), int(images[-1].sum())) == LAST[which][split]
+    assert source.CLASSES[FIRST_LABELS["train"][0]] == "Ankle boot"
+
+
+def test_slice_known_labels_and_pixels():
+    assert_known_examples(SLICE, "slice")
+
+
+@pytest.mark.skipif(not source.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
+def test_full_data_set_known_labels_and_pixels():
+    assert_known_examples(source.DEBIAN_DIR, "full")
