@@ -141,6 +141,23 @@ def test_outputs_have_torchs_memory_format(input_layout, weight_layout, algorith
         torch.testing.assert_close(ours.view(4, -1), theirs.view(4, -1))
 
 
+PLAIN_LAYOUTS = {
+    "one channel, channels-last": lambda: randn(2, 1, 8, 8).contiguous(memory_format=torch.channels_last),
+    "strided view": lambda: randn(2, 3, 8, 16)[..., ::2],
+}
+
+
+@pytest.mark.parametrize("make", PLAIN_LAYOUTS.values(), ids=PLAIN_LAYOUTS.keys())
+def test_inputs_that_are_not_channels_last_only_give_contiguous_outputs(make):
+    """A one-channel tensor is both layouts at once, a strided view neither: F.conv2d returns NCHW for both."""
+    x = make()
+    w = randn(2, x.shape[1], 5, 5, seed=1)
+    outputs = [ops.conv2d(x, w, algorithm=a) for a in ("im2col", "fft")]
+    outputs += [ops.max_pool2d(x, 2), ops.avg_pool2d(x, 2), ops.avg_pool2d(x, 2, divisor_override=3)]
+    assert F.conv2d(x, w).is_contiguous()
+    assert all(y.is_contiguous() for y in outputs)
+
+
 def test_1x1_conv_is_a_fully_connected_layer_per_pixel():
     x, w = randn(2, 3, 4, 5), randn(6, 3, 1, 1)
     per_pixel = torch.einsum("oc,nchw->nohw", w[:, :, 0, 0], x)
