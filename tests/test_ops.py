@@ -480,6 +480,7 @@ def test_avg_pool2d_counts_padding_in_the_divisor_by_hand():
     for include, value in expected.items():
         y = ops.avg_pool2d(x, 3, 1, 1, count_include_pad=include)[0, 0]
         torch.testing.assert_close(y, torch.full((2, 2), value, dtype=torch.float64), rtol=0, atol=1e-15)
+    torch.testing.assert_close(ops.avg_pool2d(x, 3, 1, 1), torch.full((1, 1, 2, 2), 4 / 9, dtype=torch.float64))
     torch.testing.assert_close(ops.avg_pool2d(x, 3, 1, 1, divisor_override=2)[0, 0],
                                torch.full((2, 2), 2.0, dtype=torch.float64))
 
@@ -606,8 +607,10 @@ def test_corr2d_promotes_to_the_widest_float_of_its_arguments():
     expected = torch.tensor([[19.0, 25.0], [37.0, 43.0]], dtype=torch.float64)
     for corr in (ops.corr2d, ops.corr2d_loop):
         torch.testing.assert_close(corr(X, K), expected)  # integer input, float64 kernel: float64
-    Y = ops.corr2d_multi_in_out(X[None], K[None, None])
-    assert Y.dtype == torch.float64
+        torch.testing.assert_close(corr(X.double(), K.long()), expected)  # and the other way round
+        torch.testing.assert_close(corr(X.float(), K), expected)  # float32 and float64: float64
+    for X3, K4 in ((X[None], K[None, None]), (X[None].double(), K[None, None].long())):
+        torch.testing.assert_close(ops.corr2d_multi_in_out(X3, K4), expected[None])
 
 
 
