@@ -184,6 +184,7 @@ CONV_CASES = {
     "valid": ((2, 2, 6, 7), (2, 2, 3, 2), {"padding": "valid"}),
     "dilation-2-stride-pair": ((2, 2, 10, 9), (2, 2, 3, 3), {"dilation": 2, "stride": (1, 2), "padding": 1}),
     "dilation-pair": ((1, 2, 8, 11), (2, 2, 2, 3), {"dilation": (1, 3)}),
+    "dilation-(1, 2)": ((2, 1, 6, 9), (2, 1, 2, 3), {"dilation": (1, 2), "padding": (0, 1)}),
     "dilation-pair-strided": ((1, 2, 11, 8), (2, 2, 3, 2), {"dilation": (3, 1), "stride": (2, 1)}),
     "groups-2": ((2, 4, 7, 6), (6, 2, 3, 3), {"groups": 2, "padding": 1}),
     "depthwise-same": ((2, 3, 6, 7), (3, 1, 5, 5), {"groups": 3, "padding": "same"}),
