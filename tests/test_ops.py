@@ -695,7 +695,12 @@ def test_same_padding_puts_the_odd_pixel_last():
     assert same_padding(3) == (1, 1, 1, 1)
     assert same_padding((4, 5)) == (2, 2, 1, 2)  # totals: 3 rows, 4 columns
     assert same_padding((2, 3), (3, 2)) == (2, 2, 1, 2)  # totals: 3 rows, 4 columns
+    assert same_padding((3, 4)) == (1, 2, 1, 1)  # totals: 2 rows, 3 columns
     assert same_padding(1) == (0, 0, 0, 0)
+    with pytest.raises(ValueError, match=r"^kernel_size must be an int or a pair of ints, got \(3, 3, 3\)$"):
+        same_padding((3, 3, 3))
+    with pytest.raises(ValueError, match=r"^dilation must be an int or a pair of ints, got \(1, 1, 1\)$"):
+        same_padding(3, (1, 1, 1))
 
 
 def test_pair_accepts_ints_and_pairs_of_ints_only():
