@@ -474,6 +474,28 @@ def test_pools_match_torch_on_fixed_configurations(assert_matches_torch, kwargs)
     assert_matches_torch(ops.avg_pool2d, F.avg_pool2d, x, **kwargs, divisor_override=3)
 
 
+def test_ceil_mode_pads_each_axis_by_its_own_size(assert_matches_torch):
+    """More channels than columns: the extra far-side padding of the width comes from the width (3), not C (5)."""
+    x = randn(2, 5, 5, 3) - 3
+    assert_matches_torch(ops.max_pool2d, F.max_pool2d, x, kernel_size=2, ceil_mode=True)
+    assert_matches_torch(ops.avg_pool2d, F.avg_pool2d, x.transpose(2, 3), kernel_size=2, ceil_mode=True)
+
+
+def test_ops_keep_their_inputs_device():
+    """Every tensor an op makes follows its input: checked on PyTorch's meta device (shapes, no data), which
+    mixes with no other device, so a helper tensor left on the CPU fails without an accelerator."""
+    x, w = torch.empty(2, 3, 7, 8, device="meta"), torch.empty(4, 3, 5, 5, device="meta")
+    pairs = [
+        (ops.avg_pool2d(x, 3, 2, 1), F.avg_pool2d(x, 3, 2, 1)),
+        (ops.avg_pool2d(x, 3, 2, 1, count_include_pad=False), F.avg_pool2d(x, 3, 2, 1, count_include_pad=False)),
+        (ops.max_pool2d(x, 3, 2, 1, ceil_mode=True), F.max_pool2d(x, 3, 2, 1, ceil_mode=True)),
+        (ops.conv2d(x, w, padding=1, algorithm="im2col"), F.conv2d(x, w, padding=1)),
+        (ops.conv2d(x, w, padding=1, algorithm="fft"), F.conv2d(x, w, padding=1)),
+    ]
+    for ours, theirs in pairs:
+        assert (ours.device, ours.shape) == (theirs.device, theirs.shape)
+
+
 def test_avg_pool2d_counts_padding_in_the_divisor_by_hand():
     """A 2x2 input of ones, 3x3 windows at stride 1 with padding 1: each window sees 4 ones."""
     x = torch.ones(1, 1, 2, 2, dtype=torch.float64)
