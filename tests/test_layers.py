@@ -23,10 +23,13 @@ DROP_INS = [
     (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 2}, (2, 3, 8, 7)),
     (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 3, "stride": 2, "padding": 1, "ceil_mode": True,
                                       "count_include_pad": False}, (2, 3, 8, 7)),
+    (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 3, "stride": 2, "padding": 1}, (2, 3, 8, 7)),  # pad counted
+    (layers.AvgPool2d, nn.AvgPool2d, {"kernel_size": 2, "divisor_override": 3}, (2, 3, 8, 7)),
     (layers.BatchNorm1d, nn.BatchNorm1d, {"num_features": 3}, (5, 3)),
     (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "momentum": None}, (4, 3, 2, 5)),
     (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "affine": False}, (4, 3, 2, 5)),
     (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "track_running_stats": False}, (4, 3, 2, 5)),
+    (layers.BatchNorm2d, nn.BatchNorm2d, {"num_features": 3, "eps": 0.5, "momentum": 0.0}, (4, 3, 2, 5)),
 ]
 
 
@@ -141,6 +144,39 @@ def test_seed_conv2d_layer():
     assert conv(torch.zeros(6, 8)).shape == (6, 7)
 
 
+@pytest.mark.parametrize("cls, shape", [(layers.BatchNorm1d, (5, 3)), (layers.BatchNorm2d, (4, 3, 2, 5))])
+def test_batch_norm_with_tracking_switched_off_later_leaves_running_stats_alone_in_training(
+    assert_matches_torch, cls, shape
+):
+    """As in torch.nn: the buffers stay, training uses and updates nothing, evaluation still reads them."""
+    ours, theirs = twins(cls, getattr(nn, cls.__name__), {"num_features": 3})
+    ours.track_running_stats = theirs.track_running_stats = False
+    before = {k: v.clone() for k, v in ours.state_dict().items()}
+    params = [p for _, p in theirs.named_parameters()]
+    assert_matches_torch(as_function(ours), as_function(theirs), randn(*shape), *params)
+    for name, value in ours.state_dict().items():
+        assert torch.equal(value, before[name]), name
+        assert torch.equal(value, theirs.state_dict()[name]), name
+    ours.eval(), theirs.eval()
+    assert_matches_torch(as_function(ours), as_function(theirs), randn(*shape, seed=1), *params)
+
+
+def test_seed_conv2d_layer_adds_its_bias():
+    X = randn(6, 8)
+    conv = layers.Conv2D((2, 3)).double()
+    with torch.no_grad():
+        conv.bias.fill_(0.5)
+    torch.testing.assert_close(conv(X), ops.corr2d(X, conv.weight) + 0.5, rtol=1e-12, atol=1e-12)
+
+
 def test_max_pool2d_refuses_return_indices():
-    with pytest.raises(ValueError, match="does not return indices"):
+    message = r"^convzoo's MaxPool2d does not return indices; use torch.nn.MaxPool2d for that$"
+    with pytest.raises(ValueError, match=message):
         layers.MaxPool2d(2, return_indices=True)(torch.zeros(1, 1, 4, 4))
+
+
+def test_layers_for_names_the_backends():
+    assert layers.layers_for("torch") is layers.BACKENDS["torch"]
+    assert layers.layers_for("scratch").Conv2d is layers.Conv2d
+    with pytest.raises(ValueError, match=r"^backend must be one of \['scratch', 'torch'\], got 'tf'$"):
+        layers.layers_for("tf")
