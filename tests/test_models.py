@@ -342,10 +342,17 @@ def test_eval_mode_is_deterministic(name: str) -> None:
 
 # --- the from-scratch backend against torch.nn -----------------------------------------------
 
+SCRATCH_TWINS = {nn.Conv2d: layers.Conv2d, nn.MaxPool2d: layers.MaxPool2d, nn.AvgPool2d: layers.AvgPool2d,
+                 nn.BatchNorm1d: layers.BatchNorm1d, nn.BatchNorm2d: layers.BatchNorm2d,
+                 nn.AdaptiveAvgPool2d: layers.GlobalAvgPool2d}
+
+
 @pytest.mark.parametrize("name", MODELS)
-def test_backends_share_state_dict_keys(name: str) -> None:
+def test_backends_share_state_dict_keys_and_each_builds_every_layer_from_its_own_set(name: str) -> None:
     ours, theirs = meta_model(name, backend="scratch"), meta_model(name)
     assert shapes(ours) == shapes(theirs)
+    # Module by module, down to the insides of the blocks: the scratch twin where torch has its layer.
+    assert [type(m) for m in ours.modules()] == [SCRATCH_TWINS.get(type(m), type(m)) for m in theirs.modules()]
     assert _has(ours, layers.Conv2d) and not _has(theirs, layers.Conv2d)
 
 
@@ -604,6 +611,9 @@ def test_vgg_defaults_are_one_channel_224_inputs_ten_classes_and_4096_wide_hidde
     assert isinstance(model[0][0], nn.Conv2d) and model[0][0].in_channels == 1
     assert [(m.in_features, m.out_features) for m in model if isinstance(m, nn.Linear)] == [
         (2 * 112 * 112, 4096), (4096, 4096), (4096, 10)]
+    with torch.device("meta"):
+        classifier = vgg(())  # no blocks: the classifier alone, on the flattened 224x224 image
+    assert next(m for m in classifier if isinstance(m, nn.Linear)).in_features == 224 * 224
     with pytest.raises(InputSizeError, match=r"^input 1x1 is too small for vgg: "):
         vgg(((1, 2),), input_size=1)
 
@@ -642,9 +652,12 @@ def test_residual_is_the_books_unit(backend: str, c_in: int, stride: int, projec
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_resnet_block_halves_the_size_in_its_first_unit_unless_it_is_the_first_block(backend: str) -> None:
     torch.manual_seed(0)
-    block = resnet_block(3, 4, 2, backend=backend)  # first_block=False is the default
+    kwargs = {} if backend == "torch" else {"backend": backend}  # torch is the default
+    block = resnet_block(3, 4, 2, **kwargs)  # first_block=False is the default
     assert_book_definition(block, lambda w, x, t: book_resnet_block(w, x, t, 2, False), torch.randn(2, 3, 8, 8))
-    first = resnet_block(4, 4, 2, first_block=True, backend=backend)
+    expected_conv = layers.Conv2d if backend == "scratch" else nn.Conv2d
+    assert {type(m) for m in block.modules() if isinstance(m, nn.Conv2d)} == {expected_conv}
+    first = resnet_block(4, 4, 2, first_block=True, **kwargs)
     assert_book_definition(first, lambda w, x, t: book_resnet_block(w, x, t, 2, True), torch.randn(2, 4, 6, 6))
 
 
