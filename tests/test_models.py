@@ -1,4 +1,5 @@
-"""The model zoo: parameter counts by hand, the seed's printed shapes, gradients, backends, registry.
+"""The model zoo: parameter counts by hand, the seed's printed shapes, gradients, backends, registry,
+and every block and network against the book's definition written as a function of its weights.
 
 The 224x224 networks are expensive on a CPU, so most checks run them at reduced input sizes
 (the classifier is sized from the shape formula), on the ``meta`` device where only shapes
