@@ -619,7 +619,13 @@ def test_tampered_but_well_formed_checkpoints_raise_only_checkpoint_error(saved_
     metadata.pop("sha256", None)
     path = tmp_path / "tampered.safetensors"
     checkpoint._write(path, tensors, metadata)
-    assert_holds_the_saved_weights(load_both(path), saved_weights)
+    # The checksum is rewritten, so a weight replaced by another of its shape and dtype is a valid file (the
+    # checksum guards against corruption, not against someone rewriting the file): that one loads as written.
+    prefix = "model." if name == "checkpoint.safetensors" else ""
+    written = {key.removeprefix(prefix): t for key, t in tensors.items() if key.startswith(prefix)}
+    expected = {key: written[key] if key in written and written[key].shape == saved.shape
+                and written[key].dtype == saved.dtype else saved for key, saved in saved_weights.items()}
+    assert_holds_the_saved_weights(load_both(path), expected)
 
 
 @pytest.mark.parametrize("low_bytes", [b"\x80\x02", b"PK"])
