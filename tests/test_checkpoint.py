@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import pickle
+from pathlib import Path
+
+import pytest
 import torch
 
-from convzoo.checkpoint import snapshot_state
+from convzoo import checkpoint
+from convzoo.checkpoint import CheckpointError, load_state, save_model, save_state, saved_epoch, snapshot_state
 
 
 def test_checkpoint_snapshot_is_a_copy_of_the_live_weights() -> None:
@@ -22,3 +27,72 @@ def test_checkpoint_snapshot_is_a_copy_of_the_live_weights() -> None:
     optimizer.step()
     assert all(torch.equal(tensors[k], saved[k]) for k in saved)
     assert metadata["epoch"] == "1" and any(k.startswith("optim.") for k in tensors)
+
+
+# --- reading back what was saved -----------------------------------------------------------------
+
+def _trained(momentum: float = 0.9) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    from convzoo.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("lenet")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=momentum)
+    for _ in range(2):
+        optimizer.zero_grad()
+        model(torch.rand(2, 1, 28, 28)).sum().backward()
+        optimizer.step()
+    return model, optimizer
+
+
+def _rows(epochs: int) -> list[dict]:
+    return [{"epoch": e, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.5, "seconds": 1.0, "eval_seconds": 0.1}
+            for e in range(1, epochs + 1)]
+
+
+def test_saved_epoch_reads_the_header_of_a_checkpoint_only(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_state(tmp_path / "checkpoint.safetensors", model, optimizer, epoch=3, history=_rows(3))
+    save_model(tmp_path / "model.safetensors", model)
+    (tmp_path / "garbage").write_bytes(b"\x00" * 64)
+    (tmp_path / "pickle.pt").write_bytes(pickle.dumps({"epoch": 3}))
+    assert saved_epoch(tmp_path / "checkpoint.safetensors") == 3
+    assert saved_epoch(str(tmp_path / "checkpoint.safetensors")) == 3
+    for other in ("model.safetensors", "garbage", "pickle.pt", "missing"):  # no epoch, not safetensors, no file
+        assert saved_epoch(tmp_path / other) is None, other
+
+
+def test_load_state_restores_the_optimizers_state_exactly(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_state(tmp_path / "c.safetensors", model, optimizer, epoch=2, history=_rows(2))
+    fresh, fresh_optimizer = _trained(momentum=0.9)
+    with torch.no_grad():
+        for p in fresh.parameters():
+            p.zero_()
+    fresh_optimizer.state.clear()
+    epoch, history = load_state(tmp_path / "c.safetensors", fresh, fresh_optimizer)
+    assert (epoch, history) == (2, _rows(2))
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), fresh.state_dict().values()))
+    saved, restored = optimizer.state_dict()["state"], fresh_optimizer.state_dict()["state"]
+    assert saved.keys() == restored.keys() and len(saved) == len(list(model.parameters()))
+    for index in saved:
+        assert torch.equal(saved[index]["momentum_buffer"], restored[index]["momentum_buffer"]), index
+
+
+def test_an_optimizer_state_for_a_parameter_the_model_lacks_is_refused(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    count = len(list(model.parameters()))
+    tensors[f"optim.{count}.momentum_buffer"] = tensors.pop(f"optim.{count - 1}.momentum_buffer")
+    checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
+    with pytest.raises(CheckpointError, match=f"is not a valid convzoo checkpoint .*{count}"):
+        load_state(tmp_path / "c.safetensors", model, optimizer)
+
+
+def test_a_broken_history_row_is_named_by_its_number(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    rows = _rows(3)
+    rows[1]["train_loss"] = "low"
+    tensors, metadata = snapshot_state(model, optimizer, epoch=3, history=rows)
+    checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
+    with pytest.raises(CheckpointError, match="history row 2 is not a row of metrics"):
+        load_state(tmp_path / "c.safetensors", model, optimizer)
