@@ -346,6 +346,9 @@ def test_the_torch_twin_of_a_from_scratch_network_has_its_weights(images: torch.
     torch.manual_seed(0)
     model = create_model("lenet_bn").eval()
     assert export.torch_twin(model) is model
+    older = create_model("lenet")
+    older.config = {k: v for k, v in older.config.items() if k != "backend"}  # a configuration without a backend
+    assert export.torch_twin(older) is older  # is a torch.nn one
     scratch = create_model("lenet_bn", backend="scratch")
     scratch.load_state_dict(model.state_dict())
     scratch.eval()

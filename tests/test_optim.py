@@ -125,9 +125,10 @@ def test_the_sgd_step_is_nesterovs_with_decoupled_rate_and_coupled_decay() -> No
     assert model.weight.item() == pytest.approx(w, rel=1e-6)
 
 
-@pytest.mark.parametrize("name, graphable", [("sgd", False), ("sgd", True), ("adamw", False), ("adamw", True)])
+@pytest.mark.parametrize("name, graphable", [("sgd", None), ("sgd", True), ("adamw", None), ("adamw", True),
+                                             ("adamw", False)])
 def test_on_cuda_the_update_is_fused_and_graphable_rates_are_device_tensors(
-    name: str, graphable: bool, monkeypatch: pytest.MonkeyPatch
+    name: str, graphable: bool | None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """What ``make_optimizer`` asks torch for on CUDA, checked with CPU parameters (torch fuses on the CPU too):
     the fused update; with ``graphable`` the rate as a tensor on the device (made here on the CPU, since there
@@ -141,8 +142,11 @@ def test_on_cuda_the_update_is_fused_and_graphable_rates_are_device_tensors(
 
     monkeypatch.setattr(torch, "tensor", on_the_cpu)
     cuda = torch.device("cuda")
-    optimizer = make_optimizer(nn.Linear(3, 2), _config(optimizer=name, lr=0.25, momentum=0.9, weight_decay=0.01),
-                               device=cuda, graphable=graphable)
+    config = _config(optimizer=name, lr=0.25, momentum=0.9, weight_decay=0.02)
+    if graphable is None:  # not graphable by default
+        optimizer, graphable = make_optimizer(nn.Linear(3, 2), config, device=cuda), False
+    else:
+        optimizer = make_optimizer(nn.Linear(3, 2), config, device=cuda, graphable=graphable)
     monkeypatch.undo()
     (group,) = optimizer.param_groups
     assert group["fused"] is True
@@ -153,4 +157,4 @@ def test_on_cuda_the_update_is_fused_and_graphable_rates_are_device_tensors(
     else:
         assert type(optimizer) is torch.optim.SGD and (group["momentum"], group["nesterov"]) == (0.9, True)
         assert "capturable" not in group
-    assert group["weight_decay"] == 0.01
+    assert group["weight_decay"] == 0.02

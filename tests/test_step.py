@@ -168,6 +168,17 @@ def test_the_sums_start_at_zero_on_the_steps_device() -> None:
     assert step.graph is None and step.replays == 0
 
 
+def test_the_graph_flag_is_honoured_on_cuda_and_off_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a CUDA device (its sums made on the CPU here, where there may be no GPU) the flag is kept; no flag, no
+    graph. On the CPU the flag is dropped (the tests above)."""
+    zeros = torch.zeros
+    monkeypatch.setattr(torch, "zeros", lambda *args, device, **kwargs: zeros(*args, **kwargs))
+    model, cuda = nn.Linear(2, 2), torch.device("cuda")
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    assert TrainStep(model, nn.CrossEntropyLoss(), optimizer, cuda, cuda_graph=True).cuda_graph is True
+    assert TrainStep(model, nn.CrossEntropyLoss(), optimizer, cuda).cuda_graph is False
+
+
 def test_the_step_frees_the_gradients_before_the_backward_pass() -> None:
     """``zero_grad(set_to_none=True)``: each backward makes new gradient tensors (in a graph's memory pool),
     the previous step's are not written over."""
@@ -354,10 +365,13 @@ def test_the_step_autocasts_as_asked_with_the_weight_cache(amp: bool, monkeypatc
         calls.append((device, enabled, cache))
         return autocast(device, enabled, cache)
 
-    step = _tiny_step(amp=amp, cuda_graph=True)
+    step = _tiny_step(amp=amp, cuda_graph=True, batch_size=4)
     monkeypatch.setattr(step_module, "autocast", recorded)
     step(torch.ones(2, 4), torch.tensor([0, 1]))
-    assert calls == [(torch.device("cpu"), amp, True)]
+    step.cuda_graph = True  # as on CUDA: no cache, not even in the eager step of a batch of another size
+    step(torch.ones(2, 4), torch.tensor([0, 1]))
+    cpu = torch.device("cpu")
+    assert calls == [(cpu, amp, True), (cpu, amp, False)] and step._warm == 0
 
 
 def test_no_recompilation_sets_the_fail_on_recompile_stance(monkeypatch: pytest.MonkeyPatch) -> None:
