@@ -275,6 +275,46 @@ def test_a_graphed_step_warms_up_on_a_side_stream_then_captures_a_full_batch_the
     assert step._warm == WARMUP and step.replays == 3
 
 
+def test_the_capture_records_the_step_on_copies_of_the_batch_then_replays_it_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What ``_capture`` asks of ``torch.cuda``, checked on the CPU with the graph API stood in for (the GPU tests
+    below run the real one): the batch copied with its strides (static inputs later batches are copied into), the
+    gradients freed so that the capture allocates them in the graph's pool, the capture in thread-local error mode
+    with recompilation refused, then one replay of that graph to train on the batch."""
+    events: list[tuple] = []
+
+    class Graph:
+        def replay(self) -> None:
+            events.append(("replay", self))
+
+    @contextlib.contextmanager
+    def graph(cuda_graph: Graph, *, capture_error_mode: str = "global") -> Iterator[None]:
+        events.append(("capture", cuda_graph, capture_error_mode,
+                       [p.grad for p in model.parameters()], stances.copy()))
+        yield
+        events.append(("captured",))
+
+    stances: list[str] = []
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", Graph)
+    monkeypatch.setattr(torch.cuda, "graph", graph)
+    monkeypatch.setattr(torch.compiler, "set_stance", lambda stance: stances.append(stance) or contextlib.nullcontext())
+    model = nn.Sequential(nn.Flatten(), nn.Linear(8, 3))
+    step = TrainStep(model, nn.CrossEntropyLoss(), torch.optim.SGD(model.parameters(), lr=0.1), torch.device("cpu"))
+    step.replays = 3  # replays are counted on
+    step(torch.randn(2, 2, 2, 2), torch.tensor([0, 1]))  # an eager step: gradients exist
+    x = torch.randn(2, 2, 2, 2).to(memory_format=torch.channels_last)
+    y = torch.tensor([2, 0])
+    step._capture(x, y)
+    static_x, static_y = step._static
+    assert static_x is not x and torch.equal(static_x, x) and static_x.stride() == x.stride() == (8, 1, 4, 2)
+    assert static_y is not y and torch.equal(static_y, y)
+    assert isinstance(step.graph, Graph)
+    assert events == [("capture", step.graph, "thread_local", [None, None], ["fail_on_recompile"]), ("captured",),
+                      ("replay", step.graph)]
+    assert step.replays == 4
+
+
 def test_compile_and_cuda_graphs_combine_when_both_are_asked_for() -> None:
     assert uses_cuda_graphs(recipe("lenet", compile=True, cuda_graphs=True), torch.device("cuda"))
 
