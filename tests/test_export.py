@@ -254,7 +254,7 @@ def test_the_network_input_is_resized_to_the_input_side(images: torch.Tensor, tm
     assert session.get_inputs()[0].shape == ["batch", 1, 32, 32]
 
 
-def test_an_unknown_format_is_refused_before_any_work(lenet: torch.nn.Module, run: Path, tmp_path: Path) -> None:
+def test_an_unknown_format_is_refused_before_any_work(lenet: torch.nn.Module, tmp_path: Path) -> None:
     message = r"^--format must be one of onnx, torchscript, got 'tflite'$"
     with pytest.raises(export.ExportError, match=message):
         export.export_model(lenet, tmp_path / "m", "tflite", torch.zeros(0, 28, 28, dtype=torch.uint8), 28)
