@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -96,3 +97,57 @@ def test_a_broken_history_row_is_named_by_its_number(tmp_path: Path) -> None:
     checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
     with pytest.raises(CheckpointError, match="history row 2 is not a row of metrics"):
         load_state(tmp_path / "c.safetensors", model, optimizer)
+
+
+def test_plain_numbers_in_the_optimizers_state_go_through_the_metadata_and_back(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    first = next(iter(model.parameters()))
+    optimizer.state[first]["step"] = 3  # a plain number, as some optimizers keep
+    optimizer.state[first]["done"] = None
+    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    assert json.loads(metadata["optimizer"]) == {"state": {"0": {"step": 3, "done": None}}}
+    checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
+    fresh, fresh_optimizer = _trained()
+    load_state(tmp_path / "c.safetensors", fresh, fresh_optimizer)
+    restored = fresh_optimizer.state_dict()["state"][0]
+    assert restored["step"] == 3 and restored["done"] is None
+    assert torch.equal(restored["momentum_buffer"], optimizer.state[first]["momentum_buffer"])
+
+
+@pytest.mark.parametrize("plain", [{"0": {"step": [1]}}, {"0": {"step": "3"}}, {"0": [3]}, {"99": {"step": 1}}])
+def test_an_optimizer_state_that_is_not_plain_numbers_is_refused(tmp_path: Path, plain: dict) -> None:
+    model, optimizer = _trained()
+    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    metadata["optimizer"] = json.dumps({"state": plain})
+    checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
+    with pytest.raises(CheckpointError, match="is not plain numbers"):
+        load_state(tmp_path / "c.safetensors", model, optimizer)
+
+
+def test_a_checkpoint_of_no_completed_epoch_is_read_back(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_state(tmp_path / "c.safetensors", model, optimizer, epoch=0, history=[])
+    assert load_state(tmp_path / "c.safetensors", model, optimizer) == (0, [])
+
+
+def test_cuda_generator_states_are_read_in_device_order_and_checked() -> None:
+    cpu = torch.get_rng_state()
+    states = {i: torch.full((16,), i, dtype=torch.uint8) for i in (0, 2, 10)}
+    tensors = {"rng.cpu": cpu, **{f"rng.cuda.{i}": s for i, s in reversed(states.items())}}
+    parsed = checkpoint._parse_rng(tensors)
+    assert torch.equal(parsed[0], cpu) and [int(t[0]) for t in parsed[1:]] == [0, 2, 10]
+    for bad in (torch.zeros(16, dtype=torch.int64), torch.zeros(2, 8, dtype=torch.uint8)):
+        with pytest.raises(ValueError, match="^a CUDA generator state is not a uint8 vector$"):
+            checkpoint._parse_rng({"rng.cpu": cpu, "rng.cuda.0": bad})
+
+
+def test_cuda_generator_states_are_saved_only_once_cuda_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
+    model, optimizer = _trained()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a GPU machine that never used CUDA
+    tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    assert not [k for k in tensors if k.startswith("rng.cuda")]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), 7, dtype=torch.uint8)])
+    tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    assert torch.equal(tensors["rng.cuda.0"], torch.full((16,), 7, dtype=torch.uint8))
