@@ -151,3 +151,64 @@ def test_cuda_generator_states_are_saved_only_once_cuda_is_in_use(monkeypatch: p
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), 7, dtype=torch.uint8)])
     tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
     assert torch.equal(tensors["rng.cuda.0"], torch.full((16,), 7, dtype=torch.uint8))
+
+
+def test_refusals_say_what_the_file_is(tmp_path: Path) -> None:
+    (tmp_path / "old.pt").write_bytes(pickle.dumps({"epoch": 3}))
+    with pytest.raises(CheckpointError, match=r"old.pt is a pickle-based PyTorch file; convzoo only opens safetensors "
+                       r"files \(a pickle can run code when it is opened\)$"):
+        checkpoint.load_model(tmp_path / "old.pt")
+    model, _ = _trained()
+    checkpoint._write(tmp_path / "other.safetensors", dict(model.state_dict()), {"format": "other"})
+    with pytest.raises(CheckpointError, match=r"is not a convzoo convzoo-\d+ file \(format 'other'\)$"):
+        checkpoint.load_model(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("config, message", [
+    ({}, "the run has no model name in its configuration"),
+    ({"name": "lenet", "num_classes": [10], "x": 1.5},
+     "the run has an invalid model configuration: 'num_classes', 'x'"),
+    ({"name": "lenet", "bogus": 1}, "the run has an invalid model configuration: .*bogus"),
+])
+def test_a_bad_model_configuration_is_named(config: dict, message: str) -> None:
+    with pytest.raises(CheckpointError, match=f"^{message}"):
+        checkpoint.build_from_config(config)
+
+
+def test_a_weight_of_another_shape_or_dtype_is_named_with_both() -> None:
+    model, _ = _trained()
+    state = dict(model.state_dict())
+    state["0.weight"] = state["0.weight"].double()
+    with pytest.raises(CheckpointError, match=r"^f does not match its model: 0.weight is torch.float64 "
+                       r"\(6, 1, 5, 5\), the model has torch.float32 \(6, 1, 5, 5\)$"):
+        checkpoint._load_weights(model, state, "f")
+    extra = {**dict(model.state_dict()), "a": torch.zeros(1), "b": torch.zeros(1), "c": torch.zeros(1),
+             "d": torch.zeros(1)}
+    with pytest.raises(CheckpointError, match=r"^f does not match its model: it has unexpected a, b, c$"):
+        checkpoint._load_weights(model, extra, "f")
+
+
+def test_restored_weights_stay_the_parameters_the_optimizer_updates(tmp_path: Path) -> None:
+    model, optimizer = _trained()
+    save_state(tmp_path / "c.safetensors", model, optimizer, epoch=1, history=_rows(1))
+    fresh, fresh_optimizer = _trained()
+    params = list(fresh.parameters())
+    load_state(tmp_path / "c.safetensors", fresh, fresh_optimizer)
+    assert all(a is b for a, b in zip(params, fresh.parameters(), strict=True))
+    assert all(a is b for a, b in zip(params, fresh_optimizer.param_groups[0]["params"], strict=True))
+
+
+def test_a_gpu_machines_checkpoint_resumes_on_a_cpu_and_restores_each_device(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    model, optimizer = _trained()
+    tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    for i in range(3):
+        tensors[f"rng.cuda.{i}"] = torch.full((16,), i, dtype=torch.uint8)
+    checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
+    load_state(tmp_path / "c.safetensors", model, optimizer)  # no CUDA here: the CUDA states are not used
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
+    load_state(tmp_path / "c.safetensors", model, optimizer)
+    assert [int(t[0]) for t in restored] == [0, 1]  # one state per device of this machine
