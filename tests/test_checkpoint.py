@@ -143,12 +143,16 @@ def test_cuda_generator_states_are_read_in_device_order_and_checked() -> None:
 
 def test_cuda_generator_states_are_saved_only_once_cuda_is_in_use(monkeypatch: pytest.MonkeyPatch) -> None:
     model, optimizer = _trained()
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), 7, dtype=torch.uint8)])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)  # a GPU machine that never used CUDA
     tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
     assert not [k for k in tensors if k.startswith("rng.cuda")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: [torch.full((16,), 7, dtype=torch.uint8)])
+    tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
+    assert not [k for k in tensors if k.startswith("rng.cuda")]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     tensors, _ = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
     assert torch.equal(tensors["rng.cuda.0"], torch.full((16,), 7, dtype=torch.uint8))
 
@@ -202,7 +206,7 @@ def test_a_gpu_machines_checkpoint_resumes_on_a_cpu_and_restores_each_device(tmp
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     model, optimizer = _trained()
     tensors, metadata = snapshot_state(model, optimizer, epoch=1, history=_rows(1))
-    for i in range(3):
+    for i in range(4):  # a machine with 4 GPUs
         tensors[f"rng.cuda.{i}"] = torch.full((16,), i, dtype=torch.uint8)
     checkpoint._write(tmp_path / "c.safetensors", tensors, metadata)
     load_state(tmp_path / "c.safetensors", model, optimizer)  # no CUDA here: the CUDA states are not used
@@ -211,4 +215,14 @@ def test_a_gpu_machines_checkpoint_resumes_on_a_cpu_and_restores_each_device(tmp
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.extend)
     load_state(tmp_path / "c.safetensors", model, optimizer)
-    assert [int(t[0]) for t in restored] == [0, 1]  # one state per device of this machine
+    assert [int(t[0]) for t in restored] == [0, 1]  # one state per device of this machine (2 of the 4)
+
+
+def test_plain_numbers_for_a_parameter_with_no_tensor_state_are_restored(tmp_path: Path) -> None:
+    model, optimizer = _trained(momentum=0.0)  # plain SGD keeps no state of its own
+    first = next(iter(model.parameters()))
+    optimizer.state[first]["step"] = 3
+    save_state(tmp_path / "c.safetensors", model, optimizer, epoch=1, history=_rows(1))
+    fresh, fresh_optimizer = _trained(momentum=0.0)
+    load_state(tmp_path / "c.safetensors", fresh, fresh_optimizer)
+    assert fresh_optimizer.state_dict()["state"] == {0: {"step": 3}}
