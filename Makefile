@@ -61,5 +61,5 @@ lint: setup
 # Mutation testing of the core (slow: tens of minutes on 2 cores; docs/testing.md). GROUPS=ops models ... for some.
 mutate: setup data
 	$(PIP) -e '.[dev,mutation]'
-	$(BIN)/python tests/mutation.py run $(GROUPS)
-	$(BIN)/python tests/mutation.py report $(GROUPS) --survivors
+	$(BIN)/python tools/mutation.py run $(GROUPS)
+	$(BIN)/python tools/mutation.py report $(GROUPS) --survivors

@@ -31,6 +31,7 @@ import os
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 import argparse
+import dataclasses
 import gzip
 import shutil
 import statistics
@@ -45,7 +46,7 @@ from torch import nn
 from convzoo.config import TrainConfig, recipe
 from convzoo.data import FILES, find_data_dir
 from convzoo.fileio import write_json
-from convzoo.models import create_model, init_weights
+from convzoo.network import build_model
 from convzoo.optim import make_optimizer
 from convzoo.runtime import resolve_device
 from convzoo.summary import summarize_model
@@ -112,7 +113,7 @@ def run_baseline(config: TrainConfig, workdir: Path, workers: int, epochs: int |
     start = time.perf_counter()
     device = resolve_device(config.device)
     torch.manual_seed(config.seed)
-    trans = [transforms.Resize(config.resize)] if config.resize != 28 else []
+    trans = [transforms.Resize(config.input_size)] if config.input_size != 28 else []
     trans = transforms.Compose([*trans, transforms.ToTensor()])
     root = _torchvision_root(workdir)
     train_set = datasets.FashionMNIST(root=str(root), train=True, transform=trans, download=False)
@@ -124,9 +125,7 @@ def run_baseline(config: TrainConfig, workdir: Path, workers: int, epochs: int |
     train_iter = DataLoader(train_set, config.batch_size, shuffle=True, num_workers=workers)
     test_iter = DataLoader(test_set, config.batch_size, shuffle=False, num_workers=workers)
 
-    model = create_model(config.model, input_size=config.resize)
-    init_weights(model, config.init)
-    model.to(device)
+    model = build_model(dataclasses.replace(config, channels_last=False), device)  # the book's NCHW
     optimizer = make_optimizer(model, config)
     loss_fn = nn.CrossEntropyLoss()
     run_epochs = min(epochs or config.epochs, config.epochs)
@@ -240,11 +239,11 @@ def main(argv: list[str] | None = None) -> None:
 
     base = config_for(0)
     device = resolve_device(base.device)
-    macs = summarize_model(args.model, input_size=base.resize).total_macs
+    macs = summarize_model(args.model, input_size=base.input_size).total_macs
     meta = {**machine_info(), "model": args.model, "recipe": args.recipe, "config": vars(base) | {"seed": None},
             "target": args.target, "macs_per_example": macs}
     print(f"{args.model} / {args.recipe}: {base.epochs} epochs, batch {base.batch_size}, lr {base.lr}, "
-          f"input {base.resize}, device {device} ({meta['gpu'] or meta['cpu']}, torch {meta['torch']})", flush=True)
+          f"input {base.input_size}, device {device} ({meta['gpu'] or meta['cpu']}, torch {meta['torch']})", flush=True)
 
     pipelines = []
     if not args.only_baseline:

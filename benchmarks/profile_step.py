@@ -26,7 +26,7 @@ from torch.profiler import ProfilerActivity, profile
 
 from convzoo.config import recipe
 from convzoo.data import Batches, DataError, load_split
-from convzoo.models import create_model, init_weights
+from convzoo.network import build_model
 from convzoo.optim import make_optimizer
 from convzoo.runtime import backend_settings, resolve_device, uses_cuda_graphs
 from convzoo.step import TrainStep
@@ -38,7 +38,7 @@ def batches(config, device: torch.device) -> Batches:  # noqa: ANN001
     except DataError:
         images = torch.randint(0, 256, (4096, 28, 28), dtype=torch.uint8)
         labels = torch.randint(0, 10, (4096,))
-    return Batches(images, labels, config.batch_size, shuffle=True, device=device, resize=config.resize,
+    return Batches(images, labels, config.batch_size, shuffle=True, device=device, resize=config.input_size,
                    augment=config.augment, drop_last=True, channels_last=config.channels_last)
 
 
@@ -64,11 +64,7 @@ def main(argv: list[str] | None = None) -> None:
 
 def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
     device = resolve_device(config.device)
-    model = create_model(config.model, input_size=config.resize)
-    init_weights(model, config.init)
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
+    model = build_model(config, device)
     graphs = uses_cuda_graphs(config, device)
     optimizer = make_optimizer(model, config, device=device, graphable=graphs)
     net = torch.compile(model) if config.compile else model
@@ -100,7 +96,7 @@ def profile_step(config, args: argparse.Namespace) -> None:  # noqa: ANN001
         run(args.steps)
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     print(prof.key_averages().table(sort_by=sort, row_limit=args.rows))
-    print(f"{config.model} / {config.recipe}: batch {config.batch_size}, input {config.resize}, device {device}, "
+    print(f"{config.model} / {config.recipe}: batch {config.batch_size}, input {config.input_size}, device {device}, "
           f"amp {config.amp}, channels_last {config.channels_last}, compile {config.compile}, "
           f"cuda_graphs {graphs}, "
           f"{torch.get_num_threads()} threads: {rate:,.0f} examples/s without the profiler")

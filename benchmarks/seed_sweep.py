@@ -55,8 +55,8 @@ from convzoo.config import TrainConfig, recipe
 from convzoo.data import Batches, load_split
 from convzoo.evaluate import evaluate
 from convzoo.fileio import write_json
-from convzoo.models import create_model, init_weights
 from convzoo.monitor import not_learning
+from convzoo.network import build_model
 from convzoo.optim import make_optimizer
 from convzoo.runtime import backend_settings, resolve_device, uses_cuda_graphs
 from convzoo.step import TrainStep, autocast
@@ -101,9 +101,7 @@ def variant_config(base: TrainConfig, variant: dict[str, str]) -> TrainConfig:
 
 def build(config: TrainConfig, variant: dict[str, str], device: torch.device) -> nn.Module:
     """The model as ``fit`` builds it (seeded, then initialised), changed by the variant."""
-    torch.manual_seed(config.seed)
-    model = create_model(config.model, backend=config.backend, input_size=config.resize)
-    init_weights(model, config.init)
+    model = build_model(config, device)
     if variant.get("bias") == "zero":
         for module in model.modules():
             if isinstance(module, (nn.Conv2d, nn.Linear)) and module.bias is not None:
@@ -115,9 +113,6 @@ def build(config: TrainConfig, variant: dict[str, str], device: torch.device) ->
             raise SystemExit(f"error: last_relu=off is defined for nin only, not {config.model}")
         parent, name = relus[-1]
         setattr(parent, name, nn.Identity())
-    model.to(device)
-    if config.channels_last:
-        model.to(memory_format=torch.channels_last)
     return model
 
 
@@ -178,11 +173,11 @@ def run_one(config: TrainConfig, variant: dict[str, str], data: tuple, log, trai
     with backend_settings(config):
         model = build(config, variant, device)
         train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
-                        resize=config.resize, augment=config.augment, channels_last=config.channels_last)
-        test = Batches(test_x, test_y, config.eval_batch_size, device=device, resize=config.resize,
+                        resize=config.input_size, augment=config.augment, channels_last=config.channels_last)
+        test = Batches(test_x, test_y, config.eval_batch_size, device=device, resize=config.input_size,
                        channels_last=config.channels_last)
         probe_x = next(iter(Batches(train_x[:PROBE_SIZE], train_y[:PROBE_SIZE], PROBE_SIZE, device=device,
-                                    resize=config.resize, channels_last=config.channels_last)))[0]
+                                    resize=config.input_size, channels_last=config.channels_last)))[0]
         probe = Probe(model, probe_x, last_relu=variant.get("last_relu") != "off")
         graphs = uses_cuda_graphs(config, device)
         optimizer = make_optimizer(model, config, device=device, graphable=graphs)
@@ -348,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                     test_x, test_y = load_split("test", config.data_dir)
                     data[key] = ((train_x[: config.limit_train], train_y[: config.limit_train]),
                                  (test_x[: config.limit_test], test_y[: config.limit_test]))
-                log(f"== {model} {spec} seed {seed}: lr {config.lr:g}, init {config.init}, input {config.resize}, "
+                log(f"== {model} {spec} seed {seed}: lr {config.lr:g}, init {config.init}, input {config.input_size}, "
                     f"batch {config.batch_size}, {config.epochs} epochs on {len(data[key][0][0])} images")
                 run = run_one(config, variant, data[key], log, train_it=not args.init_only)
                 runs.append({"model": model, "variant": spec, **run})

@@ -10,7 +10,7 @@ import pytest
 import torch
 from hypothesis import Phase, settings
 
-# Mutation runs (tests/mutation.py sets HYPOTHESIS_PROFILE=mutation) stop at the first failing example:
+# Mutation runs (tools/mutation.py sets HYPOTHESIS_PROFILE=mutation) stop at the first failing example:
 # shrinking it to a smaller one would only cost time, once per killed mutant.
 settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase.generate], database=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))

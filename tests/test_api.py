@@ -104,29 +104,48 @@ def test_an_unfinished_run_says_how_to_resume_it(trained: api.Run, tmp_path: Pat
         unfinished.result  # noqa: B018  (a property that reads result.json)
 
 
-@pytest.mark.parametrize("cli, python", [
-    ("runs/x already exists; use --resume runs/x to continue it, --overwrite to replace it, or another --out",
-     "runs/x already exists; use resume=True to continue it, overwrite=True to replace it, or another out"),
-    ("--lr must be a positive number, got -1.0", "lr must be a positive number, got -1.0"),
-    ("try --lr 0.09 (or --recipe fast). runs/x keeps 2 completed epochs; continue with: convzoo train --resume "
-     "'runs/my x' --lr 0.09",
-     "try lr=0.09 (or recipe='fast'). runs/x keeps 2 completed epochs; continue with: train(out='runs/my x', "
-     "resume=True, lr=0.09)"),
-    ("--device cuda: CUDA is not available on this machine (use --device cpu or auto)",
-     "device='cuda': CUDA is not available on this machine (use device='cpu' or auto)"),
-    ("--compile and --cuda-graphs: choose one", "compile=True and cuda_graphs=True: choose one"),
-    ("--resume continues a run as it was configured: --batch-size cannot change",
-     "resume=True continues a run as it was configured: batch_size cannot change"),
-    ("quicker: --limit-train 10000, --resize 48, --no-augment", "quicker: limit_train=10000, resize=48, augment=False"),
-    ("--out runs/x exists and is not a directory", "out='runs/x' exists and is not a directory"),
-    ("--optimizer must be one of sgd, adamw, got 'x'", "optimizer must be one of sgd, adamw, got 'x'"),
-])
-def test_python_terms(cli: str, python: str) -> None:
-    assert api.python_terms(cli) == python
+def test_each_door_words_the_same_error_its_own_way(tmp_path: Path, run_cli) -> None:
+    """One message, built once with ``convzoo.terms``: flags on the command line, arguments in Python."""
+    (tmp_path / "x").write_text("")
+    cases = [  # (the command line's arguments, the API call, what each says)
+        (["train", "lenet", "--lr", "-1"], lambda: api.train("lenet", tmp_path / "a", lr=-1),
+         "--lr must be a positive number, got -1.0", "lr must be a positive number, got -1"),
+        (["train", "lenet", "--device", "cuda"], lambda: api.train("lenet", tmp_path / "a", device="cuda"),
+         "--device cuda: CUDA is not available on this machine (use --device cpu or auto)",
+         "device='cuda': CUDA is not available on this machine (use device='cpu' or auto)"),
+        (["train", "lenet", "--out", str(tmp_path / "x")], lambda: api.train("lenet", tmp_path / "x"),
+         f"--out {tmp_path / 'x'} exists and is not a directory",
+         f"out='{tmp_path / 'x'}' exists and is not a directory"),
+        (["train", "lenet", "--optimizer", "x"], lambda: api.train("lenet", tmp_path / "a", optimizer="x"),
+         "invalid choice: 'x'", "optimizer must be one of sgd, adamw, got 'x'"),
+    ]
+    for argv, call, cli_says, python_says in cases:
+        code, _, err = run_cli(*argv)
+        assert code == 2 and cli_says in err, argv
+        with pytest.raises(ConfigError) as error:
+            call()
+        assert str(error.value).startswith(python_says) and "--" not in str(error.value), argv
+
+
+def test_errors_carry_their_field() -> None:
+    with pytest.raises(ConfigError) as error:
+        api.train("lenet", "unused", batch_size=0)
+    assert error.value.field == "batch_size" and str(error.value) == "batch_size must be at least 1, got 0"
+
+
+def test_values_of_the_wrong_type_are_refused_before_anything_is_created(tmp_path: Path) -> None:
+    for name, value in [("epochs", True), ("lr", "0.1"), ("batch_size", 1.5), ("augment", 1), ("data_dir", 3)]:
+        with pytest.raises(ConfigError) as error:
+            api.train("lenet", tmp_path / "run", **{name: value})
+        assert error.value.field == name and str(error.value).startswith(f"{name} must be "), name
+    assert not (tmp_path / "run").exists()
+    for empty in ("", " "):
+        with pytest.raises(ConfigError, match="out must not be empty"):
+            api.train("lenet", empty)
 
 
 def test_recipes_and_plan() -> None:
     alexnet = api.recipes("alexnet")
-    assert (alexnet["d2l"]["lr"], alexnet["d2l"]["resize"], alexnet["fast"]["schedule"]) == (0.01, 224, "onecycle")
+    assert (alexnet["d2l"]["lr"], alexnet["d2l"]["input_size"], alexnet["fast"]["schedule"]) == (0.01, 224, "onecycle")
     plan = api.plan("lenet", epochs=1, data_dir=str(SLICE), device="cpu", limit_train=256)
     assert isinstance(plan, Plan) and plan.train_images == 256 and plan.steps_per_epoch == 1 and plan.seconds > 0

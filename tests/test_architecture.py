@@ -97,3 +97,32 @@ def test_modules_and_functions_are_short(path: Path) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             lines = node.end_lineno - node.lineno + 1
             assert lines <= MAX_FUNCTION_LINES, f"{path.name}:{node.lineno} {node.name} has {lines} lines"
+
+
+def _contract_layers() -> list[set[str]]:
+    """The layers of the import-linter contract in pyproject.toml, top first, as sets of module names."""
+    import tomllib
+
+    config = tomllib.loads((SRC.parent / "pyproject.toml").read_text())
+    (contract,) = config["tool"]["importlinter"]["contracts"]
+    return [{name.strip().removeprefix("convzoo.") for name in layer.split("|")} for layer in contract["layers"]]
+
+
+def _page_layers() -> list[set[str]]:
+    """The layers of docs/architecture.md's table, top first: the modules named in backticks in its second column."""
+    import re
+
+    page = (SRC.parent / "docs" / "architecture.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| ([^|]+) \|", page, flags=re.MULTILINE)
+    assert [int(n) for n, _ in rows] == list(range(1, len(rows) + 1)), "the layers are numbered 1, 2, ..."
+    return [{name.rstrip("/") for name in re.findall(r"`([^`]+)`", modules)} for _, modules in rows]
+
+
+def test_the_architecture_page_shows_the_contracts_layers() -> None:
+    assert _page_layers() == _contract_layers()
+
+
+def test_every_module_of_the_package_is_on_the_architecture_page_and_in_the_contract() -> None:
+    top_level = {p.stem if p.is_file() else p.name for p in PACKAGE.iterdir()
+                 if (p.suffix == ".py" and not p.name.startswith("__")) or (p / "__init__.py").is_file()}
+    assert top_level == set().union(*_contract_layers())

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from convzoo.cli import build_parser
-from convzoo.cli.train import config_from_args
+from convzoo.cli.train import train_arguments
 from convzoo.config import (
     BOOK_RECIPES,
     FAST_RECIPES,
@@ -26,6 +26,7 @@ from convzoo.config import (
 )
 from convzoo.errors import ConfigError
 from convzoo.models import list_models
+from convzoo.rundir import resolve_run
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -34,11 +35,18 @@ def train_args(*argv: str) -> argparse.Namespace:
     return build_parser().parse_args(["train", *argv])
 
 
+def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
+    """What the ``train`` command resolves its arguments to (the configuration, directory, and whether it resumes)."""
+    arguments = train_arguments(args)
+    config, run_dir = resolve_run(**arguments)
+    return config, str(run_dir), arguments["resume"]
+
+
 def test_every_field_has_a_flag_and_every_flag_reaches_the_config() -> None:
     """A value given on the command line for each flag arrives in the resolved config."""
     values = {"epochs": 3, "batch_size": 64, "lr": 0.25, "optimizer": "adamw", "momentum": 0.5,
               "weight_decay": 0.001, "schedule": "cosine", "label_smoothing": 0.2, "augment": True, "tta": True,
-              "init": "kaiming", "resize": 32, "seed": 7, "device": "cpu", "backend": "scratch",
+              "init": "kaiming", "input_size": 32, "seed": 7, "device": "cpu", "backend": "scratch",
               "channels_last": False, "amp": True, "compile": False, "cuda_graphs": False, "autotune": False,
               "limit_train": 100, "limit_test": 50, "data_dir": str(SLICE), "eval_batch_size": 25,
               "deterministic": True, "threads": 1}
@@ -58,7 +66,7 @@ def test_every_field_has_a_flag_and_every_flag_reaches_the_config() -> None:
 def test_flags_left_out_keep_the_recipe() -> None:
     config, _, _ = config_from_args(train_args("alexnet"))
     assert config == recipe("alexnet")
-    assert (config.lr, config.batch_size, config.resize) == BOOK_RECIPES["alexnet"]
+    assert (config.lr, config.batch_size, config.input_size) == BOOK_RECIPES["alexnet"]
     fast, _, _ = config_from_args(train_args("vgg11_small", "--recipe", "fast"))
     assert fast.lr == FAST_RECIPES["vgg11_small"]["lr"] and fast.init == "kaiming" and fast.amp
 
@@ -95,8 +103,9 @@ def test_a_runs_command_repeated_with_resume_continues_it(tmp_path: Path, run_cl
 def test_config_from_dict_fills_fields_an_older_run_lacks_and_refuses_wrong_types() -> None:
     stored = {"model": "lenet", "recipe": "d2l", "epochs": 2}
     assert config_from_dict(stored, "x").eval_batch_size == TrainConfig().eval_batch_size
-    with pytest.raises(ConfigError, match="epochs is '2', expected int"):
+    with pytest.raises(ConfigError, match="x has an invalid training configuration: epochs must be an integer, got '2"):
         config_from_dict({**stored, "epochs": "2"}, "x")
+    assert config_from_dict({**stored, "resize": 32}, "x").input_size == 32  # the name a run of before wrote
     with pytest.raises(ConfigError, match="invalid training configuration"):
         config_from_dict({**stored, "colour": "red"}, "x")
 
@@ -111,7 +120,7 @@ def test_the_command_line_and_recipe_agree_on_the_readme_example() -> None:
 def test_d2l_recipe_is_the_books(model: str) -> None:
     config = recipe(model)
     lr, batch, size = BOOK_RECIPES[model]
-    assert (config.lr, config.batch_size, config.resize, config.epochs) == (lr, batch, size, 10)
+    assert (config.lr, config.batch_size, config.input_size, config.epochs) == (lr, batch, size, 10)
     assert (config.optimizer, config.momentum, config.weight_decay, config.init) == ("sgd", 0.0, 0.0, "xavier")
     assert not config.augment and config.label_smoothing == 0 and config.schedule == "constant"
 
@@ -124,7 +133,7 @@ def test_every_model_has_both_recipes() -> None:
 
 def test_overrides_win_and_none_is_ignored() -> None:
     config = recipe("lenet", epochs=3, lr=None, resize=32)
-    assert (config.epochs, config.lr, config.resize) == (3, 0.9, 32)
+    assert (config.epochs, config.lr, config.input_size) == (3, 0.9, 32)
 
 
 @pytest.mark.parametrize("override", [
@@ -143,7 +152,7 @@ def test_recipes_command_shows_every_setting_a_recipe_makes(run_cli) -> None:
     assert lines[0].split() == ["alexnet", "d2l", "fast"]
     rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
     assert set(rows) == {flag_name(name) for name in recipe_fields()}
-    assert (rows["--lr"], rows["--resize"], rows["--augment"]) == (["0.01", "0.02"], ["224", "96"], ["off", "on"])
+    assert (rows["--lr"], rows["--input-size"], rows["--augment"]) == (["0.01", "0.02"], ["224", "96"], ["off", "on"])
     code, out, err = run_cli("recipes", "--json")
     table = json.loads(out)
     assert (code, list(table)) == (0, list_models())

@@ -39,7 +39,7 @@ from convzoo.data import Batches, load_split
 from convzoo.distributed import DistributedError, Rank
 from convzoo.models import create_model, init_weights
 from convzoo.optim import lr_factor, make_optimizer
-from convzoo.rundir import evaluate_run
+from convzoo.run import Run
 from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -70,13 +70,13 @@ def replay(config: TrainConfig, dtype: torch.dtype, *, half_batches: bool = Fals
     torch.set_num_threads(config.threads)
     try:
         torch.manual_seed(config.seed)
-        model = create_model(config.model, input_size=config.resize)
+        model = create_model(config.model, input_size=config.input_size)
         init_weights(model, config.init)
         model.to(dtype).train()
         if config.channels_last:
             model.to(memory_format=torch.channels_last)
         images, labels = load_split("train", config.data_dir)
-        batches = Batches(images, labels, config.batch_size, shuffle=True, seed=config.seed, resize=config.resize,
+        batches = Batches(images, labels, config.batch_size, shuffle=True, seed=config.seed, resize=config.input_size,
                           channels_last=config.channels_last)
         optimizer = make_optimizer(model, config)
         loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
@@ -148,7 +148,8 @@ def test_two_ranks_end_where_one_process_does(single: Path, rounding: dict[str, 
     assert len([line for line in stdout.splitlines() if line.startswith("epoch")]) == EPOCHS
     assert stdout.count("test accuracy") == 1 and "Traceback" not in stderr
     # The sharded evaluation agrees with evaluating the saved model in one process.
-    assert evaluate_run(out, "cpu").accuracy == json.loads((out / "result.json").read_text())["test_acc"]
+    recorded = json.loads((out / "result.json").read_text())["test_acc"]
+    assert Run.open(out, "cpu").evaluate(progress=False).accuracy == recorded
     assert json.loads((out / "config.json").read_text())["config"]["batch_size"] == 32  # the global batch
 
 

@@ -9,9 +9,18 @@ from pathlib import Path
 import pytest
 
 from convzoo.cli import build_parser
-from convzoo.cli.train import config_from_args
+from convzoo.cli.train import train_arguments
 from convzoo.config import recipe
-from convzoo.estimate import as_flags, format_seconds, memory_bytes, plan_run, run_seconds, shorter, smallest_input_size
+from convzoo.estimate import (
+    as_settings,
+    format_seconds,
+    memory_bytes,
+    plan_run,
+    run_seconds,
+    shorter,
+    smallest_input_size,
+)
+from convzoo.rundir import resolve_run
 from convzoo.summary import summarize_model
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -44,13 +53,13 @@ def test_memory_is_data_weights_with_optimizer_state_and_activations() -> None:
 
 def test_the_flags_of_a_config_give_it_back() -> None:
     config = recipe("alexnet", "fast", epochs=3, limit_train=5000, augment=False, device="cpu")
-    args = build_parser().parse_args(["train", "alexnet", *" ".join(as_flags(config)).split()])
-    assert config_from_args(args)[0] == config
+    args = build_parser().parse_args(["train", "alexnet", *" ".join(as_settings(config)).split()])
+    assert resolve_run(**train_arguments(args))[0] == config
 
 
 def test_quicker_options_fit_the_run() -> None:
     book = shorter(recipe("alexnet", device="cpu"))
-    assert book == ("--limit-train 10000, --limit-test 2000, --resize 112, --recipe fast, --epochs 2, "
+    assert book == ("--limit-train 10000, --limit-test 2000, --input-size 112, --recipe fast, --epochs 2, "
                     "a GPU (--device cuda)")
     quick = shorter(recipe("alexnet", "fast", epochs=2, resize=67, limit_train=5000, limit_test=1000, device="cpu"))
     assert quick == "a GPU (--device cuda)"  # 67 is as small as AlexNet goes

@@ -90,14 +90,15 @@ def test_classify_gives_the_top_k_classes_most_probable_first(tiny_run: Path) ->
     predictions = classify(model, config, torch.cat([images, blank_page()]), device, top_k=3)
     assert [p.image for p in predictions] == [f"image {i}" for i in range(9)]
     for p in predictions:
-        labels, probs = zip(*p.top)
+        labels, probs = zip(*p.top_labels)
         assert len(set(labels)) == 3 and list(probs) == sorted(probs, reverse=True) and sum(probs) <= 1 + 1e-6
         assert p.class_name == CLASSES[p.label] and p.probability == probs[0]
+        assert p.top == [(CLASSES[label], prob) for label, prob in p.top_labels]
     with torch.no_grad():
         expected = model(images[:, None].float() / 255).argmax(1)
     assert [p.label for p in predictions[:8]] == expected.tolist()
     assert [p.unlike_training_data is None for p in predictions] == [True] * 8 + [False]
-    with pytest.raises(ValueError, match="top_k must be between 1 and 10"):
+    with pytest.raises(ValueError, match="--top-k must be between 1 and 10"):
         classify(model, config, images, device, top_k=11)
 
 

@@ -48,7 +48,7 @@ def test_a_batch_that_cannot_fit_names_the_flag_and_the_largest_that_does() -> N
 
 
 def test_an_input_too_large_for_even_one_image_names_resize() -> None:
-    with pytest.raises(ConfigError, match="not enough even for one image at a time: use a smaller --resize"):
+    with pytest.raises(ConfigError, match="not enough even for one image at a time: use a smaller --input-size"):
         check_fits(recipe("alexnet", resize=4096), CPU, available=2 * GIB)
 
 

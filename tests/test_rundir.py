@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from convzoo import rundir
-from convzoo.checkpoint import save_model
-from convzoo.errors import ConfigError, RunBusyError, RunFileError
+from convzoo.checkpoint import CheckpointError, save_model
+from convzoo.errors import ConfigError, RunBusyError
 from convzoo.models import create_model
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -187,7 +187,7 @@ def test_weights_of_another_run_are_refused(run: Path, run_cli: Cli) -> None:
 
 def test_weights_for_another_input_size_are_refused(run: Path) -> None:
     save_model(run / "model.safetensors", create_model("lenet", input_size=32))
-    with pytest.raises(RunFileError, match="for 32x32 inputs"):
+    with pytest.raises(CheckpointError, match="for 32x32 inputs"):
         rundir.load_run(run, "cpu")
 
 
@@ -208,7 +208,7 @@ def edited(run: Path) -> Iterator[Callable[[str, Callable[[str], str]], Path]]:
     ("result.json", lambda t: '{"test_acc": "high", "train_seconds": 1, "epochs": 1}', "compare",
      "no number for test_acc"),
     ("config.json", lambda t: t.replace('"model": {', '"modelx": {'), "eval", "no model description"),
-    ("config.json", lambda t: t.replace('"epochs": 1', '"epochs": "1"'), "eval", "expected int"),
+    ("config.json", lambda t: t.replace('"epochs": 1', '"epochs": "1"'), "eval", "epochs must be an integer"),
     ("config.json", lambda t: t.replace('"config": {', '"config": {"colour": "red", '), "eval",
      "invalid training configuration"),
 ])

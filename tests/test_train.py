@@ -18,7 +18,7 @@ from convzoo.checkpoint import load_model
 from convzoo.config import recipe
 from convzoo.data import load_split
 from convzoo.data.source import DEBIAN_DIR
-from convzoo.rundir import evaluate_run
+from convzoo.run import Run
 from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -139,7 +139,7 @@ def test_speed_switches_train_and_save_a_model_that_evaluates_the_same(
     assert math.isfinite(result.history[0]["train_loss"])
     # The saved (uncompiled) model under the run's precision agrees with the training-time evaluation;
     # a compiled graph may round bf16 differently, so allow a prediction or two to flip.
-    evaluation = evaluate_run(tmp_path / "run", device="cpu")
+    evaluation = Run.open(tmp_path / "run", "cpu").evaluate(progress=False)
     assert evaluation.accuracy == pytest.approx(result.test_acc, abs=0.02 if compiled else 0)
 
 

@@ -158,6 +158,28 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Modul
     return model.to(device).eval()
 
 
+def load_weights(path: str | Path, model: nn.Module) -> None:
+    """Assign the weights of a ``save_model`` file to ``model`` (built from a run's configuration, on any device).
+
+    The file's model must be ``model``'s (name and arguments, e.g. a weights file copied from another
+    run is refused) and every tensor must have its parameter's shape and dtype.
+    """
+    tensors, metadata = _read(path)
+    stored = _json(metadata, "model", path)
+    if stored != model.config:
+        raise CheckpointError(f"{path} holds {_described(stored)}, but its run describes {_described(model.config)}: "
+                              "the files come from different runs")
+    _load_weights(model, tensors, path, assign=True)
+
+
+def _described(config: object) -> str:
+    """``a lenet for 28x28 inputs`` of a model's stored configuration."""
+    if not isinstance(config, dict):
+        return "no model description"
+    size = config.get("input_size")
+    return f"a {config.get('name')} for {size}x{size} inputs"
+
+
 def save_state(
     path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer, *, epoch: int, history: list[dict]
 ) -> None:

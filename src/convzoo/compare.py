@@ -34,7 +34,7 @@ def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict]:
         params, macs = model_size(meta)
         rows.append({
             "run": run_label(run_dir), "run_dir": str(run_dir), "model": config.model, "recipe": config.recipe,
-            "input_size": config.resize, "params": params, "macs": macs, "epochs": result["epochs"],
+            "input_size": config.input_size, "params": params, "macs": macs, "epochs": result["epochs"],
             "train_seconds": result["train_seconds"], "test_acc": result["test_acc"],
         })
     return rows

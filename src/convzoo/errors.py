@@ -10,13 +10,22 @@ import errno
 
 
 class UserError(ValueError):
-    """Something the user gave convzoo is wrong; the message says what and how to fix it."""
+    """Something the user gave convzoo is wrong; the message says what and how to fix it.
+
+    ``field`` names the setting the error is about (a ``TrainConfig`` field or an argument, such as
+    ``batch_size``), when there is one; the message already names it in the words of the door the user
+    came through (``convzoo.terms``).
+    """
 
     exit_code = 2
 
+    def __init__(self, message: str = "", *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
 
 class ConfigError(UserError):
-    """A training option that cannot work (bad value, missing device, existing output directory)."""
+    """A setting that cannot work: a bad value, a missing device, an output directory that exists."""
 
 
 class DataError(UserError):
@@ -24,7 +33,7 @@ class DataError(UserError):
 
 
 class RunFileError(UserError):
-    """A run directory's file is missing or unreadable, or an option names something the run does not have."""
+    """A run directory's file is missing, unreadable or inconsistent with the others."""
 
 
 class DivergenceError(UserError):

@@ -15,20 +15,23 @@ and the activations of one batch that the backward pass keeps (every layer's out
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from .config import TrainConfig, flag_name, option_fields
+from .config import TrainConfig, option_fields
 from .data import load_split
 from .evaluate import scores
-from .models import InputSizeError, create_model, feature_size, get_model_spec, init_weights
+from .models import InputSizeError, create_model, feature_size, get_model_spec
+from .network import build_model
 from .optim import make_optimizer
 from .resources import estimate_memory
 from .runtime import backend_settings, device_name, resolve_device
 from .step import TrainStep
 from .summary import summarize
+from .terms import door, in_python, setting, speaking
 
 LONG_RUN_SECONDS = 300  # a run expected to take longer is announced as it starts (``note: ...``)
 _TIMED_SECONDS = 2.0  # how long time_step keeps timing steps once one is warm
@@ -42,7 +45,7 @@ class Plan:
     device: str
     device_name: str
     params: int
-    macs: int  # multiply-accumulates of one forward pass of one image at config.resize
+    macs: int  # multiply-accumulates of one forward pass of one image at config.input_size
     train_images: int
     test_images: int
     steps_per_epoch: int
@@ -51,20 +54,33 @@ class Plan:
     step_seconds: float  # one training step of config.batch_size images
     eval_image_seconds: float  # scoring one test image (both passes with --tta)
     seconds: float  # the whole run: training and every epoch's evaluation
+    run_dir: str | None = None  # where the run would be written
+    door: str = field(default_factory=door, repr=False)  # whose words the plan prints in (``convzoo.terms``)
 
     def to_json(self) -> dict:
-        return {**asdict(self), "config": asdict(self.config)}
+        return {**{k: v for k, v in asdict(self).items() if k != "door"}, "config": asdict(self.config)}
+
+    def __str__(self) -> str:
+        return self.format()
 
     def format(self) -> str:
-        """The plan as ``convzoo train --dry-run`` prints it."""
+        """The plan as ``convzoo train --dry-run`` prints it, in the words of the door that made it."""
+        with speaking(self.door):
+            return self._format()
+
+    def _format(self) -> str:
         config, mib = self.config, 2**20
-        flags = [""]
-        for flag in as_flags(config):  # lines of at most 100 characters; a flag and its value stay together
-            flags[-1:] = [f"{flags[-1]} {flag}".strip()] if len(flags[-1]) + len(flag) < 100 else [flags[-1], flag]
+        flags, comma = [""], "," if in_python() else ""
+        for item in as_settings(config):  # lines of at most 100 characters; a setting and its value stay together
+            if flags[-1] and len(flags[-1]) + len(item) >= 100:
+                flags[-1] += comma
+                flags.append(item)
+            else:
+                flags[-1] = f"{flags[-1]}{comma} {item}" if flags[-1] else item
         lines = [f"{config.model} with the {config.recipe} recipe, resolved (nothing was created):",
                  *(f"  {line}" for line in flags),
                  f"parameters       {self.params:,}",
-                 f"MACs per image   {self.macs:,} at {config.resize}x{config.resize} (FLOPs = 2 x MACs)",
+                 f"MACs per image   {self.macs:,} at {config.input_size}x{config.input_size} (FLOPs = 2 x MACs)",
                  f"training         {self.epochs} epoch(s) x {self.steps_per_epoch:,} steps of {config.batch_size} "
                  f"({self.train_images:,} images); {self.test_images:,} test images scored after each epoch",
                  f"memory on {self.device:<6} about {sum(self.memory.values()) / mib:,.0f} MiB: data "
@@ -78,16 +94,11 @@ class Plan:
         return "\n".join(lines)
 
 
-def as_flags(config: TrainConfig) -> list[str]:
-    """``config`` as the ``train`` flags that give it: ``--recipe d2l --epochs 10 ... --no-augment ...``."""
-    out = [f"--recipe {config.recipe}"]
-    for f in option_fields():
-        value = getattr(config, f.name)
-        if isinstance(value, bool):
-            out.append(flag_name(f.name) if value else "--no-" + flag_name(f.name)[2:])
-        elif value is not None:
-            out.append(f"{flag_name(f.name)} {value}")
-    return out
+def as_settings(config: TrainConfig) -> list[str]:
+    """``config`` as the settings that give it: ``--recipe d2l --epochs 10 ... --no-augment ...`` on the command
+    line, ``recipe='d2l', epochs=10, ..., augment=False`` in Python."""
+    names = ["recipe", *(f.name for f in option_fields())]
+    return [setting(name, getattr(config, name)) for name in names if getattr(config, name) is not None]
 
 
 def format_seconds(seconds: float) -> str:
@@ -113,18 +124,18 @@ def shorter(config: TrainConfig) -> str:
     """The options that would shorten a run of ``config``, as flags (empty if there are none)."""
     options = []
     if config.limit_train is None or config.limit_train > 10_000:
-        options.append("--limit-train 10000")
+        options.append(setting("limit_train", 10_000))
     if config.limit_test is None or config.limit_test > 2_000:
-        options.append("--limit-test 2000")
-    smaller = max(smallest_input_size(config.model), config.resize // 2, 32)  # 28x28 is the data's own size
-    if smaller <= config.resize * 3 // 4:  # a quarter fewer pixels at least, or it is not worth saying
-        options.append(f"--resize {smaller}")
+        options.append(setting("limit_test", 2_000))
+    smaller = max(smallest_input_size(config.model), config.input_size // 2, 32)  # 28x28 is the data's own size
+    if smaller <= config.input_size * 3 // 4:  # a quarter fewer pixels at least, or it is not worth saying
+        options.append(setting("input_size", smaller))
     if config.recipe != "fast":
-        options.append("--recipe fast")
+        options.append(setting("recipe", "fast"))
     if config.epochs > 2:
-        options.append("--epochs 2")
+        options.append(setting("epochs", 2))
     if resolve_device(config.device).type == "cpu":
-        options.append("a GPU (--device cuda)")
+        options.append(f"a GPU ({setting('device', 'cuda')})")
     return ", ".join(options)
 
 
@@ -164,7 +175,7 @@ def time_step(config: TrainConfig, model: nn.Module, device: torch.device, *, st
     optimizer = make_optimizer(model, config, device=device)
     step = TrainStep(model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer, device,
                      amp=config.amp)
-    x = torch.rand(config.batch_size, 1, config.resize, config.resize, device=device)
+    x = torch.rand(config.batch_size, 1, config.input_size, config.input_size, device=device)
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, 10, (config.batch_size,), device=device)
@@ -191,7 +202,7 @@ def time_step(config: TrainConfig, model: nn.Module, device: torch.device, *, st
     return step_seconds, (time.perf_counter() - started) / len(batch)
 
 
-def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3) -> Plan:
+def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3, run_dir: str | Path | None = None) -> Plan:
     """The ``Plan`` of a run of ``config`` (``done_epochs`` already trained, for a resumed run).
 
     Reads the data set (its sizes), builds the network on the run's device and times ``steps``
@@ -201,17 +212,13 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3) -> Pl
     train_images = len(load_split("train", config.data_dir)[1][: config.limit_train])
     test_images = len(load_split("test", config.data_dir)[1][: config.limit_test])
     with backend_settings(config):
-        torch.manual_seed(config.seed)
-        model = create_model(config.model, backend=config.backend, input_size=config.resize)
-        init_weights(model, config.init)
-        summary = summarize(model, config.resize)
+        model = build_model(config, device)
+        summary = summarize(model, config.input_size)
         memory = memory_bytes(config, train_images, test_images)
-        model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
         step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
     steps_per_epoch = -(-train_images // config.batch_size)
     epochs = max(config.epochs - done_epochs, 0)
     seconds = run_seconds(config, epochs, steps_per_epoch, test_images, step_seconds, eval_seconds)
     return Plan(config, str(device), device_name(device), summary.total_params, summary.total_macs, train_images,
-                test_images, steps_per_epoch, epochs, memory, step_seconds, eval_seconds, seconds)
+                test_images, steps_per_epoch, epochs, memory, step_seconds, eval_seconds, seconds,
+                None if run_dir is None else str(run_dir))

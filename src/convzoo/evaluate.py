@@ -1,4 +1,9 @@
-"""Scoring a model on batches: accuracy, loss, confusion matrix and predictions."""
+"""Scoring a model: accuracy, loss, confusion matrix and predictions, on batches or on a run's test split.
+
+    evaluate(model, batches)                          the scores of ``model`` over device batches
+    evaluate_model(config, model, images, labels)     scored as a run of ``config`` evaluates (input size, TTA, ...)
+    test_split(config)                                the test images and labels a run of ``config`` is scored on
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ import torch
 from torch import nn
 
 from . import distributed
-from .data import CLASSES, Batches
+from .config import TrainConfig
+from .data import CLASSES, Batches, load_split
 from .step import autocast
 
 
@@ -76,3 +82,18 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = 
     confusion = confusion.view(k, k)
     n = max(len(pred), 1)
     return Evaluation(int(confusion.trace()) / n, float(loss_sum) / n, confusion.cpu().numpy(), pred.cpu())
+
+
+def test_split(config: TrainConfig, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels a run with ``config`` is evaluated on (uint8 ``(N, 28, 28)``, int64 ``(N,)``)."""
+    images, labels = load_split("test", data_dir or config.data_dir)
+    return images[: config.limit_test], labels[: config.limit_test]
+
+
+def evaluate_model(config: TrainConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+                   device: torch.device, progress: Callable[[int, int], None] | None = None) -> Evaluation:
+    """``model`` scored on ``images`` as the run with ``config`` evaluated (batch size, input size, TTA, autocast);
+    ``progress(done, total)`` after each batch."""
+    batches = Batches(images, labels, config.eval_batch_size, device=device, resize=config.input_size,
+                      channels_last=config.channels_last)
+    return evaluate(model, batches, config.amp, config.tta, progress=progress)

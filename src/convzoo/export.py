@@ -39,6 +39,7 @@ from .data import CLASSES, load_split, to_input
 from .errors import UserError
 from .fileio import atomic_path
 from .rundir import load_run
+from .terms import option
 
 FORMATS = ("onnx", "torchscript")
 SUFFIXES = {"onnx": ".onnx", "torchscript": ".pt"}
@@ -134,7 +135,7 @@ def export_model(
     ``model`` (logits within ``TOLERANCE``, same predicted classes).
     """
     if format not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ExportError(f"{option('format')} must be one of {', '.join(FORMATS)}, got {format!r}", field="format")
     if format == "onnx":
         _onnxruntime()  # fail before any work when it is missing
     if len(images) < max(batch_sizes):
@@ -168,10 +169,10 @@ def export_run(
 ) -> ExportResult:
     """Export a run's trained model (default ``run_dir/model.onnx`` or ``model.pt``), checked on its test images."""
     if format not in FORMATS:
-        raise ExportError(f"--format must be one of {', '.join(FORMATS)}, got {format!r}")
+        raise ExportError(f"{option('format')} must be one of {', '.join(FORMATS)}, got {format!r}", field="format")
     if format == "onnx":
         _onnxruntime()
     config, model, _ = load_run(run_dir, "cpu")
     images, _ = load_split("test", data_dir or config.data_dir)
     out = Path(out) if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}"
-    return export_model(model, out, format, images[:8], config.resize)
+    return export_model(model, out, format, images[:8], config.input_size)

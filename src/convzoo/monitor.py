@@ -11,6 +11,7 @@ from . import distributed
 from .config import TrainConfig
 from .data import CLASSES
 from .errors import DivergenceError
+from .terms import setting
 
 # Epochs at chance accuracy after which a run is reported as not learning. Not 1: trained on the
 # full training set, the book's LeNet recipe is at 0.11 test accuracy after its first epoch and at
@@ -43,7 +44,7 @@ class LossWatch:
     rank; under torchrun every rank learns whether any rank diverged, so all of them stop together.
     """
 
-    def __init__(self, config: TrainConfig, resume_hint: Callable[[], str]) -> None:
+    def __init__(self, config: TrainConfig, resume_hint: Callable[..., str]) -> None:
         self.config = config
         self.resume_hint = resume_hint
         self.start: float | None = None  # the mean loss at the first check
@@ -76,20 +77,21 @@ class LossWatch:
             what = f"grew from {self.start:.3g} to {mean:.3g}"
         else:
             what = "diverged on another rank"
-        config, suggestion = self.config, f"{self.config.lr / 10:g}"
+        config, suggestion = self.config, self.config.lr / 10
         head = f"the training loss {what} in epoch {epoch + 1} (by step {step + 1} of {steps}, lr {lr:g}): "
         hint = self.resume_hint()
         if config.optimizer == "sgd" and config.momentum >= 1:
-            return (head + f"--momentum {config.momentum:g} makes SGD diverge at any learning rate; a lower "
+            return (head + f"{setting('momentum', config.momentum)} makes SGD diverge at any learning rate; a lower "
                     f"learning rate cannot help: use a momentum below 1 (0.9 is usual). {hint}")
         if lr < 1e-6:
             return (head + f"the learning rate is already tiny, so lowering it further is unlikely to help; check "
-                    f"the other settings of the run (--weight-decay {config.weight_decay:g}, --init {config.init}). "
+                    f"the other settings of the run ({setting('weight_decay', config.weight_decay)}, "
+                    f"{setting('init', config.init)}). "
                     f"{hint}")
-        fast = " (or --recipe fast)" if config.recipe != "fast" else ""
-        again = f" --lr {suggestion}" if "continue with:" in hint else ""
+        fast = f" (or {setting('recipe', 'fast')})" if config.recipe != "fast" else ""
+        hint = self.resume_hint(lr=suggestion)
         return (head + f"the learning rate is likely too high for {config.model} with the {config.recipe} recipe; "
-                f"try --lr {suggestion}{fast}. {hint}{again}")
+                f"try {setting('lr', suggestion)}{fast}. {hint}")
 
 
 CHANCE_MARGIN = 0.02  # test accuracy within this of 1/classes counts as chance
@@ -102,11 +104,11 @@ def at_chance(accuracy: float) -> bool:
 def _advice(history: list[dict], config: TrainConfig) -> str:
     """What to try for a run at chance. A training loss that sits at ln(classes) means the signal vanished at the
     initialisation (benchmarks/README.md, the seed sweep): a lower learning rate only lengthens that plateau."""
-    fast = " or use --recipe fast" if config.recipe != "fast" else ""
+    fast = f" or use {setting('recipe', 'fast')}" if config.recipe != "fast" else ""
     if abs(history[-1]["train_loss"] - math.log(len(CLASSES))) < 0.02 and config.init != "kaiming":
         return (f"its training loss sits at ln {len(CLASSES)} = {math.log(len(CLASSES)):.3f}, where the signal "
-                f"vanished at initialisation: try --init kaiming (He weights){fast}")
-    return f"lower the learning rate (e.g. --lr {config.lr / 10:g}){fast}"
+                f"vanished at initialisation: try {setting('init', 'kaiming')} (He weights){fast}")
+    return f"lower the learning rate (e.g. {setting('lr', config.lr / 10)}){fast}"
 
 
 def not_learning(history: list[dict], config: TrainConfig) -> str | None:

@@ -1,7 +1,8 @@
 """Classifying images with a trained model: the top classes, and whether an image is unlike Fashion-MNIST.
 
     find_images(["shoe.jpg", "photos/", "scans/*.png"])   files, folders and globs -> image files
-    classify(model, config, pixels, device, top_k=3)      -> one ``Prediction`` per image
+    predict_images(model, config, device, images)         files, folders, globs, tensors, PIL images -> Predictions
+    classify(model, config, pixels, device, top_k=3)      uint8 pixels -> one ``Prediction`` per image
     unlike_training_data(pixels)                          -> why each image is unlike the data set, or None
 
 A network answers with confidence whatever it is shown: a blank page gets a class and often a
@@ -14,7 +15,7 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,8 +23,10 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import CLASSES, to_input
+from .errors import ConfigError
 from .evaluate import scores
-from .images import ImageError
+from .images import ImageError, as_pixels
+from .terms import option
 
 # What a folder or a glob contributes: files PIL reads, by their suffix (a file named outright is always tried).
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm",
@@ -51,33 +54,41 @@ _WHY = {
 
 @dataclass
 class Prediction:
-    """One image's classification: the most probable class first in ``top``."""
+    """One image's classification: the most probable classes first, by name in ``top`` and by label (the class's
+    index) in ``top_labels``."""
 
     image: str  # the file, or "image N" for an image given as a tensor or PIL image
-    top: list[tuple[int, float]]  # (label, probability), most probable first
+    top_labels: list[tuple[int, float]]  # (label, probability), most probable first
     unlike_training_data: str | None = None  # why the image is nothing like Fashion-MNIST, or None
+    classes: Sequence[str] = field(default=CLASSES, repr=False)  # the run's class names, in label order
+
+    @property
+    def top(self) -> list[tuple[str, float]]:
+        """``(class name, probability)``, most probable first."""
+        return [(self.classes[i], p) for i, p in self.top_labels]
 
     @property
     def label(self) -> int:
-        return self.top[0][0]
+        return self.top_labels[0][0]
 
     @property
     def class_name(self) -> str:
-        return CLASSES[self.label]
+        return self.classes[self.label]
 
     @property
     def probability(self) -> float:
-        return self.top[0][1]
+        return self.top_labels[0][1]
 
     def to_json(self) -> dict:
         return {"image": self.image, "class": self.class_name, "label": self.label,
                 "probability": round(self.probability, 4),
-                "top_k": [{"class": CLASSES[i], "label": i, "probability": round(p, 4)} for i, p in self.top],
+                "top_k": [{"class": self.classes[i], "label": i, "probability": round(p, 4)}
+                          for i, p in self.top_labels],
                 "unlike_training_data": self.unlike_training_data is not None, "why": self.unlike_training_data}
 
     def format(self) -> str:
         """One line: ``image: Sneaker 91.2% (Sandal 5.1%, Ankle boot 2.0%)``, and the warning if any."""
-        others = ", ".join(f"{CLASSES[i]} {p:.1%}" for i, p in self.top[1:])
+        others = ", ".join(f"{name} {p:.1%}" for name, p in self.top[1:])
         line = f"{self.image}: {self.class_name} {self.probability:.1%}" + (f" ({others})" if others else "")
         if self.unlike_training_data:
             line += f"  [unlike the training data: {self.unlike_training_data}]"
@@ -144,12 +155,18 @@ def probabilities(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, d
     model.eval()
     out = []
     for start in range(0, len(pixels), config.eval_batch_size):
-        x = to_input(pixels[start : start + config.eval_batch_size].to(device), config.resize)
+        x = to_input(pixels[start : start + config.eval_batch_size].to(device), config.input_size)
         if config.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         out.append(torch.softmax(scores(model, x, config.amp, config.tta).float(), dim=1).cpu())
     model.train(was_training)
     return torch.cat(out)
+
+
+def check_top_k(top_k: int) -> None:
+    """Refuse a count of top classes that is not between 1 and the number of classes."""
+    if not 1 <= top_k <= len(CLASSES):
+        raise ConfigError(f"{option('top_k')} must be between 1 and {len(CLASSES)}, got {top_k}", field="top_k")
 
 
 def classify(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device: torch.device, *,
@@ -158,8 +175,7 @@ def classify(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device
 
     ``names`` label the images (default ``image 0``, ``image 1``, ...); ``top_k`` classes are kept per image.
     """
-    if not 1 <= top_k <= len(CLASSES):
-        raise ValueError(f"top_k must be between 1 and {len(CLASSES)}, got {top_k}")
+    check_top_k(top_k)
     names = list(names) if names is not None else [f"image {i}" for i in range(len(pixels))]
     if len(names) != len(pixels):
         raise ValueError(f"{len(names)} names for {len(pixels)} images")
@@ -167,3 +183,27 @@ def classify(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device
     reasons = unlike_training_data(pixels)
     return [Prediction(name, [(int(i), float(p)) for i, p in zip(labels, probs)], why)
             for name, labels, probs, why in zip(names, top_i, top_p, reasons)]
+
+
+def predict_images(model: nn.Module, config: TrainConfig, device: torch.device, images: object, *, top_k: int = 3,
+                   invert: str = "auto") -> list[Prediction]:
+    """Classify ``images`` with a run's ``model``: one ``Prediction`` each, in order.
+
+    ``images``: a path (a file, a folder of images, a glob such as ``"photos/*.jpg"``), a PIL image, a
+    tensor or NumPy array of one image or a batch (any dtype and layout that
+    ``convzoo.images.as_pixels`` takes), or a list of these. ``invert``: ``auto`` makes a dark object
+    on a light background light on dark, as Fashion-MNIST is; ``yes``; ``no``.
+    """
+    items = list(images) if isinstance(images, (list, tuple)) else [images]
+    if not items:
+        raise ConfigError("no images given", field="images")
+    if all(isinstance(item, (str, Path)) for item in items):  # paths only: found together, each file once
+        items = find_images(items)
+    names, pixels = [], []
+    for item in items:
+        for one in find_images([item]) if isinstance(item, str) or (isinstance(item, Path) and not item.is_file()) \
+                else [item]:
+            batch = as_pixels(one, invert=invert)
+            names += [str(one)] if isinstance(one, Path) else [f"image {len(names) + i}" for i in range(len(batch))]
+            pixels.append(batch)
+    return classify(model, config, torch.cat(pixels), device, names=names, top_k=top_k)

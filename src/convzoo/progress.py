@@ -21,6 +21,7 @@ they show it (a few times a second at most).
 from __future__ import annotations
 
 import html
+import shlex
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -32,6 +33,7 @@ import torch
 from .config import TrainConfig
 from .errors import ConfigError
 from .estimate import LONG_RUN_SECONDS, format_seconds, run_seconds, shorter
+from .terms import option
 
 
 class Progress:
@@ -271,22 +273,38 @@ class Forecast(Progress):
         if total > self.threshold:
             epoch = run_seconds(config, 1, self.steps, self.test_images, step_seconds)
             self.note(f"this run will take about {format_seconds(total)} ({format_seconds(epoch)} an epoch, "
-                      f"{epochs} epochs); quicker: {shorter(config) or 'fewer --epochs'}")
+                      f"{epochs} epochs); quicker: {shorter(config) or 'fewer ' + option('epochs')}")
+
+
+def _note(message: str) -> None:
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 class TensorBoard(Progress):
     """Scalars for TensorBoard in ``log_dir``: each epoch's loss, accuracies, learning rate and speed
-    (x axis: the epoch), and the running training loss every few seconds (x axis: the step)."""
+    (x axis: the epoch), and the running training loss every few seconds (x axis: the step).
 
-    def __init__(self, log_dir: str | Path) -> None:
+    The event file is created when training starts, after every check of the run has passed, and
+    ``note`` says where it is.
+    """
+
+    def __init__(self, log_dir: str | Path, note: Callable[[str], None] = _note) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:
-            raise ConfigError("--tensorboard needs the tensorboard package: pip install 'convzoo[tensorboard]'") \
-                from None
+            raise ConfigError(f"{option('tensorboard')} needs the tensorboard package: pip install "
+                              "'convzoo[tensorboard]'", field="tensorboard") from None
         self.log_dir = Path(log_dir)
-        self._writer = SummaryWriter(str(self.log_dir))
+        self._open = lambda: SummaryWriter(str(self.log_dir))
+        self._writer = None
+        self._note = note
         self._logged = 0.0
+
+    def start(self, config: TrainConfig, start_epoch: int, steps: int, test_images: int) -> None:
+        super().start(config, start_epoch, steps, test_images)
+        self._writer = self._open()
+        self._note(f"TensorBoard scalars go to {self.log_dir} (see them with: tensorboard --logdir "
+                   f"{shlex.quote(str(self.log_dir.parent))})")
 
     def step(self, done: int, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         now = time.perf_counter()
@@ -301,7 +319,8 @@ class TensorBoard(Progress):
         self._writer.flush()
 
     def close(self) -> None:
-        self._writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def in_notebook() -> bool:
@@ -309,10 +328,6 @@ def in_notebook() -> bool:
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
     return shell is not None and any(cls.__name__ == "ZMQInteractiveShell" for cls in type(shell).__mro__)
-
-
-def _note(message: str) -> None:
-    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def progress_for(kind: bool | str | Progress | None = None, *, note: Callable[[str], None] = _note,
@@ -337,5 +352,5 @@ def progress_for(kind: bool | str | Progress | None = None, *, note: Callable[[s
     if kind != "none":
         chosen.append(Forecast(note))
     if tensorboard is not None:
-        chosen.append(TensorBoard(tensorboard))
+        chosen.append(TensorBoard(tensorboard, note))
     return chosen[0] if len(chosen) == 1 else Several(chosen)

@@ -4,7 +4,7 @@
 per-class accuracy, kernels of the first conv layer and misclassified test images. Training
 calls it with what it holds in memory (``pictures=True`` also leaves ``curves.png``,
 ``confusion.png``, ``kernels.png`` and ``mistakes.png`` in the run directory);
-``convzoo report RUN`` with ``rundir.load_record(RUN)``, and then writes no picture, so pictures
+``convzoo report RUN`` with ``Run.open(RUN).evaluated()``, and then writes no picture, so pictures
 drawn by ``convzoo show`` with other options stay as they are.
 """
 
@@ -29,7 +29,8 @@ from .figures import (
 )
 from .fileio import write_bytes, write_text
 from .htmlpage import esc, img, number, page, seconds, table
-from .rundir import RunRecord, run_label, train_seconds
+from .run import EvaluatedRun
+from .rundir import run_label, train_seconds
 from .summary import summarize
 
 
@@ -38,11 +39,11 @@ def model_size(meta: dict) -> tuple[int, int]:
     config = meta["config"]
     with torch.device("meta"):
         model = build_from_config(meta["model"])
-    summary = summarize(model, config.resize, in_channels=meta["model"].get("in_channels", 1))
+    summary = summarize(model, config.input_size, in_channels=meta["model"].get("in_channels", 1))
     return summary.total_params, summary.total_macs
 
 
-def report_figures(run: RunRecord) -> dict[str, Figure]:
+def report_figures(run: EvaluatedRun) -> dict[str, Figure]:
     """The report's pictures: curves, confusion, kernels (when the model has a conv layer), mistakes."""
     config, evaluation = run.config, run.evaluation
     figures = {
@@ -56,7 +57,7 @@ def report_figures(run: RunRecord) -> dict[str, Figure]:
     return figures
 
 
-def write_report(run: RunRecord, *, pictures: bool = False) -> Path:
+def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
     """Write ``report.html`` into the run directory; with ``pictures`` also each picture as a PNG file there."""
     config, meta, history, evaluation = run.config, run.meta, run.history, run.evaluation
     embedded = {}
@@ -71,7 +72,7 @@ def write_report(run: RunRecord, *, pictures: bool = False) -> Path:
     cards = [
         ("test accuracy", f"{evaluation.accuracy:.4f}"), ("epochs", f"{len(history)} of {config.epochs}"),
         ("train time", seconds(train_time)), ("parameters", f"{params:,}"), ("MACs / image", f"{macs:,}"),
-        ("input", f"{config.resize}\u00d7{config.resize}"), ("test images", f"{len(evaluation.predictions):,}"),
+        ("input", f"{config.input_size}\u00d7{config.input_size}"), ("test images", f"{len(evaluation.predictions):,}"),
     ]
     per_class = []
     for cls, acc in zip(CLASSES, evaluation.per_class_accuracy):

@@ -21,6 +21,7 @@ from .config import TrainConfig
 from .errors import ConfigError
 from .models import create_model
 from .summary import summarize
+from .terms import option, setting
 
 GIB = 1024 ** 3
 TRAIN_IMAGES, TEST_IMAGES, IMAGE_BYTES = 60_000, 10_000, 28 * 28
@@ -43,10 +44,10 @@ class MemoryEstimate:
 def estimate_memory(config: TrainConfig) -> MemoryEstimate:
     """The memory estimate of ``config``'s run (its model at its input size, its data)."""
     with torch.device("meta"):
-        model = create_model(config.model, backend="torch", input_size=config.resize)
-    summary = summarize(model, config.resize)
+        model = create_model(config.model, backend="torch", input_size=config.input_size)
+    summary = summarize(model, config.input_size)
     outputs = [math.prod(row.output_shape[1:]) for row in summary.layers]
-    input_size = config.resize * config.resize
+    input_size = config.input_size * config.input_size
     state = {"sgd": 1 if config.momentum > 0 else 0, "adamw": 2}[config.optimizer]
     value = 2 if config.amp else 4  # bytes of an activation: bfloat16 under autocast
     n_train = min(config.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
@@ -91,15 +92,16 @@ def check_fits(config: TrainConfig, device: torch.device, available: int | None 
     room = available - estimate.weights - estimate.data
     where = f"{device.type} has {available / GIB:.1f} GiB free"
     if room < max(estimate.per_train_image, estimate.per_eval_image):
-        raise ConfigError(f"{config.model} at --resize {config.resize} needs about {need / GIB:.1f} GiB and the "
-                          f"{where}, not enough even for one image at a time: use a smaller --resize "
-                          f"(the model's native size is in 'convzoo models') or another --device")
+        raise ConfigError(f"{config.model} at {setting('input_size', config.input_size)} needs about "
+                          f"{need / GIB:.1f} GiB and the {where}, not enough even for one image at a time: use a "
+                          f"smaller {option('input_size')} (the model's native size is in 'convzoo models') or "
+                          f"another {option('device')}", field="input_size")
     if config.batch_size * estimate.per_train_image > room:
         largest = room // estimate.per_train_image
-        raise ConfigError(f"--batch-size {config.batch_size} needs about {need / GIB:.1f} GiB for {config.model} at "
-                          f"{config.resize}x{config.resize} and the {where}: the largest batch size that fits is "
-                          f"about {largest}")
+        raise ConfigError(f"{setting('batch_size', config.batch_size)} needs about {need / GIB:.1f} GiB for "
+                          f"{config.model} at {config.input_size}x{config.input_size} and the {where}: the largest "
+                          f"batch size that fits is about {largest}", field="batch_size")
     largest = room // estimate.per_eval_image
-    raise ConfigError(f"--eval-batch-size {config.eval_batch_size} needs about {need / GIB:.1f} GiB for "
-                      f"{config.model} at {config.resize}x{config.resize} and the {where}: the largest that fits "
-                      f"is about {largest}")
+    raise ConfigError(f"{setting('eval_batch_size', config.eval_batch_size)} needs about {need / GIB:.1f} GiB for "
+                      f"{config.model} at {config.input_size}x{config.input_size} and the {where}: the largest that "
+                      f"fits is about {largest}", field="eval_batch_size")

@@ -14,6 +14,7 @@ import torch
 from . import __version__
 from .config import TrainConfig
 from .errors import ConfigError
+from .terms import option, setting
 
 
 def resolve_device(name: str) -> torch.device:
@@ -24,18 +25,20 @@ def resolve_device(name: str) -> torch.device:
         if _mps_available():
             return torch.device("mps")
         return torch.device("cpu")
+    wrong = ConfigError(f"{option('device')} must be auto, cpu, cuda, cuda:N or mps, got {name!r}", field="device")
     try:
         device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    except (RuntimeError, TypeError):
+        raise wrong from None
+    given, instead = setting("device", name), setting("device", "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+        raise ConfigError(f"{given}: CUDA is not available on this machine (use {instead} or auto)", field="device")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ConfigError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        raise ConfigError(f"{given}: this machine has {torch.cuda.device_count()} CUDA device(s)", field="device")
     if device.type == "mps" and not _mps_available():
-        raise ConfigError(f"--device {name}: MPS is not available on this machine (use --device cpu or auto)")
+        raise ConfigError(f"{given}: MPS is not available on this machine (use {instead} or auto)", field="device")
     if device.type not in ("cpu", "cuda", "mps"):
-        raise ConfigError(f"--device must be auto, cpu, cuda, cuda:N or mps, got {name!r}")
+        raise wrong
     return device
 
 

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .data import CLASSES
-from .errors import RunFileError
+from .errors import ConfigError
 from .evaluate import Evaluation
 from .figures import (
     confusion_figure,
@@ -29,44 +29,48 @@ from .figures import (
     save_figure,
 )
 from .images import load_image
-from .rundir import evaluate_run, evaluation_split, load_run, read_run_config, run_histories
+from .run import Run
+from .rundir import check_output, load_run, read_run_config, run_histories
+from .terms import option
 
 MAX_PICTURES = 1000  # images in one grid: more cannot be told apart on a screen, and the PNG grows past 100 MB
 MAX_CHANNELS = 256  # feature maps per layer in show_features
 
 
-def check_count(flag: str, value: int, largest: int) -> None:
-    """Refuse a count of pictures below 1 or above ``largest``, naming the flag."""
+def check_count(name: str, value: int, largest: int) -> None:
+    """Refuse a count of pictures below 1 or above ``largest``, naming the setting ``name``."""
     if not 1 <= value <= largest:
-        raise RunFileError(f"{flag} must be between 1 and {largest:,}, got {value:,}")
+        raise ConfigError(f"{option(name)} must be between 1 and {largest:,}, got {value:,}", field=name)
 
 
 def show_kernels(run_dir: str | Path, out: str | Path | None = None, *, layer: str | None = None) -> Path:
     """Draw the kernels of conv layer ``layer`` (default: the first) of a run to ``kernels.png``."""
+    out = check_output(out or Path(run_dir) / "kernels.png")
     model = load_run(run_dir, "cpu")[1]
-    return save_figure(layer_kernels_figure(model, layer), out or Path(run_dir) / "kernels.png")
+    return save_figure(layer_kernels_figure(model, layer), out)
 
 
 def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None = None, *,
                   invert: str = "auto", channels: int = 8) -> Path:
     """Draw the feature maps of a run's model for the image file ``image`` to ``features.png``."""
-    check_count("--channels", channels, MAX_CHANNELS)
+    check_count("channels", channels, MAX_CHANNELS)
+    out = check_output(out or Path(run_dir) / "features.png")
     config, model, _ = load_run(run_dir, "cpu")
     pixels = load_image(image, invert=invert)
-    title = f"{config.model} on {Path(image).name} (input {config.resize}\u00d7{config.resize})"
-    fig = features_figure(model, pixels, config.resize, channels=channels, title=title)
-    return save_figure(fig, out or Path(run_dir) / "features.png")
+    title = f"{config.model} on {Path(image).name} (input {config.input_size}\u00d7{config.input_size})"
+    fig = features_figure(model, pixels, config.input_size, channels=channels, title=title)
+    return save_figure(fig, out)
 
 
 def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: int = 24, device: str = "auto",
                   data_dir: str | None = None) -> Path:
     """Evaluate a run and draw its first ``count`` misclassified test images to ``mistakes.png``."""
-    check_count("--count", count, MAX_PICTURES)
-    config = read_run_config(run_dir)["config"]
-    evaluation = evaluate_run(run_dir, device, data_dir)
-    images, labels = evaluation_split(config, data_dir)
-    fig = mistakes_figure(images, labels, evaluation.predictions, count=count, title=config.model)
-    return save_figure(fig, out or Path(run_dir) / "mistakes.png")
+    check_count("count", count, MAX_PICTURES)
+    out = check_output(out or Path(run_dir) / "mistakes.png")
+    scored = Run.open(run_dir, device).evaluated(data_dir)
+    fig = mistakes_figure(scored.images, scored.labels, scored.evaluation.predictions, count=count,
+                          title=scored.config.model)
+    return save_figure(fig, out)
 
 
 def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device: str = "auto",
@@ -75,15 +79,16 @@ def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device
 
     The run is evaluated on ``device`` unless its ``evaluation`` is given.
     """
+    out = check_output(out or Path(run_dir) / "confusion.png")
     config = read_run_config(run_dir)["config"]
-    evaluation = evaluation or evaluate_run(run_dir, device, data_dir)
+    evaluation = evaluation or Run.open(run_dir, device).evaluate(data_dir, progress=False)
     title = f"{config.model}: test accuracy {evaluation.accuracy:.4f}"
-    return save_figure(confusion_figure(evaluation.confusion, CLASSES, title=title),
-                       out or Path(run_dir) / "confusion.png")
+    return save_figure(confusion_figure(evaluation.confusion, CLASSES, title=title), out)
 
 
 def show_curves(run_dirs: Sequence[str | Path], out: str | Path = "curves-compared.png") -> Path:
     """Overlay the train loss and test accuracy of several runs, labelled by directory name."""
+    out = check_output(out)
     histories = run_histories(run_dirs)
     fig = runs_figure(histories, title=f"{len(histories)} runs compared" if len(histories) > 1 else "")
     return save_figure(fig, out)
@@ -91,4 +96,4 @@ def show_curves(run_dirs: Sequence[str | Path], out: str | Path = "curves-compar
 
 def show_ops(out: str | Path = "ops.png") -> Path:
     """Draw the worked examples of ``ops_figure`` to ``out``."""
-    return save_figure(ops_figure(), out)
+    return save_figure(ops_figure(), check_output(out))

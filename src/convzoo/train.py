@@ -21,64 +21,51 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import closing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from . import distributed, rundir
+from . import distributed
 from .checkpoint import load_state, save_model, snapshot_state, write_state
 from .config import TrainConfig, recipe  # noqa: F401  (recipe: the README's `from convzoo.train import recipe, fit`)
 from .data import CLASSES, Batches, load_split
-from .errors import ConfigError, DataError, RunInterrupted, first_line
-from .evaluate import Evaluation, evaluate
-from .fileio import write_json, write_text
-from .models import create_model, init_weights
-from .monitor import (
-    STALL_EPOCHS,
-    LossWatch,
-    at_chance,
-    divergence_check_interval,
-    fell_back,
-    finished_at_chance,
-    not_learning,
-)
+from .errors import ConfigError, DataError, RunFileError, RunInterrupted, first_line
+from .evaluate import Evaluation, evaluate, test_split
+from .fileio import write_text
+from .monitor import STALL_EPOCHS, LossWatch, divergence_check_interval, fell_back, finished_at_chance, not_learning
+from .network import build_model
 from .optim import lr_factor, make_optimizer
 from .progress import Progress, progress_for
 from .resources import check_fits
+from .run import EvaluatedRun, Run
+from .rundir import (
+    CHECKPOINT,
+    METRICS,
+    MODEL,
+    RESULT,
+    RunDirectory,
+    metrics_text,
+    resume_hint,
+    update_config,
+    write_config,
+    write_metrics,
+    write_result,
+)
 from .runtime import backend_settings, resolve_device, uses_cuda_graphs
 from .signals import interrupt_on_signals
 from .step import TrainStep
+from .terms import option, setting
 
 
 @dataclass
-class RunResult:
-    run_dir: Path
-    test_acc: float
-    train_seconds: float
-    epochs: int
-    history: list[dict] = field(default_factory=list)
-    model: nn.Module | None = field(default=None, repr=False)  # the trained model (on rank 0 of a torchrun job)
-    warnings: list[str] = field(default_factory=list)  # e.g. that the run finished at chance
-
-    @property
-    def learned(self) -> bool:
-        """Whether the final test accuracy is above chance."""
-        return not at_chance(self.test_acc)
-
-    def to_json(self) -> dict:
-        return {"run_dir": str(self.run_dir), "test_acc": self.test_acc,
-                "train_seconds": round(self.train_seconds, 3), "epochs": self.epochs, "learned": self.learned,
-                "warnings": self.warnings}
-
-
-@dataclass
-class Run:
+class Training:
     """What ``set_up`` prepares and the epochs use: one training run in progress."""
 
     config: TrainConfig
-    out: Path
+    run_dir: RunDirectory
     rank: distributed.Rank | None
     device: torch.device
     model: nn.Module  # the network itself: its weights are the run's
@@ -94,7 +81,7 @@ class Run:
 
     def __post_init__(self) -> None:
         if self.watch is None:
-            self.watch = LossWatch(self.config, lambda: rundir.resume_hint(self.out))
+            self.watch = LossWatch(self.config, lambda **changes: resume_hint(self.run_dir.path, **changes))
 
     @property
     def main(self) -> bool:
@@ -114,9 +101,15 @@ class _EpochWriter:
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convzoo-checkpoint")
         self._pending: Future | None = None
 
+    def __enter__(self) -> _EpochWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def submit(self, run_dir: Path, snapshot: tuple, history: list[dict]) -> None:
         self.wait()
-        text = rundir.metrics_text(history)
+        text = metrics_text(history)
         self._pending = self._pool.submit(_write_epoch, run_dir, snapshot, text)
 
     def wait(self) -> None:
@@ -137,8 +130,8 @@ class _EpochWriter:
 
 
 def _write_epoch(run_dir: Path, snapshot: tuple, metrics: str) -> None:
-    write_state(run_dir / "checkpoint.safetensors", snapshot)
-    write_text(run_dir / "metrics.jsonl", metrics)
+    write_state(run_dir / CHECKPOINT, snapshot)
+    write_text(run_dir / METRICS, metrics)
 
 
 def _quiet(_message: str) -> None:
@@ -151,7 +144,7 @@ def _warn(message: str) -> None:
 
 def fit(
     config: TrainConfig,
-    out: str | Path,
+    run_dir: str | Path,
     *,
     resume: bool = False,
     overwrite: bool = False,
@@ -159,15 +152,16 @@ def fit(
     log: Callable[[str], None] = print,
     warn: Callable[[str], None] | None = None,
     command: str | None = None,
-) -> RunResult:
-    """Train ``config`` into the run directory ``out`` (or continue it with ``resume``).
+) -> Run:
+    """Train ``config`` into the run directory ``run_dir`` (or continue it with ``resume``); the trained ``Run``.
 
     Every mistake in the options, the data or the checkpoint is raised before anything is
     written. A NaN or infinite loss raises ``DivergenceError``; SIGINT and SIGTERM raise
     ``RunInterrupted``. Either way the run directory keeps the checkpoint of the last completed
-    epoch (every file is written atomically), and ``resume`` continues from it. ``warn`` gets
-    the warning that a run is not learning (default: a ``warning:`` line on stderr); ``progress``
-    how the run shows itself as it trains (``convzoo.progress.progress_for``: in a notebook, a live plot).
+    epoch (every file is written atomically), and ``resume`` continues from it. ``log`` gets the
+    epoch lines; ``warn`` the warning that a run is not learning (default: a ``warning:`` line on
+    stderr); ``progress`` how the run shows itself as it trains (``convzoo.progress.progress_for``:
+    in a notebook, a live plot); ``command`` is recorded in ``config.json`` (default: ``sys.argv``).
 
     Under ``torchrun`` every rank calls this (``convzoo.distributed``): ``config.batch_size`` is
     the global batch, each rank trains on its share of it, metrics are summed over the ranks,
@@ -179,150 +173,133 @@ def fit(
     rank = distributed.detect()
     main = rank is None or rank.is_main
     log, warn = (log, warn or _warn) if main else (_quiet, _quiet)
-    out = Path(out)
-    # opened: ``out`` is this run's directory (what a failure message may point to); created: this call made it
-    state = {"opened": resume, "created": False}
-    writer = _EpochWriter()
-    lock = rundir.RunLock(out)  # held by rank 0 from the run directory's creation (or the resume) to the end
-
-    def abandon() -> None:
-        """After a failure: wait for the last checkpoint; remove a directory this call made that holds no epoch."""
-        writer.close()
-        if main and state["created"] and not (out / "checkpoint.safetensors").exists():
-            rundir.remove_run_dir(out, lock)
-            state["opened"] = False
-
-    run, view = None, progress_for(progress) if main else Progress()
-    with interrupt_on_signals() as hold_signals, backend_settings(config):
-        try:
-            run = set_up(config, out, rank, resume=resume, overwrite=overwrite, command=command, log=log,
-                         hold_signals=hold_signals, state=state, lock=lock)
-            view.start(config, run.start_epoch, len(run.train_batches), run.test_batches.num_examples)
-            test = train_epochs(run, writer, log=log, warn=warn, view=view)
+    directory = RunDirectory(run_dir, writer=main)  # held by rank 0 from its creation (or the resume) to the end
+    training = None
+    try:
+        with interrupt_on_signals() as hold_signals, backend_settings(config), directory, _EpochWriter() as writer, \
+                closing(progress_for(progress) if main else Progress()) as view:
+            training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command, log=log,
+                              hold_signals=hold_signals)
+            view.start(config, training.start_epoch, len(training.train_batches),
+                       training.test_batches.num_examples)
+            test = train_epochs(training, writer, log=log, warn=warn, view=view)
             # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
             # them fails, and no rank leaves the process group while another still uses it.
             with distributed.together("writing the final files"):
-                if main:
-                    writer.wait()
-                    return finish(run, test)
-            return RunResult(out, test.accuracy, rundir.train_seconds(run.history), len(run.history), run.history)
-        except KeyboardInterrupt as exc:
-            abandon()
-            raise RunInterrupted(f"{exc or 'interrupted'}; {rundir.resume_hint(out if state['opened'] else None)}",
-                                 getattr(exc, "exit_code", 130)) from None
-        except RuntimeError as exc:
-            abandon()
-            if rank is None or not distributed.is_peer_failure(exc):
-                raise
-            raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
-                                          "another rank probably failed (see its error)") from None
-        except BaseException:
-            abandon()
+                writer.wait()
+                return finish(training, test)
+    except KeyboardInterrupt as exc:  # the directory is already cleaned up: say what it keeps
+        raise RunInterrupted(f"{exc or 'interrupted'}; {resume_hint(directory.path if directory.opened else None)}",
+                             getattr(exc, "exit_code", 130)) from None
+    except RuntimeError as exc:
+        if rank is None or not distributed.is_peer_failure(exc):
             raise
-        finally:
-            view.close()
-            writer.close()  # an interrupted or failed run still leaves its last epoch's files complete
-            lock.release()
-            if rank is not None:
-                # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
-                # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
-                run = None
-                gc.collect()
-            distributed.destroy()
+        raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
+                                      "another rank probably failed (see its error)") from None
+    finally:
+        if rank is not None:
+            # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
+            # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
+            training = None
+            gc.collect()
+        distributed.destroy()
 
 
-def train_epochs(run: Run, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
+def train_epochs(training: Training, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
                  view: Progress) -> Evaluation:
-    """The epochs from ``run.start_epoch`` to the last, each checkpointed while the next trains; the last evaluation."""
-    config, test = run.config, None
-    for epoch in range(run.start_epoch, config.epochs):
-        row, test = train_one_epoch(run, epoch, view)
-        run.history.append(row)
-        if run.main:  # copied now, written while the next epoch trains
-            writer.submit(run.out, snapshot_state(run.model, run.optimizer, epoch=epoch + 1, history=run.history),
-                          run.history)
+    """The epochs from ``training.start_epoch`` to the last, each checkpointed while the next trains; the last
+    evaluation."""
+    config, test = training.config, None
+    for epoch in range(training.start_epoch, config.epochs):
+        row, test = train_one_epoch(training, epoch, view)
+        training.history.append(row)
+        if training.main:  # copied now, written while the next epoch trains
+            snapshot = snapshot_state(training.model, training.optimizer, epoch=epoch + 1, history=training.history)
+            writer.submit(training.run_dir.path, snapshot, training.history)
         log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
             f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
             f"{row['examples_per_sec']:,.0f} ex/s")
         view.epoch_done(row)
-        if len(run.history) == STALL_EPOCHS and (message := not_learning(run.history, config)):
+        if len(training.history) == STALL_EPOCHS and (message := not_learning(training.history, config)):
             warn(message)
-        elif message := fell_back(run.history, config):
+        elif message := fell_back(training.history, config):
             warn(message)
     if test is None:  # resumed after the last epoch: only the final files were missing
-        test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta)
-    if message := finished_at_chance(run.history, config):  # never silently, whatever was said before
+        test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta)
+    if message := finished_at_chance(training.history, config):  # never silently, whatever was said before
         warn(message)
-        run.warnings.append(message)
+        training.warnings.append(message)
     return test
 
 
-def set_up(config: TrainConfig, out: Path, rank: distributed.Rank | None, *, resume: bool, overwrite: bool,
-           command: str | None, log: Callable[[str], None], hold_signals: Callable, state: dict[str, bool],
-           lock: rundir.RunLock) -> Run:
-    """Everything a run needs before its first step, checked before the run directory is touched."""
-    main = rank is None or rank.is_main
-    device = resolve_device(config.device)
-    if rank is not None and config.cuda_graphs and device.type == "cuda":
-        raise ConfigError("--cuda-graphs trains in one process; leave it out under torchrun")
+def set_up(config: TrainConfig, run_dir: RunDirectory, rank: distributed.Rank | None, *, resume: bool,
+           overwrite: bool, command: str | None, log: Callable[[str], None], hold_signals: Callable) -> Training:
+    """Everything a run needs before its first step, checked before the run directory is created."""
+    device = _device(config, rank)
     graphs = uses_cuda_graphs(config, device, distributed=rank is not None)
-    if rank is not None:
-        device = distributed.init(rank, device)
     with distributed.together("setting up the run"):
-        world = 1 if rank is None else rank.world_size
-        check_fits(replace(config, batch_size=max(config.batch_size // world, 1)), device)
-        if main and not resume:
-            rundir.check_run_dir(out, overwrite)
-        if main and resume:  # no other process may write while this one reads the run and goes on with it
-            rundir.read_run_config(out)
-            lock.acquire()
-            rundir.remove_temporary_files(out)
-        torch.manual_seed(config.seed)
-        model = create_model(config.model, backend=config.backend, input_size=config.resize)
-        init_weights(model, config.init)
+        check_fits(replace(config, batch_size=max(config.batch_size // _world(rank), 1)), device)
+        run_dir.resume() if resume else run_dir.check(overwrite)
+        model = build_model(config, device)
         train_batches, test_batches = load_batches(config, device, rank, min_last=2 if has_batch_norm(model) else 1)
-        model.to(device)
-        if config.channels_last:
-            model.to(memory_format=torch.channels_last)
         optimizer = make_optimizer(model, config, device=device, graphable=graphs)
-        start_epoch, history = 0, []
-        checkpoint = out / "checkpoint.safetensors"
-        if resume and checkpoint.is_file():
-            start_epoch, history = load_state(checkpoint, model, optimizer)
-            if start_epoch > config.epochs:
-                raise ConfigError(f"{out} has completed {start_epoch} epochs; --epochs {config.epochs} cannot "
-                                  "shorten it")
-            log(f"resuming {out} after epoch {start_epoch}")
+        start_epoch, history = _resumed_state(config, run_dir, model, optimizer, log) if resume else (0, [])
     with distributed.together("creating the run directory"), hold_signals():
-        if main:
-            state["created"] = _open_run_dir(out, config, model, device, command, resume=resume, overwrite=overwrite,
-                                             lock=lock)
-            state["opened"] = True
-            if resume:  # after a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch
-                rundir.write_metrics(out, history)
+        _record(config, run_dir, model, device, command, resume=resume, overwrite=overwrite, history=history)
     step_model, eval_model = _wrap(model, config, device, rank)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs,
                      batch_size=config.batch_size)
-    return Run(config, out, rank, device, model, eval_model, optimizer, step, train_batches, test_batches,
-               start_epoch, history)
+    return Training(config, run_dir, rank, device, model, eval_model, optimizer, step, train_batches, test_batches,
+                    start_epoch, history)
 
 
-def _open_run_dir(out: Path, config: TrainConfig, model: nn.Module, device: torch.device, command: str | None, *,
-                  resume: bool, overwrite: bool, lock: rundir.RunLock) -> bool:
-    """Create the run directory with its config.json, or update a resumed run's config (new --epochs, --lr);
-    returns whether the directory was created."""
+def _world(rank: distributed.Rank | None) -> int:
+    return 1 if rank is None else rank.world_size
+
+
+def _device(config: TrainConfig, rank: distributed.Rank | None) -> torch.device:
+    """The run's device; under torchrun, this rank's, once the process group is joined."""
+    device = resolve_device(config.device)
+    if rank is None:
+        return device
+    if config.cuda_graphs and device.type == "cuda":
+        raise ConfigError(f"{option('cuda_graphs')} trains in one process; leave it out under torchrun",
+                          field="cuda_graphs")
+    return distributed.init(rank, device)
+
+
+def _resumed_state(config: TrainConfig, run_dir: RunDirectory, model: nn.Module, optimizer: torch.optim.Optimizer,
+                   log: Callable[[str], None]) -> tuple[int, list[dict]]:
+    """The completed epochs and metrics of the run being resumed, its weights and optimizer state restored."""
+    path = run_dir.path
+    if not (path / CHECKPOINT).is_file():
+        if (path / MODEL).is_file() or (path / RESULT).is_file() or (path / METRICS).is_file():
+            raise RunFileError(f"{path} has no checkpoint.safetensors to continue from, though it completed epochs "
+                               f"(the file was deleted); {setting('overwrite', True)} trains it again from the start",
+                               field="resume")
+        log(f"resuming {path}: no epoch was completed, so it starts from the first")
+        return 0, []
+    start_epoch, history = load_state(path / CHECKPOINT, model, optimizer)
+    if start_epoch > config.epochs:
+        raise ConfigError(f"{path} has completed {start_epoch} epochs; {setting('epochs', config.epochs)} cannot "
+                          "shorten it", field="epochs")
+    log(f"resuming {path} after epoch {start_epoch}")
+    return start_epoch, history
+
+
+def _record(config: TrainConfig, run_dir: RunDirectory, model: nn.Module, device: torch.device, command: str | None,
+            *, resume: bool, overwrite: bool, history: list[dict]) -> None:
+    """Create the run directory with its config.json, or record a resumed run's config (a new epochs, lr)."""
     if resume:
-        rundir.update_config(out, config)
-        return False
-    created = rundir.create_run_dir(out, overwrite, lock)
-    try:
-        rundir.write_config(out, config, model, device, command)
-    except BaseException:
-        if created:
-            rundir.remove_run_dir(out, lock)
-        raise
-    return created
+        if run_dir.writer:
+            update_config(run_dir.path, config)
+            # after a kill -9 between the checkpoint and metrics.jsonl, the metrics lag by an epoch
+            write_metrics(run_dir.path, history, unless_equal=True)
+        return
+    run_dir.create(overwrite)
+    if run_dir.writer:
+        write_config(run_dir.path, config, model, device, command)
 
 
 def _wrap(model: nn.Module, config: TrainConfig, device: torch.device,
@@ -357,37 +334,38 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
     test_x, test_y = load_split("test", config.data_dir)
     train_x, train_y = train_x[: config.limit_train], train_y[: config.limit_train]
     test_x, test_y = test_x[: config.limit_test], test_y[: config.limit_test]
-    world = 1 if rank is None else rank.world_size
+    world = _world(rank)
     if config.batch_size % world:
-        raise ConfigError(f"--batch-size {config.batch_size} is the global batch: it must divide by the "
-                          f"{world} processes")
+        raise ConfigError(f"{setting('batch_size', config.batch_size)} is the global batch: it must divide by the "
+                          f"{world} processes", field="batch_size")
     if len(test_x) == 0:
         raise DataError("the test split has no images")
     if len(train_x) < world:
         raise DataError(f"the training split has {len(train_x)} images, fewer than the {world} process(es) training")
     if min(len(train_x), config.batch_size) < min_last * world:
-        flag = "--batch-size" if config.batch_size < len(train_x) else "--limit-train"
-        raise ConfigError(f"{flag} {min(len(train_x), config.batch_size)}: {config.model} uses batch norm, which needs "
-                          f"at least {min_last} images per training batch in each of the {world} process(es)")
+        name = "batch_size" if config.batch_size < len(train_x) else "limit_train"
+        raise ConfigError(f"{setting(name, min(len(train_x), config.batch_size))}: {config.model} uses batch norm, "
+                          f"which needs at least {min_last} images per training batch in each of the {world} "
+                          "process(es)", field=name)
     train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
-                    resize=config.resize, augment=config.augment, rank=0 if rank is None else rank.rank,
+                    resize=config.input_size, augment=config.augment, rank=0 if rank is None else rank.rank,
                     world_size=world, channels_last=config.channels_last, min_last=min_last)
     part = distributed.shard(len(test_x), rank)
-    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.resize,
+    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.input_size,
                    channels_last=config.channels_last)
     return train, test
 
 
-def train_one_epoch(run: Run, epoch: int, view: Progress) -> tuple[dict, Evaluation]:
-    """Train ``run`` for epoch ``epoch`` (from 0), then evaluate it: the epoch's metrics row and the evaluation."""
-    config, step, batches = run.config, run.step, run.train_batches
+def train_one_epoch(training: Training, epoch: int, view: Progress) -> tuple[dict, Evaluation]:
+    """Train ``training`` for epoch ``epoch`` (from 0), then evaluate it: the epoch's metrics row and the evaluation."""
+    config, step, batches = training.config, training.step, training.train_batches
     batches.set_epoch(epoch)
-    if run.rank is not None:  # dropout masks: reproducible per rank and epoch, different across ranks
-        torch.manual_seed(hash((config.seed, epoch, run.rank.rank)))
-    run.model.train()
+    if training.rank is not None:  # dropout masks: reproducible per rank and epoch, different across ranks
+        torch.manual_seed(hash((config.seed, epoch, training.rank.rank)))
+    training.model.train()
     step.reset()
     steps, seen, lr = len(batches), 0, config.lr
-    check_every = divergence_check_interval(run.device)
+    check_every = divergence_check_interval(training.device)
     started = time.perf_counter()
     for i, (x, y) in enumerate(batches):
         lr = config.lr * lr_factor(config.schedule, epoch * steps + i, steps * config.epochs)
@@ -395,15 +373,15 @@ def train_one_epoch(run: Run, epoch: int, view: Progress) -> tuple[dict, Evaluat
         step(x, y)
         seen += len(y)
         if (i + 1) % check_every == 0 or i + 1 == steps:
-            run.watch.check(step.loss_sum, seen, (epoch, i, steps), lr)
+            training.watch.check(step.loss_sum, seen, (epoch, i, steps), lr)
         view.step(i + 1, seen, step.loss_sum, step.correct)
-    seen_all = torch.tensor(seen, device=run.device)
+    seen_all = torch.tensor(seen, device=training.device)
     distributed.all_reduce_sum(step.loss_sum, step.correct, seen_all)
     seen = int(seen_all)
     train_loss, train_acc = step.loss_sum.item() / seen, step.correct.item() / seen  # one sync per epoch
     seconds = time.perf_counter() - started
     evaluated = time.perf_counter()
-    test = evaluate(run.eval_model, run.test_batches, config.amp, config.tta, progress=view.evaluating)
+    test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, progress=view.evaluating)
     row = {
         "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
         "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
@@ -412,19 +390,20 @@ def train_one_epoch(run: Run, epoch: int, view: Progress) -> tuple[dict, Evaluat
     return row, test
 
 
-def finish(run: Run, test: Evaluation) -> RunResult:
+def finish(training: Training, test: Evaluation) -> Run:
     """Write the final weights, ``result.json`` and the report (with its pictures) of a completed run."""
+    path = training.run_dir.path
+    run = Run(path, training.config, training.model.eval() if training.main else None, training.device,
+              training.history, training.warnings, test)
+    if not training.main:
+        return run
     from .report import write_report  # matplotlib only once a run is done
 
-    save_model(run.out / "model.safetensors", run.model)
-    result = RunResult(run.out, test.accuracy, rundir.train_seconds(run.history), len(run.history), run.history,
-                       run.model, run.warnings)
-    write_json(run.out / "result.json", {**result.to_json(), "per_class_accuracy": dict(
-        zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy)))})
-    if run.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
-        images, labels = run.test_batches.images[:, 0].cpu(), run.test_batches.labels.cpu()
+    save_model(path / MODEL, training.model)
+    write_result(path, run.to_json(), dict(zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy))))
+    if training.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
+        images, labels = training.test_batches.images[:, 0].cpu(), training.test_batches.labels.cpu()
     else:
-        images, labels = rundir.evaluation_split(run.config)
-    record = rundir.RunRecord(run.out, rundir.read_run_config(run.out), run.history, run.model, test, images, labels)
-    write_report(record, pictures=True)
-    return result
+        images, labels = test_split(training.config)
+    write_report(EvaluatedRun(run, test, images, labels), pictures=True)
+    return run

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from ..errors import UserError, file_system_error  # noqa: E402
+from ..terms import COMMAND_LINE, speaking  # noqa: E402
 from . import data, evaluate, export, runs, train, zoo  # noqa: E402
 from .common import Parser, one_line, rank_prefix, version_line  # noqa: E402
 
@@ -47,10 +48,9 @@ def build_parser() -> Parser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if getattr(args, "device", "auto") is None:
-        args.device = None if args.command == "train" else "auto"
     try:
-        args.func(args)
+        with speaking(COMMAND_LINE):
+            args.func(args)
     except UserError as exc:
         if args.debug:
             raise

@@ -32,7 +32,7 @@ def cmd_data(args: argparse.Namespace) -> None:
             bad = ", ".join(r["file"] for r in rows if not r["ok"])
             raise DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch')")
     elif args.data_command == "show":
-        check_count("--count", args.count, MAX_PICTURES)
+        check_count("count", args.count, MAX_PICTURES)
         images, labels = data.load_split(args.split, args.data_dir)
         save_figure(samples_figure(images[: args.count], labels[: args.count]), args.out)
         print(f"wrote {args.out}")

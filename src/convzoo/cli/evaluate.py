@@ -4,19 +4,16 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
-from ..api import Run
+from .. import api
 from ..data import CLASSES
-from ..errors import ConfigError
-from ..images import load_image
-from ..predict import classify, find_images
+from ..predict import check_top_k
 from ..show import show_confusion
 from .common import parse_int, print_json
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    result = Run.open(args.run_dir, args.device).evaluate(args.data_dir)  # a bar on a terminal, lines in a log
+    run = api.load(args.run_dir, args.device)
+    result = run.evaluate(args.data_dir)  # a bar on a terminal, lines in a log
     out = show_confusion(args.run_dir, evaluation=result)
     per_class = dict(zip(CLASSES, (round(a, 4) for a in result.per_class_accuracy)))
     if args.json:
@@ -30,12 +27,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_predict(args: argparse.Namespace) -> None:
-    if not 1 <= args.top_k <= len(CLASSES):
-        raise ConfigError(f"--top-k must be between 1 and {len(CLASSES)}, got {args.top_k}")
-    run = Run.open(args.run_dir, args.device)
-    paths = find_images(args.images)
-    pixels = torch.stack([load_image(path, invert=args.invert) for path in paths])
-    predictions = classify(run.model, run.config, pixels, run.device, names=[str(p) for p in paths], top_k=args.top_k)
+    check_top_k(args.top_k)  # before the run is loaded
+    predictions = api.load(args.run_dir, args.device).predict(args.images, top_k=args.top_k, invert=args.invert)
     if args.json:
         print_json([p.to_json() for p in predictions])
         return

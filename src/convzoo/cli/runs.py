@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import argparse
 
-from .. import show
+from .. import api, show
 from ..compare import compare_runs, format_table, write_comparison
 from ..report import write_report
-from ..rundir import load_record
 from .common import parse_int, print_json
 
 
@@ -41,7 +40,7 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    print(f"wrote {write_report(load_record(args.run_dir, args.device, args.data_dir))}")
+    print(f"wrote {write_report(api.load(args.run_dir, args.device).evaluated(args.data_dir))}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

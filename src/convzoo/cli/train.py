@@ -6,20 +6,20 @@ import argparse
 import functools
 import shlex
 import sys
-from dataclasses import Field, replace
+from dataclasses import Field
 from pathlib import Path
 
-from ..checkpoint import saved_epoch
-from ..config import TrainConfig, flag_name, option_fields, recipe, recipe_fields, resume_changes
+from .. import api
+from ..config import RENAMED, flag_name, option_fields, recipe_fields
 from ..errors import ConfigError
-from ..estimate import plan_run
-from ..progress import progress_for
-from ..rundir import read_run_config
-from ..train import fit
+from ..estimate import Plan
+from ..models import list_models
 from .common import parse_float, parse_int, print_json, rank_prefix
 
 # The fields from here on say where and how a run executes; those before it override the recipe.
 FIRST_RUN_FIELD = "seed"
+# Older names of flags, still taken (``config.RENAMED`` reads them in config.json and from Python).
+ALIASES = {new: [flag_name(old)] for old, new in RENAMED.items()}
 
 
 def add_config_flags(p: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def add_config_flags(p: argparse.ArgumentParser) -> None:
     for f in option_fields():
         if f.name == FIRST_RUN_FIELD:
             group = p.add_argument_group("run")
-        group.add_argument(flag_name(f.name), dest=f.name, default=None, **_flag_kwargs(f))
+        group.add_argument(flag_name(f.name), *ALIASES.get(f.name, ()), dest=f.name, default=None, **_flag_kwargs(f))
 
 
 def _flag_kwargs(f: Field) -> dict:
@@ -56,56 +56,46 @@ def _default_text(f: Field) -> str:
     return f" (default: {value})"
 
 
-def config_from_args(args: argparse.Namespace) -> tuple[TrainConfig, str, bool]:
-    """The run's config, its directory, and whether it resumes, from the parsed ``train`` arguments."""
-    given = {f.name: getattr(args, f.name) for f in option_fields()}
-    if not args.resume:
-        if not args.model:
-            raise ConfigError("train needs a MODEL (see 'convzoo models') or --resume RUN_DIR")
-        config = recipe(args.model, args.recipe or "d2l", **given)
-        return config, args.out or f"runs/{config.model}-{config.recipe}-seed{config.seed}", False
-    if args.overwrite:
-        raise ConfigError("--overwrite replaces a run and --resume continues one: give one of them")
-    config = read_run_config(args.resume)["config"]
-    if args.model and args.model != config.model:
-        raise ConfigError(f"{args.resume} is a run of {config.model}, not {args.model}")
-    if args.out and Path(args.out).resolve() != Path(args.resume).resolve():
-        raise ConfigError(f"--resume continues {args.resume} in place: --out {args.out} names another directory")
-    config = replace(config, **resume_changes(config, {"recipe": args.recipe, **given}))
-    config.validate()
-    return config, args.resume, True
+def train_arguments(args: argparse.Namespace) -> dict[str, object]:
+    """The ``train`` command's arguments as those of ``api.train`` and ``api.plan`` (and ``rundir.resolve_run``)."""
+    if args.model is None and args.tensorboard in list_models():  # `--tensorboard lenet`: the flag took the model
+        args.model, args.tensorboard = args.tensorboard, ""
+    if args.resume is not None and args.out is not None and Path(args.out).resolve() != Path(args.resume).resolve():
+        raise ConfigError(f"--resume continues {args.resume} in place: --out {args.out} names another directory",
+                          field="out")
+    resume = args.resume is not None
+    return {"model": args.model, "out": args.resume if resume else args.out, "recipe": args.recipe, "resume": resume,
+            **{f.name: getattr(args, f.name) for f in option_fields()}}
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    quiet = (lambda _msg: None) if args.json else functools.partial(print, flush=True)  # flushed: a log file
-    command = shlex.join(["convzoo", *sys.argv[1:]])
-    config, out, resume = config_from_args(args)
+    arguments = train_arguments(args)
     if args.dry_run:
-        show_plan(config, out, resume, as_json=args.json)
+        show_plan(api.plan(**arguments), resume=arguments["resume"], as_json=args.json)
         return
     tensorboard = None
     if args.tensorboard is not None and not rank_prefix():  # rank 0 of a torchrun job logs for all
-        tensorboard = args.tensorboard or Path(out).parent / "tensorboard" / Path(out).name
-    view = progress_for(None, tensorboard=tensorboard)
-    result = fit(config, out, resume=resume, overwrite=bool(args.overwrite), log=quiet, command=command,
-                 progress=view)
+        tensorboard = args.tensorboard or True  # True: next to the run directory
+    quiet = (lambda _msg: None) if args.json else functools.partial(print, flush=True)  # flushed: a log file
+    run = api.train(**arguments, overwrite=bool(args.overwrite), tensorboard=tensorboard, log=quiet,
+                    command=shlex.join(["convzoo", *sys.argv[1:]]))
     if rank_prefix():  # the other ranks of a torchrun job: rank 0 reports
         return
     if args.json:
-        print_json(result.to_json())
+        print_json(run.to_json())
     else:
-        print(f"test accuracy {result.test_acc:.4f} after {result.epochs} epochs, {result.train_seconds:.1f} s")
-        print(f"run directory: {result.run_dir}  (curves.png, confusion.png, metrics.jsonl, model.safetensors)")
+        print(f"test accuracy {run.test_acc:.4f} after {run.epochs} epochs, {run.train_seconds:.1f} s")
+        print(f"run directory: {run.run_dir}  (report.html, curves.png, confusion.png, metrics.jsonl, "
+              "model.safetensors)")
 
 
-def show_plan(config: TrainConfig, out: str, resume: bool, *, as_json: bool) -> None:
+def show_plan(plan: Plan, *, resume: bool, as_json: bool) -> None:
     """``--dry-run``: the resolved config and what the run would cost here, from a few timed steps on random data."""
-    plan = plan_run(config, done_epochs=(saved_epoch(Path(out) / "checkpoint.safetensors") or 0) if resume else 0)
     if as_json:
-        print_json({**plan.to_json(), "run_dir": str(out)})
+        print_json(plan.to_json())
         return
     print(plan.format())
-    print(f"run directory: {out} ({'resumed by the command, left as it is' if resume else 'not created'})")
+    print(f"run directory: {plan.run_dir} ({'resumed by the command, left as it is' if resume else 'not created'})")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
@@ -119,6 +109,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--dry-run", action="store_true", help="print the resolved configuration and what the run would "
                    "cost (parameters, MACs, memory, time from a few timed steps); create nothing")
     p.add_argument("--tensorboard", nargs="?", const="", metavar="DIR", help="log scalars for TensorBoard to DIR "
-                   "(default: tensorboard/RUN_NAME next to the run directory); needs convzoo[tensorboard]")
+                   "(default: tensorboard/RUN_NAME next to the run directory; give another as --tensorboard=DIR); "
+                   "needs convzoo[tensorboard]")
     add_config_flags(p)
     p.set_defaults(func=cmd_train)

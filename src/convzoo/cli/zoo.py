@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from ..api import recipes
-from ..config import flag_name
+from ..config import VERIFIED_FAST, flag_name
 from ..models import get_model_spec, list_models
 from ..summary import summarize_model
 from .common import parse_int, print_json
@@ -46,6 +46,9 @@ def cmd_recipes(args: argparse.Namespace) -> None:
         for field in settings[names[0]]:
             cells = "".join(f"{_value(settings[name][field]):<12}" for name in names)
             print(f"  {flag_name(field):<18}{cells}".rstrip())
+        verified = VERIFIED_FAST.get(model)
+        print(f"  fast: verified, {verified}" if verified else
+              "  fast: not verified at full length (a starting point; the README's Results say what was measured)")
 
 
 def _value(value: object) -> str:

@@ -1,7 +1,7 @@
 """Mutation testing of the core with mutmut, one group of modules at a time (``make mutate``).
 
-    python tests/mutation.py run [GROUP ...] [--max-children N] [--sample]   mutate and test (all groups by default)
-    python tests/mutation.py report [GROUP ...] [--survivors]      the score per module, the survivors
+    python tools/mutation.py run [GROUP ...] [--max-children N] [--sample]   mutate and test (all groups by default)
+    python tools/mutation.py report [GROUP ...] [--survivors]      the score per module, the survivors
 
 Each group is a set of modules judged by the tests written for them (``GROUPS``): a mutant of
 ``ops/conv.py`` is run against ``test_ops.py`` and ``test_layers.py``, not against every test that

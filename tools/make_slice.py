@@ -4,8 +4,8 @@ The slice is real data small enough to commit (about 1.3 MB), so tests exercise 
 format and pixel statistics without the full set. It is written as gzipped IDX files under the
 standard names, compressed deterministically (``mtime=0``), so rerunning gives identical bytes::
 
-    python tests/data/make_slice.py                  # full set found by convzoo.data.find_data_dir()
-    python tests/data/make_slice.py /path/to/fashion-mnist
+    python tools/make_slice.py                  # full set found by convzoo.data.find_data_dir()
+    python tools/make_slice.py /path/to/fashion-mnist
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import torch
 from convzoo.data import FILES, find_data_dir, load_split
 
 SIZES = {"train": 2000, "test": 1000}
-OUT = Path(__file__).resolve().parent / "fashion-mnist-slice"
+OUT = Path(__file__).resolve().parents[1] / "tests" / "data" / "fashion-mnist-slice"
 
 
 def idx_bytes(tensor: torch.Tensor) -> bytes:

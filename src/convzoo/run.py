@@ -1,0 +1,141 @@
+"""A run as every front door sees it: a trained network with its directory, configuration and history.
+
+    Run.open(run_dir, device)     a finished run read back from its directory
+    run.predict(images)           one ``Prediction`` per image (files, folders, globs, tensors, PIL images)
+    run.evaluate()                an ``Evaluation`` on the test images the run was scored on
+    run.evaluated()               the same with the images: an ``EvaluatedRun``, what its report shows
+
+Training returns a ``Run`` (``convzoo.train.fit``), the Python API hands it out (``convzoo.api``) and the
+command line prints from it: one type, whichever door a run came through. Its methods speak Python
+(``convzoo.terms.python_door``) unless they are called through another door.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import TrainConfig
+from .evaluate import Evaluation, evaluate_model, test_split
+from .monitor import at_chance
+from .predict import Prediction, predict_images
+from .progress import Progress, progress_for
+from .rundir import load_run, read_metrics, read_result, read_run_config, train_seconds
+from .terms import python_door
+
+
+@dataclass
+class Run:
+    """A trained run: its directory, configuration, network (in evaluation mode) and per-epoch metrics."""
+
+    run_dir: Path
+    config: TrainConfig
+    model: nn.Module | None = field(repr=False)  # None on the other ranks of a torchrun job (rank 0 holds it)
+    device: torch.device
+    history: list[dict] = field(default_factory=list, repr=False)
+    warnings: list[str] = field(default_factory=list)  # e.g. that the run finished at chance
+    evaluation: Evaluation | None = field(default=None, repr=False)  # the last one, when training just made it
+
+    @classmethod
+    @python_door
+    def open(cls, run_dir: str | Path, device: str = "auto") -> Run:
+        """The finished run in ``run_dir`` with its network on ``device``."""
+        config, model, dev = load_run(run_dir, device)
+        return cls(Path(run_dir), config, model, dev, read_metrics(run_dir))
+
+    @cached_property
+    def meta(self) -> dict:
+        """``config.json``: the configuration (a ``TrainConfig`` under ``"config"``), model, versions, device,
+        command."""
+        return read_run_config(self.run_dir)
+
+    @property
+    @python_door
+    def result(self) -> dict:
+        """``result.json``: test accuracy, training time, epochs, per-class accuracy."""
+        return read_result(self.run_dir)
+
+    @property
+    def test_acc(self) -> float:
+        """The final test accuracy (``metrics.jsonl`` rounds it to 6 digits; training's own evaluation does not)."""
+        return self.evaluation.accuracy if self.evaluation is not None else self.history[-1]["test_acc"]
+
+    @property
+    def epochs(self) -> int:
+        return len(self.history)
+
+    @property
+    def train_seconds(self) -> float:
+        return train_seconds(self.history)
+
+    @property
+    def learned(self) -> bool:
+        """Whether the final test accuracy is above chance."""
+        return not at_chance(self.test_acc)
+
+    def to_json(self) -> dict:
+        """What ``convzoo train --json`` prints and ``result.json`` holds besides the accuracy per class."""
+        return {"run_dir": str(self.run_dir), "test_acc": self.test_acc, "train_seconds": round(self.train_seconds, 3),
+                "epochs": self.epochs, "learned": self.learned, "warnings": self.warnings}
+
+    @python_door
+    def predict(self, images: Any, *, top_k: int = 3, invert: str = "auto") -> list[Prediction]:
+        """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, probabilities, and whether
+        the image is unlike Fashion-MNIST); ``convzoo.predict.predict_images`` says what ``images`` may be."""
+        return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert)
+
+    @python_door
+    def evaluate(self, data_dir: str | Path | None = None, *, progress: bool | str | Progress | None = None
+                 ) -> Evaluation:
+        """Score the model on the test images the run was evaluated on (``.accuracy``, ``.loss``,
+        ``.confusion``, ``.per_class_accuracy``, ``.predictions``), showing progress as ``train`` does."""
+        return self.evaluated(data_dir, progress=progress).evaluation
+
+    @python_door
+    def evaluated(self, data_dir: str | Path | None = None, *, progress: bool | str | Progress | None = False
+                  ) -> EvaluatedRun:
+        """The run scored on its test images, with those images (what ``report.html`` shows)."""
+        images, labels = test_split(self.config, None if data_dir is None else str(data_dir))
+        view = progress_for(progress)
+        view.start(self.config, 0, 0, len(images))  # no training steps: the view shows the evaluation alone
+        try:
+            evaluation = evaluate_model(self.config, self.model, images, labels, self.device,
+                                        progress=view.evaluating)
+        finally:
+            view.close()
+        return EvaluatedRun(self, evaluation, images, labels)
+
+
+@dataclass
+class EvaluatedRun:
+    """A finished run with its evaluation on the test images it was scored on, and those images."""
+
+    run: Run
+    evaluation: Evaluation
+    images: torch.Tensor  # the evaluated test images, uint8 (N, 28, 28), and their labels
+    labels: torch.Tensor
+
+    @property
+    def run_dir(self) -> Path:
+        return self.run.run_dir
+
+    @property
+    def config(self) -> TrainConfig:
+        return self.run.config
+
+    @property
+    def meta(self) -> dict:
+        return self.run.meta
+
+    @property
+    def history(self) -> list[dict]:
+        return self.run.history
+
+    @property
+    def model(self) -> nn.Module:
+        return self.run.model
