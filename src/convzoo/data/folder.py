@@ -154,6 +154,8 @@ def _probe(path: str) -> tuple[int, int, str] | str:
     """``(width, height, mode)`` from an image's header, or why it cannot be read."""
     try:
         with Image.open(path, formats=FORMATS) as image:
+            if image.width * image.height > MAX_PIXELS:
+                return f"larger than the limit of {MAX_PIXELS:,} pixels (decompression bomb guard)"
             return (*image.size, image.mode)
     except Image.DecompressionBombError:
         return f"larger than the limit of {MAX_PIXELS:,} pixels (decompression bomb guard)"
