@@ -100,7 +100,8 @@ def main() -> None:
         start = time.perf_counter()
         data = open_data(str(args.folder), warn=None)
         warm = time.perf_counter() - start
-    print(f"cold start {cold:.2f} s, warm start {warm:.3f} s: {len(data.train_labels)} + {len(data.test_labels)} images")
+    print(f"cold start {cold:.2f} s, warm start {warm:.3f} s: "
+          f"{len(data.train_labels)} + {len(data.test_labels)} images")
 
     model, optimizer = fresh_model(data.num_classes, data.channels)
     batches = Batches(data.train_images, data.train_labels, args.batch_size, shuffle=True)

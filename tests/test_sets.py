@@ -1,4 +1,4 @@
-"""convzoo.data.sets, folder, arrays and tree: every kind of data set, and every bad folder, through the real command."""
+"""convzoo.data.sets, folder, arrays and tree: every kind of data set, every bad folder through the real command."""
 
 from __future__ import annotations
 
@@ -140,7 +140,8 @@ def test_colour_images_make_three_channels_unless_grayscale(tmp_path, slice_imag
     Image.new("RGB", (28, 28), (255, 0, 0)).save(root / "c0" / "red.png")
     data = open_data(str(root), warn=None)
     assert data.channels == 3 and data.train_images.dtype == torch.uint8
-    red = [x for x in torch.cat([data.train_images, data.test_images]) if x[0].float().mean() == 255 and x[1].max() == 0]
+    everything = torch.cat([data.train_images, data.test_images])
+    red = [x for x in everything if x[0].float().mean() == 255 and x[1].max() == 0]
     assert len(red) == 1
     gray = open_data(str(root), warn=None, grayscale=True)
     assert gray.channels == 1 and (torch.cat([gray.train_images, gray.test_images]) == 76).all(dim=(1, 2, 3)).sum() == 1

@@ -93,9 +93,11 @@ class Batches:
         channels_last: bool = False,
         min_last: int = 1,
     ) -> None:
-        if images.dtype != torch.uint8 or images.dim() not in (3, 4) or (images.dim() == 4 and images.shape[1] not in (1, 3)):
+        if images.dtype != torch.uint8 or images.dim() not in (3, 4) or (images.dim() == 4
+                                                                          and images.shape[1] not in (1, 3)):
             shape = tuple(images.shape)
-            raise ValueError(f"images must be uint8 (N, H, W) or (N, C, H, W) with C 1 or 3, got {images.dtype} {shape}")
+            raise ValueError(f"images must be uint8 (N, H, W) or (N, C, H, W) with C 1 or 3, got {images.dtype} "
+                             f"{shape}")
         if labels.shape != (len(images),):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:

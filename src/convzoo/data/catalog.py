@@ -132,7 +132,8 @@ def read_cifar10(archive: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarra
                 if not wanted:
                     continue
                 limit = _RECORD * _BATCH if member.name in CIFAR_MEMBERS else 4096
-                if not member.isfile() or (member.size != limit if member.name in CIFAR_MEMBERS else member.size > limit):
+                exact = member.name in CIFAR_MEMBERS
+                if not member.isfile() or (member.size != limit if exact else member.size > limit):
                     raise DataError(f"{archive}: member {member.name} is not a file of the expected size "
                                     f"({member.size:,} bytes)")
                 f = tar.extractfile(member)

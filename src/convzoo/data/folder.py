@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import math
 import os
-import stat
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -75,11 +74,12 @@ def _visible(directory: Path, seen: set[tuple[int, int]]) -> tuple[list[os.DirEn
     dirs, files = [], []
     for entry in entries:
         try:
-            st = entry.stat()
+            is_dir = entry.is_dir()  # from the directory listing; a symlink's target is stat'ed
+            st = entry.stat() if is_dir else None
         except OSError:  # a broken symlink, or one we may not follow
             files.append(entry)
             continue
-        if stat.S_ISDIR(st.st_mode):
+        if st is not None:
             if (st.st_dev, st.st_ino) not in seen:
                 seen.add((st.st_dev, st.st_ino))
                 dirs.append(entry)
@@ -128,11 +128,13 @@ def scan(root: str | Path) -> Scan:
     for split, found in enumerate(by_split[1:], 1):
         if extra := sorted(set(found) - set(by_split[0])):
             raise DataError(f"{where[split]}{shown(extra[0])}: a class with no folder in {where[0]}")
+    prefix = len(os.path.join(root, ""))  # every path found starts with root/: cheaper than os.path.relpath
     paths, labels, splits, stats, not_images = [], [], [], [], []
     for (split, _), found in zip(parts, by_split):
         for label, name in enumerate(names):
-            images = [e for e in found.get(name, []) if e.name.lower().endswith(SUFFIXES)]
-            not_images += [os.path.relpath(e.path, root) for e in found.get(name, []) if e not in images]
+            entries = found.get(name, [])
+            images = [e for e in entries if e.name.lower().endswith(SUFFIXES)]
+            not_images += [e.path[prefix:] for e in entries if not e.name.lower().endswith(SUFFIXES)]
             if not images and split == 0:
                 raise DataError(f"{where[0]}{shown(name)}: class folder with no images ({', '.join(SUFFIXES)})")
             for e in images:
@@ -140,7 +142,7 @@ def scan(root: str | Path) -> Scan:
                     st = e.stat()
                 except OSError:
                     st = None
-                paths.append(os.path.relpath(e.path, root))
+                paths.append(e.path[prefix:])
                 labels.append(label)
                 splits.append(split)
                 stats.append((st.st_size, st.st_mtime_ns) if st else (-1, -1))

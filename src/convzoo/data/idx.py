@@ -9,7 +9,6 @@ from then on. Every problem with a file raises ``DataError`` with a message nami
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os

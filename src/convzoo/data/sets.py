@@ -30,7 +30,7 @@ from .arrays import Arrays, folder_key, load_arrays, save_arrays
 from .catalog import NAMED, named_dir, read_cifar10
 from .folder import read_folder, shown
 from .idx import read_idx
-from .source import find_data_dir, load_split
+from .source import load_split
 
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R 601, as Pillow converts RGB to L
 _IDX_IMAGES = re.compile(r"^(.*?)train-images-idx3-ubyte(\.gz)?$")
