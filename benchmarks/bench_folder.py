@@ -15,7 +15,8 @@ in sorted order, files sorted) and runs under ``DataLoader(num_workers=2, shuffl
 
 Both loops: LeNet (``convzoo.models.create_model("lenet")``), batch 256, forward + cross-entropy
 + backward + SGD step, on the CPU. The first epoch of each is reported apart (the DataLoader's
-starts its workers; convzoo's moves the split once). Hardware, versions and the evidence are in
+starts its workers; convzoo's moves the split once). The training process uses one intra-op
+thread (``--threads``): the DataLoader's two workers take the other cores' share. Hardware, versions and the evidence are in
 ``benchmarks/results/bench_folder.json`` (``machine``); run:
 
     convzoo data export fashion-mnist /tmp/fmnist-png
@@ -89,8 +90,10 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4, help="convzoo epochs (the first reported apart)")
     parser.add_argument("--loader-epochs", type=int, default=2, help="DataLoader epochs (the first reported apart)")
     parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of the training process")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)  # on a shared 2-core machine spinning OpenMP threads slow down many-fold
 
     with tempfile.TemporaryDirectory() as cache:
         os.environ["XDG_CACHE_HOME"] = cache  # a cold cache, then the warm one it leaves
