@@ -88,6 +88,7 @@ class _Gunzip:
 
     def __init__(self, data: memoryview, path: Path) -> None:
         self.rest, self.path = data, path
+        self.pending = b""  # input to feed before ``rest``: what followed the end of the last member
         self.d = zlib.decompressobj(16 + zlib.MAX_WBITS)
 
     def _next(self, limit: int) -> bytes:
@@ -95,17 +96,19 @@ class _Gunzip:
         try:
             while True:
                 if self.d.eof:
-                    remaining = self.d.unused_data + bytes(self.rest)  # only at the end of a member
-                    if not remaining.startswith(_GZIP_MAGIC):
-                        if remaining.strip(b"\0"):  # gzip itself ignores trailing zeros, refuses anything else
-                            raise DataError(f"{self.path}: corrupt gzip file: {len(remaining)} bytes of garbage "
-                                            "after the compressed data")
+                    tail = self.d.unused_data
+                    if (tail + bytes(self.rest[:2]))[:2] != _GZIP_MAGIC:
+                        if tail.strip(b"\0") or bytes(self.rest).strip(b"\0"):  # gzip ignores trailing zeros
+                            raise DataError(f"{self.path}: corrupt gzip file: {len(tail) + len(self.rest)} bytes of "
+                                            "garbage after the compressed data")
                         self.rest = memoryview(b"")
                         return b""
-                    self.d, self.rest = zlib.decompressobj(16 + zlib.MAX_WBITS), memoryview(remaining)
+                    self.d, self.pending = zlib.decompressobj(16 + zlib.MAX_WBITS), tail  # the next member
                     continue
                 source = self.d.unconsumed_tail
-                if not source:
+                if not source and self.pending:
+                    source, self.pending = self.pending, b""
+                elif not source:
                     source, self.rest = self.rest[:_CHUNK], self.rest[_CHUNK:]
                     if not source:
                         raise DataError(f"{self.path}: corrupt or truncated gzip file: the compressed stream "
