@@ -16,8 +16,8 @@ in sorted order, files sorted) and runs under ``DataLoader(num_workers=2, shuffl
 Both loops: LeNet (``convzoo.models.create_model("lenet")``), batch 256, forward + cross-entropy
 + backward + SGD step, on the CPU. The first epoch of each is reported apart (the DataLoader's
 starts its workers; convzoo's moves the split once). The training process uses one intra-op
-thread (``--threads``): the DataLoader's two workers take the other cores' share. Hardware, versions and the evidence are in
-``benchmarks/results/bench_folder.json`` (``machine``); run:
+thread (``--threads``): the DataLoader's two workers take the other cores' share. Hardware,
+versions and the evidence are in ``benchmarks/results/bench_folder.json`` (``machine``); run:
 
     convzoo data export fashion-mnist /tmp/fmnist-png
     nice python benchmarks/bench_folder.py --folder /tmp/fmnist-png

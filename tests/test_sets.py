@@ -272,3 +272,16 @@ def test_cache_file_lives_under_the_user_cache(pool):
     shutil.rmtree(arrays_module.cache_file(pool).parent)
     with pytest.raises(DataError):
         open_data(str(pool), warn=None, test_fraction=1.0)
+
+
+def test_read_image_decodes_one_file_as_the_folder_does(pool):
+    from convzoo.data.folder import read_image
+
+    data = open_data(str(pool), warn=None, test_fraction=0.5)
+    one = read_image(pool / "c0" / "0.png", data.channels, data.size)
+    everything = torch.cat([data.train_images, data.test_images])
+    assert one.shape == (1, 28, 28) and any(torch.equal(one, x) for x in everything)
+    assert read_image(pool / "c0" / "0.png", 3, 14).shape == (3, 14, 14)
+    (pool / "bad.png").write_bytes(b"nope")
+    with pytest.raises(DataError, match="bad.png: not|bad.png: corrupt"):
+        read_image(pool / "bad.png", 1, 28)

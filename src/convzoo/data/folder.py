@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image, ImageOps
 
 from ..errors import DataError
@@ -194,6 +195,18 @@ def _decode(path: str, side: int, channels: int, out: np.ndarray) -> str | None:
         return f"corrupt or truncated ({type(e).__name__}: {e})"
     out[:] = pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
     return None
+
+
+def read_image(path: str | Path, channels: int, size: int) -> torch.Tensor:
+    """One image file as a folder's images are decoded: uint8 ``(channels, size, size)`` (for ``predict``).
+
+    Unlike ``convzoo.images.load_image`` nothing is inverted: the network saw the folder's pixels as they are.
+    """
+    out = np.empty((channels, size, size), dtype=np.uint8)
+    problem = _decode(str(path), size, channels, out)
+    if problem is not None:
+        raise DataError(f"{shown(str(path))}: {problem}")
+    return torch.from_numpy(out)
 
 
 def _in_pool(items: list, work: Callable[[int], object]) -> list:
