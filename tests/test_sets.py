@@ -285,3 +285,27 @@ def test_read_image_decodes_one_file_as_the_folder_does(pool):
     (pool / "bad.png").write_bytes(b"nope")
     with pytest.raises(DataError, match="bad.png: not|bad.png: corrupt"):
         read_image(pool / "bad.png", 1, 28)
+
+
+def test_a_folder_of_idx_files_and_emnist_names(tmp_path, run_cli):
+    from idx_files import idx, write
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    pixels = bytes(range(12)) * 2
+    write(plain / "train-images-idx3-ubyte.gz", idx((2, 3, 4), pixels))
+    write(plain / "train-labels-idx1-ubyte", idx((2,), b"\0\2"), gz=False)
+    write(plain / "t10k-images-idx3-ubyte.gz", idx((2, 3, 4), pixels))
+    write(plain / "t10k-labels-idx1-ubyte.gz", idx((2,), b"\1\0"))
+    data = open_data(str(plain), warn=None)
+    assert data.classes == ("0", "1", "2") and data.size == 3  # oblong images squared to the shorter side
+    emnist = tmp_path / "emnist"
+    emnist.mkdir()
+    for split in ("train", "test"):
+        write(emnist / f"emnist-letters-{split}-images-idx3-ubyte.gz", idx((1, 2, 2), b"\1\2\3\4"))
+        write(emnist / f"emnist-letters-{split}-labels-idx1-ubyte.gz", idx((1,), b"\1"))
+    data = open_data(str(emnist), warn=None)
+    assert data.train_images[0, 0].tolist() == [[1, 3], [2, 4]]  # stored transposed, read upright
+    (emnist / "emnist-digits-train-images-idx3-ubyte.gz").write_bytes(b"")
+    code, _, err = run_cli("data", "check", "--data", str(emnist))
+    assert code == 2 and "holds several IDX sets (emnist-digits-, emnist-letters-)" in err
