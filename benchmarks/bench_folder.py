@@ -13,6 +13,10 @@ open, convert to the image's mode, to a float tensor in [0, 1]), written here as
 torchvision build fails to import with it). It walks the tree the way ImageFolder does (classes
 in sorted order, files sorted) and runs under ``DataLoader(num_workers=2, shuffle=True)``.
 
+Each side also makes one pass with no model (``data only``: the loader's own cost, a batch
+touched but not trained on), which is what the speed of the pipeline itself is: on a CPU the
+model's step is a floor both sides share, so the whole-epoch ratio there is bounded by it.
+
 Both loops: LeNet (``convzoo.models.create_model("lenet")``), batch 256, forward + cross-entropy
 + backward + SGD step, on the CPU. The first epoch of each is reported apart (the DataLoader's
 starts its workers; convzoo's moves the split once). The training process uses one intra-op
@@ -78,6 +82,14 @@ def train_epoch(model: torch.nn.Module, optimizer: torch.optim.Optimizer, batche
     return time.perf_counter() - start
 
 
+def data_epoch(batches) -> float:
+    """One pass over the batches with no model: the loader's own cost."""
+    start = time.perf_counter()
+    for x, y in batches:
+        x.sum(), y.sum()  # touch the batch, as a model would
+    return time.perf_counter() - start
+
+
 def fresh_model(num_classes: int, in_channels: int) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
     torch.manual_seed(0)
     model = create_model("lenet", num_classes=num_classes, in_channels=in_channels)
@@ -95,6 +107,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)  # on a shared 2-core machine spinning OpenMP threads slow down many-fold
 
+    load_start = os.getloadavg()
     with tempfile.TemporaryDirectory() as cache:
         os.environ["XDG_CACHE_HOME"] = cache  # a cold cache, then the warm one it leaves
         start = time.perf_counter()
@@ -114,6 +127,10 @@ def main() -> None:
         ours.append(train_epoch(model, optimizer, batches))
         print(f"convzoo epoch {epoch}: {ours[-1]:.2f} s")
 
+    batches.set_epoch(args.epochs)
+    ours_data = data_epoch(batches)
+    print(f"convzoo data only: {ours_data:.2f} s")
+
     model, optimizer = fresh_model(data.num_classes, data.channels)
     loader = DataLoader(PerImageFolder(args.folder / "train"), batch_size=args.batch_size, shuffle=True,
                         num_workers=2, persistent_workers=True)
@@ -121,6 +138,9 @@ def main() -> None:
     for epoch in range(args.loader_epochs):
         theirs.append(train_epoch(model, optimizer, loader))
         print(f"DataLoader epoch {epoch}: {theirs[-1]:.2f} s")
+
+    theirs_data = data_epoch(loader)
+    print(f"DataLoader data only: {theirs_data:.2f} s")
 
     later_ours = statistics.mean(ours[1:]) if len(ours) > 1 else ours[0]
     later_theirs = statistics.mean(theirs[1:]) if len(theirs) > 1 else theirs[0]
@@ -131,6 +151,9 @@ def main() -> None:
         "convzoo_epoch_s": ours, "dataloader_epoch_s": theirs,
         "speedup_later_epochs": later_theirs / later_ours,
         "cold_start_over_dataloader_epoch": cold / min(theirs),
+        "convzoo_data_only_epoch_s": ours_data, "dataloader_data_only_epoch_s": theirs_data,
+        "speedup_data_only": theirs_data / ours_data,
+        "loadavg_start": load_start, "loadavg_end": os.getloadavg(),
         "torch_threads": torch.get_num_threads(), "machine": machine_info(),
     }
     write_json(args.out, result)
