@@ -12,7 +12,7 @@ from ..data.idx import check_cache
 from ..errors import DataError
 from ..figures import samples_figure, save_figure
 from ..show import MAX_PICTURES, check_count
-from .common import parse_int, print_json
+from .common import parse_float, parse_int, print_json
 
 _DATA_HELP = f"a named set ({', '.join(NAMED)}; default fashion-mnist), an IDX folder or a folder of images by class"
 
@@ -100,7 +100,7 @@ def _data_options(d: argparse.ArgumentParser) -> None:
     d.add_argument("--data-dir", help="where a named set's files are (default: the cache, or the usual places)")
     d.add_argument("--grayscale", action="store_true", help="one channel, even for colour images")
     d.add_argument("--size", type=parse_int, default=None, help="resize every image to SIZE x SIZE pixels")
-    d.add_argument("--test-fraction", type=float, default=0.2, help="for a folder of one pool: the test share")
+    d.add_argument("--test-fraction", type=parse_float, default=0.2, help="for a folder of one pool: the test share")
     d.add_argument("--seed", type=parse_int, default=0, help="for a folder of one pool: the split's seed")
 
 
