@@ -176,10 +176,10 @@ def test_batch_norm_drops_a_last_batch_of_one() -> None:
 
 
 def test_to_input_rejects_other_shapes():
-    for shape in [(2, 3, 28, 28), (28, 28), (1, 1, 1, 28, 28)]:
+    for shape in [(2, 2, 28, 28), (2, 4, 28, 28), (28, 28), (1, 1, 1, 28, 28)]:
         with pytest.raises(ValueError) as e:
             to_input(torch.zeros(shape, dtype=torch.uint8))
-        assert str(e.value) == f"to_input expects (B, H, W) or (B, 1, H, W), got {shape}"
+        assert str(e.value) == f"to_input expects (B, H, W) or (B, C, H, W) with C 1 or 3, got {shape}"
 
 
 def test_to_input_resize_to_the_image_side_does_not_resample(small, monkeypatch):
@@ -265,10 +265,11 @@ def test_batches_augmentation_is_the_generators_flips_and_crops():
 
 def test_batches_validation_messages(small):
     images, labels = small
-    for bad in (images.float(), images.view(100, 1, 28, 28).expand(100, 3, 28, 28), images[:, :, :, None]):
+    for bad in (images.float(), images.view(100, 1, 28, 28).expand(100, 2, 28, 28), images[:, :, :, None]):
         with pytest.raises(ValueError) as e:
             Batches(bad, labels, 4)
-        assert str(e.value) == f"images must be uint8 (N, H, W) or (N, 1, H, W), got {bad.dtype} {tuple(bad.shape)}"
+        assert str(e.value) == (f"images must be uint8 (N, H, W) or (N, C, H, W) with C 1 or 3, got {bad.dtype} "
+                                f"{tuple(bad.shape)}")
     with pytest.raises(ValueError, match="need batch_size >= 1 and 0 <= rank < world_size, got 0, 0, 1"):
         Batches(images, labels, 0)
     with pytest.raises(ValueError) as e:
@@ -330,3 +331,39 @@ def test_batches_are_built_on_their_device(small):
         for x, y in batches:
             assert x.device.type == y.device.type == "meta" and x.shape[1:] == (1, 28, 28)
     assert mode.mixed == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Three channels (colour data sets): the same rules per channel
+
+
+def test_to_input_takes_three_channels():
+    images = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8)
+    x = to_input(images, resize=16)
+    assert x.shape == (4, 3, 16, 16) and x.dtype == torch.float32
+    torch.testing.assert_close(to_input(images)[:, 1], images[:, 1].float() / 255)
+    with pytest.raises(ValueError, match="C 1 or 3"):
+        to_input(torch.zeros(2, 2, 8, 8, dtype=torch.uint8))
+
+
+def test_batches_of_three_channels_augment_each_channel_alike():
+    """Each channel of an augmented RGB image is what augmenting that channel alone as gray gives."""
+    images = torch.randint(0, 256, (10, 3, 8, 8), dtype=torch.uint8)
+    labels = torch.arange(10)
+    rgb = list(Batches(images, labels, 4, shuffle=True, augment=True, seed=3))
+    for c in range(3):
+        gray = list(Batches(images[:, c], labels, 4, shuffle=True, augment=True, seed=3))
+        for (xc, yc), (xg, yg) in zip(rgb, gray, strict=True):
+            assert torch.equal(yc, yg) and torch.equal(xc[:, c : c + 1], xg)
+    assert rgb[0][0].shape[1] == 3
+
+
+def test_batches_of_three_channels_channels_last():
+    images = torch.randint(0, 256, (6, 3, 8, 8), dtype=torch.uint8)
+    [(x, _)] = list(Batches(images, torch.zeros(6, dtype=torch.long), 6, channels_last=True))
+    assert x.is_contiguous(memory_format=torch.channels_last) and torch.equal(x, images.float() / 255)
+
+
+def test_batches_refuse_two_channels():
+    with pytest.raises(ValueError, match="C 1 or 3"):
+        Batches(torch.zeros(2, 2, 8, 8, dtype=torch.uint8), torch.zeros(2, dtype=torch.long), 1)

@@ -7,6 +7,8 @@ import hashlib
 import math
 import os
 import re
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -143,16 +145,12 @@ def test_read_idx_from_a_named_pipe(tmp_path):
 
 
 def test_read_idx_gzipped_tensor_owns_its_memory(tmp_path, monkeypatch):
-    """Decompressed bytes are an immutable ``bytes``: the tensor gets its own copy, so writing to it
-    never alters them (nor anything else holding that object)."""
+    """Each read decompresses into a buffer of its own: writing to one tensor never alters another read."""
     monkeypatch.setattr(idx_format, "_SETTLED_NS", 10**30)  # no caching: the tensor comes from the decompressed bytes
-    decompressed = []
-    decompress = gzip.decompress
-    monkeypatch.setattr(gzip, "decompress", lambda data: decompressed.append(decompress(data)) or decompressed[-1])
     path = write(tmp_path / "f.gz", idx((3, 4, 5)))
     x = read_idx(path)
     x.fill_(200)
-    assert decompressed == [idx((3, 4, 5))]
+    assert read_idx(path).flatten().tolist() == list(range(60))
 
 
 # Overwriting one file per example is fine, so the function-scoped tmp_path is safe to share.
@@ -220,10 +218,10 @@ def raw_cache(monkeypatch, tmp_path) -> Path:
 
 
 def no_gunzip(monkeypatch) -> None:
-    def fail(_):
+    def fail(*_):
         raise AssertionError("decompressed although the cache holds the file")
 
-    monkeypatch.setattr(gzip, "decompress", fail)
+    monkeypatch.setattr(idx_format, "_Gunzip", fail)
 
 
 def test_cache_second_load_skips_decompression(tmp_path, raw_cache, monkeypatch):
@@ -486,3 +484,121 @@ def test_check_cache_entry_removed_meanwhile(tmp_path, raw_cache, monkeypatch):
     [row] = check_cache()
     assert (row["ok"], row["problem"]) == (False, "does not match its record")
     assert list(raw_cache.iterdir()) == []  # its record is removed too
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 23: bombs, damaged caches, a relative XDG_CACHE_HOME
+
+
+def test_cache_damaged_in_place_is_noticed_on_the_everyday_read(tmp_path, raw_cache):
+    """Same size, one byte changed after it was written: the CRC recorded with it catches it, no `data check` needed."""
+    path = write(tmp_path / "f.gz", idx((3, 4, 5)))
+    expected = read_idx(path)
+    [entry] = cache_entries(raw_cache)
+    damaged = bytearray(entry.read_bytes())
+    damaged[-1] ^= 0xFF
+    entry.write_bytes(bytes(damaged))
+    assert torch.equal(read_idx(path), expected)
+    assert entry.read_bytes() == idx((3, 4, 5))  # rewritten from the source
+
+
+def test_a_damaged_cache_is_rebuilt_by_the_everyday_command(tmp_path, raw_cache, run_cli):
+    """`data show` reads through the cache: damaged entries are rewritten from their sources, none served."""
+    from convzoo.data.idx import check_cache
+
+    root = make_dir(tmp_path / "d")
+    truth = load_split("train", root)
+    for entry in cache_entries(raw_cache):
+        data = bytearray(entry.read_bytes())
+        data[len(data) // 2] ^= 0x55
+        entry.write_bytes(bytes(data))
+    code, _, err = run_cli("data", "show", "--data-dir", str(root), "--out", str(tmp_path / "s.png"), "--count", "2")
+    assert code == 0, err
+    assert all(row["ok"] for row in check_cache()) and len(check_cache()) == 2  # the training split's two files
+    assert torch.equal(load_split("train", root)[0], truth[0])
+
+
+@pytest.mark.parametrize("value", ["relative/cache", ".", ""])
+def test_a_relative_xdg_cache_home_is_ignored(monkeypatch, tmp_path, value):
+    monkeypatch.setenv("XDG_CACHE_HOME", value)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / ".cache" / "convzoo" / "fashion-mnist"
+
+
+def test_gzip_with_more_data_than_its_header_declares_stops_at_the_declared_length(tmp_path):
+    content = idx((2, 3, 4)) + bytes(5000)
+    with pytest.raises(DataError, match="5000 extra bytes after the data: header says 2 x 3 x 4 = 24 bytes"):
+        read_idx(write(tmp_path / "f.gz", content))
+
+
+def test_gzip_of_several_members_is_read_whole(tmp_path):
+    content = idx((2, 3, 4))
+    (tmp_path / "f.gz").write_bytes(gzip.compress(content[:10]) + gzip.compress(content[10:]))
+    assert read_idx(tmp_path / "f.gz").flatten().tolist() == list(range(24))
+
+
+def test_gzip_with_garbage_after_it_is_refused(tmp_path):
+    (tmp_path / "f.gz").write_bytes(gzip.compress(idx((2, 3, 4))) + b"junk")
+    with pytest.raises(DataError, match="garbage after the compressed data"):
+        read_idx(tmp_path / "f.gz")
+
+
+def test_header_declaring_more_than_memory_is_refused_before_allocating(tmp_path, monkeypatch):
+    from convzoo.data import memory
+
+    monkeypatch.setattr(memory, "available_memory", lambda: 10_000)
+    path = write(tmp_path / "f.gz", idx((100, 28, 28), b""))
+    with pytest.raises(DataError, match="its header declares 78,416 bytes.*needs 76.6 KiB of memory"):
+        read_idx(path)
+
+
+@settings(max_examples=200, deadline=None)
+@given(dims=st.lists(st.integers(0, 2**32 - 1), min_size=1, max_size=3), gz=st.booleans())
+def test_any_idx_header_is_read_or_refused_in_one_line(tmp_path_factory, dims, gz):
+    """Arbitrary dimensions (overflowing ones too) with a small payload: a tensor of that shape, or a DataError."""
+    path = tmp_path_factory.mktemp("h") / ("f.gz" if gz else "f")
+    payload = bytes(min(math.prod(dims), 64))
+    write(path, idx(tuple(dims), payload), gz=gz)
+    try:
+        x = read_idx(path)
+    except DataError as e:
+        assert "\n" not in str(e)
+    else:
+        assert tuple(x.shape) == tuple(dims) and x.numel() == len(payload)
+
+
+BOMB_CHILD = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1536 << 20, 1536 << 20))
+from convzoo.data import read_idx
+from convzoo.errors import DataError
+for path in sys.argv[1:]:
+    try:
+        read_idx(path)
+    except DataError as e:
+        print("refused:", e)
+"""
+
+
+def test_gzip_bombs_are_refused_within_a_memory_limit(tmp_path):
+    """4 GiB bombs (4 MiB of gzip each) as given through --data-dir or $CONVZOO_DATA, read by a child limited to
+    1.5 GiB of address space: one whose header is plausible (stopped at the length it declares), one whose
+    header declares more than can exist (refused before any allocation)."""
+    member = gzip.compress(bytes(1 << 24), compresslevel=9)  # 16 MiB of zeros in 16 KiB
+    bombs = []
+    for name, header in [("plausible", (60_000, 28, 28)), ("overflowing", (2**32 - 1, 2**16, 2**16))]:
+        bomb = tmp_path / name / "train-images-idx3-ubyte.gz"
+        bomb.parent.mkdir()
+        with open(bomb, "wb") as f:
+            f.write(gzip.compress(idx(header, b"")))
+            for _ in range(256):  # 4 GiB of zeros, as members of one gzip stream
+                f.write(member)
+        assert bomb.stat().st_size < 8 << 20
+        bombs.append(str(bomb))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    proc = subprocess.run([sys.executable, "-c", BOMB_CHILD, *bombs], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plausible, overflowing = proc.stdout.splitlines()
+    assert plausible.startswith("refused:") and "more than 67,108,864 extra bytes after the data" in plausible
+    assert overflowing.startswith("refused:") and "more than the 1,099,511,627,776 bytes" in overflowing

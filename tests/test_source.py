@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import convzoo.data.idx as idx_format
 from convzoo.data import source
 from convzoo.data.idx import cache_dir
 from convzoo.data.source import FILES
@@ -533,3 +534,21 @@ def test_slice_known_labels_and_pixels():
 @pytest.mark.skipif(not source.DEBIAN_DIR.is_dir(), reason="dataset-fashion-mnist is not installed")
 def test_full_data_set_known_labels_and_pixels():
     assert_known_examples(source.DEBIAN_DIR, "full")
+
+
+def test_fetch_refuses_a_mirrors_gzip_bomb_without_inflating_it(tmp_path, mirror, monkeypatch):
+    """A mirror's file whose gzip holds 256 MiB after a 1-image header: checked by the header-bounded reader,
+    which stops 64 MiB past the declared length, so the check refuses it instead of inflating it whole."""
+    member = gzip.compress(bytes(1 << 24), compresslevel=9)
+    bomb = Path(mirror.removeprefix("file://")) / "t10k-labels-idx1-ubyte.gz"
+    with open(bomb, "wb") as f:
+        f.write(gzip.compress(idx((1,), b"\0")))
+        for _ in range(16):
+            f.write(member)
+    produced = []
+    real = idx_format._Gunzip._next
+    monkeypatch.setattr(idx_format._Gunzip, "_next", lambda self, n: produced.append(out := real(self, n)) or out)
+    with pytest.raises(DataError, match="does not match the expected checksum"):
+        source.fetch(tmp_path / "dest", mirror=mirror, progress=False, checksums=slice_checksums())
+    assert sum(map(len, produced)) < 80 << 20
+    assert not (tmp_path / "dest" / "t10k-labels-idx1-ubyte.gz").exists()

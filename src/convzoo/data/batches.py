@@ -15,7 +15,9 @@ import torch.nn.functional as F
 
 
 def to_input(images: torch.Tensor, resize: int | None = None) -> torch.Tensor:
-    """Network input from uint8 pixels: ``(B, H, W)`` or ``(B, 1, H, W)`` -> float32 ``(B, 1, S, S)`` in [0, 1].
+    """Network input from uint8 pixels: ``(B, H, W)`` or ``(B, C, H, W)`` -> float32 ``(B, C, S, S)`` in [0, 1].
+
+    ``C`` is 1 (gray) or 3 (RGB); ``(B, H, W)`` is read as ``C = 1``.
 
     Pixels are divided by 255 and, when ``resize`` is set and differs from the image side, resized
     bilinearly (``align_corners=False``, no antialiasing) on the images' device. ``S = resize or H``.
@@ -24,8 +26,8 @@ def to_input(images: torch.Tensor, resize: int | None = None) -> torch.Tensor:
         raise ValueError(f"to_input expects uint8 pixels, got {images.dtype}")
     if images.dim() == 3:
         images = images.unsqueeze(1)
-    if images.dim() != 4 or images.shape[1] != 1:
-        raise ValueError(f"to_input expects (B, H, W) or (B, 1, H, W), got {tuple(images.shape)}")
+    if images.dim() != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"to_input expects (B, H, W) or (B, C, H, W) with C 1 or 3, got {tuple(images.shape)}")
     x = images.float().div_(255)
     if resize is not None and (resize, resize) != tuple(x.shape[-2:]):
         x = F.interpolate(x, size=(resize, resize), mode="bilinear", align_corners=False, antialias=False)
@@ -36,24 +38,26 @@ _PAD = 2  # random-crop padding, in pixels
 
 
 def _augment(x: torch.Tensor, flip: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-    """Flip ``x`` (B, 1, H, W) where ``flip`` (B,) is set, then crop each image at its ``shift`` (B, 2) in [0, 2 * pad].
+    """Flip ``x`` (B, C, H, W) where ``flip`` (B,) is set, then crop each image at its ``shift`` (B, 2) in [0, 2 * pad].
 
     The crop window slides over the zero-padded image; ``shift == pad`` leaves it in place. The
     crop is one ``gather`` of flat pixel indices, several times faster than fancy indexing.
     """
     x = torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x)
-    b, _, h, w = x.shape
+    b, c, h, w = x.shape
     wp = w + 2 * _PAD
-    padded = F.pad(x, (_PAD, _PAD, _PAD, _PAD)).view(b, -1)  # B x (H + 2 pad)(W + 2 pad)
+    padded = F.pad(x, (_PAD, _PAD, _PAD, _PAD)).view(b, c, -1)  # B x C x (H + 2 pad)(W + 2 pad)
     window = torch.arange(h, device=x.device).view(-1, 1) * wp + torch.arange(w, device=x.device)  # H x W
     start = shift[:, 0] * wp + shift[:, 1]  # B: flat index of each crop's top-left pixel
-    return padded.gather(1, window.view(1, -1) + start.view(-1, 1)).view(b, 1, h, w)
+    index = (window.view(1, -1) + start.view(-1, 1)).unsqueeze(1).expand(b, c, h * w)  # the same crop per channel
+    return padded.gather(2, index).view(b, c, h, w)
 
 
 class Batches:
     """Mini-batches of one split, held on ``device`` as uint8; iterate for ``(x, y)`` per batch.
 
-    ``x`` is float32 ``(B, 1, S, S)`` from ``to_input`` (``S = resize`` or 28), ``y`` int64 ``(B,)``.
+    ``images`` are uint8 ``(N, H, W)`` or ``(N, C, H, W)`` with ``C`` 1 or 3; ``x`` is float32
+    ``(B, C, S, S)`` from ``to_input`` (``S = resize`` or ``H``), ``y`` int64 ``(B,)``.
     Each epoch uses one permutation drawn from a ``torch.Generator`` seeded with ``seed + epoch``
     (identity order without ``shuffle``); call ``set_epoch`` before each epoch, or every pass
     repeats the same order. ``augment`` flips each image horizontally with probability 1/2 and
@@ -89,9 +93,11 @@ class Batches:
         channels_last: bool = False,
         min_last: int = 1,
     ) -> None:
-        if images.dtype != torch.uint8 or images.dim() not in (3, 4) or (images.dim() == 4 and images.shape[1] != 1):
+        if images.dtype != torch.uint8 or images.dim() not in (3, 4) or (images.dim() == 4
+                                                                          and images.shape[1] not in (1, 3)):
             shape = tuple(images.shape)
-            raise ValueError(f"images must be uint8 (N, H, W) or (N, 1, H, W), got {images.dtype} {shape}")
+            raise ValueError(f"images must be uint8 (N, H, W) or (N, C, H, W) with C 1 or 3, got {images.dtype} "
+                             f"{shape}")
         if labels.shape != (len(images),):
             raise ValueError(f"labels must have shape ({len(images)},), got {tuple(labels.shape)}")
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size:
@@ -100,11 +106,13 @@ class Batches:
             raise ValueError(f"global batch_size {batch_size} must be divisible by world_size {world_size}")
         if resize is not None and resize < 1:
             raise ValueError(f"resize must be a positive side length, got {resize}")
-        self.images = images.reshape(len(images), 1, *images.shape[-2:]).to(device)  # N x 1 x H x W, uint8
+        channels = images.shape[1] if images.dim() == 4 else 1
+        self.images = images.reshape(len(images), channels, *images.shape[-2:]).to(device)  # N x C x H x W, uint8
         if channels_last:
             # With one channel both layouts are the same bytes; only the strides say NHWC, and every
             # batch cut from them (indexing, conversion, resizing) inherits them. Convolutions then
             # take it as channels-last input, without converting it on every step and in backward.
+            # With three channels the images are stored NHWC once here.
             self.images = self.images.to(memory_format=torch.channels_last)
         self.labels = labels.to(device=device, dtype=torch.int64)
         self.batch_size = batch_size

@@ -18,10 +18,11 @@ from .base import text_width, tile_grid
 
 def samples_figure(
     images: torch.Tensor, labels: Sequence[int] | torch.Tensor, *,
-    predictions: Sequence[int] | torch.Tensor | None = None, ncols: int = 10,
+    predictions: Sequence[int] | torch.Tensor | None = None, ncols: int = 10, classes: Sequence[str] = CLASSES,
 ) -> Figure:
     """A grid of ``images`` ((N, H, W) or (N, 1, H, W), uint8 or float in [0, 1]) titled by class.
 
+    ``classes`` names the labels (default: Fashion-MNIST's).
     With ``predictions`` each title is the predicted class, red with the true class below when wrong.
     """
     images = images.detach().cpu()
@@ -45,9 +46,9 @@ def samples_figure(
     for i in range(n):
         r, c = divmod(i, ncols)
         if preds is None or preds[i] == labels[i]:
-            grid.above(r, c, CLASSES[labels[i]], fontsize=8)
+            grid.above(r, c, classes[labels[i]], fontsize=8)
         else:
-            grid.above(r, c, f"{CLASSES[preds[i]]}\n({CLASSES[labels[i]]})", fontsize=8, color="tab:red")
+            grid.above(r, c, f"{classes[preds[i]]}\n({classes[labels[i]]})", fontsize=8, color="tab:red")
     return grid.fig
 
 
