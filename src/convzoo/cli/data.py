@@ -10,8 +10,6 @@ from .. import data
 from ..data.catalog import NAMED, check_named
 from ..data.idx import check_cache
 from ..errors import DataError
-from ..figures import samples_figure, save_figure
-from ..show import MAX_PICTURES, check_count
 from .common import parse_float, parse_int, print_json
 
 _DATA_HELP = f"a named set ({', '.join(NAMED)}; default fashion-mnist), an IDX folder or a folder of images by class"
@@ -69,6 +67,9 @@ def cmd_data(args: argparse.Namespace) -> None:
     elif args.data_command == "check":
         _check(args)
     elif args.data_command == "show":
+        from ..figures import samples_figure, save_figure  # matplotlib: only for the commands that draw
+        from ..show import MAX_PICTURES, check_count
+
         check_count("count", args.count, MAX_PICTURES)
         if args.data is None:
             images, labels = data.load_split(args.split, args.data_dir)

@@ -7,11 +7,12 @@ import argparse
 from .. import api
 from ..data import CLASSES
 from ..predict import check_top_k
-from ..show import show_confusion
 from .common import parse_int, print_json
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
+    from ..show import show_confusion  # matplotlib: only for the commands that draw
+
     run = api.load(args.run_dir, args.device)
     result = run.evaluate(args.data_dir)  # a bar on a terminal, lines in a log
     out = show_confusion(args.run_dir, evaluation=result)

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import argparse
 
-from .. import api, show
-from ..compare import compare_runs, format_table, write_comparison
-from ..report import write_report
+from .. import api
 from .common import parse_int, print_json
 
 
 def cmd_show(args: argparse.Namespace) -> None:
+    from .. import show  # matplotlib: only for the commands that draw
+
     what = args.show_command
     if what == "kernels":
         path = show.show_kernels(args.run_dir, args.out, layer=args.layer)
@@ -40,10 +40,14 @@ def cmd_show(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
+    from ..report import write_report
+
     print(f"wrote {write_report(api.load(args.run_dir, args.device).evaluated(args.data_dir))}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    from ..compare import compare_runs, format_table, write_comparison
+
     if args.json and args.out is None:  # the table as JSON on stdout; a page only when asked for
         print_json({"out": None, "runs": compare_runs(args.run_dirs)})
         return
