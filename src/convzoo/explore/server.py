@@ -34,7 +34,7 @@ from starlette.routing import Route
 from .. import api
 from ..errors import UserError
 from . import ops
-from .network import MAX_CHANNELS, DEFAULT_CHANNELS, RunExplorer
+from .network import DEFAULT_CHANNELS, MAX_CHANNELS, RunExplorer
 from .security import Guard, new_token
 from .uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, UploadTooLarge, upload_pixels
 from .validate import RequestError, parse_int
@@ -214,7 +214,7 @@ class ExplorerServer:
 
 def open_server(run_dir: str | None = None, *, device: str = "auto", data_dir: str | None = None,
                 **listen: Any) -> ExplorerServer:
-    """An ``ExplorerServer`` for the run in ``run_dir`` (``convzoo.api.Run.open``, ``api.load`` with the command line's words), or for the
-    operations alone without one."""
+    """An ``ExplorerServer`` for the run in ``run_dir`` (``convzoo.api.Run.open``: ``api.load`` with the
+    command line's words in its errors), or for the operations alone without one."""
     run = api.Run.open(run_dir, device) if run_dir is not None else None
     return ExplorerServer(run, data_dir=data_dir, **listen)
