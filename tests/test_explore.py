@@ -76,7 +76,8 @@ def test_ops_equals_corr2d_and_gives_the_chapters_edge_answer(server):
     X, K = torch.tensor(info["edge_example"]["input"][0], dtype=torch.float64), torch.tensor([[1.0, -1.0]])
     assert answer["output"][0] == ops.corr2d(X, K).tolist()
     assert answer["output"][0][0] == [0, 1, 0, 0, 0, -1, 0]  # D2L 7.2.3: 1 for white to black, -1 back
-    assert answer["formula"][1].endswith("= 7") and "(8 + 2\u00b70 \u2212 1\u00b7(2\u22121) \u2212 1) / 1" in answer["formula"][1]
+    assert answer["formula"][1].endswith("= 7")
+    assert "(8 + 2\u00b70 \u2212 1\u00b7(2\u22121) \u2212 1) / 1" in answer["formula"][1]
 
 
 def test_ops_padding_stride_dilation_channels_and_pooling_equal_convzoo_ops(server):
@@ -107,7 +108,8 @@ def test_a_1x1_convolution_mixes_channels_per_pixel(server):
     x, k = torch.rand(3, 4, 4, dtype=torch.float64), torch.rand(2, 3, 1, 1, dtype=torch.float64)
     status, _, answer = call(server, "POST", "/api/ops", {"input": x.tolist(), "kernel": k.tolist()})
     assert status == 200
-    assert torch.allclose(torch.tensor(answer["output"], dtype=torch.float64), torch.einsum("oc,chw->ohw", k[:, :, 0, 0], x))
+    expected = torch.einsum("oc,chw->ohw", k[:, :, 0, 0], x)
+    assert torch.allclose(torch.tensor(answer["output"], dtype=torch.float64), expected)
 
 
 # --- a run -------------------------------------------------------------------------------------
@@ -154,7 +156,8 @@ def _bomb_png(side: int) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + chunk(b"IEND", b"")
+    data = zlib.compress(b"\0" * 1000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
 
 
 REFUSALS = {
@@ -169,7 +172,8 @@ REFUSALS = {
                                                headers={"Content-Length": str(MAX_UPLOAD_BYTES + 1)})),
     "a bomb image": (413, dict(method="POST", path="/api/analyze", body=_bomb_png(20_000))),
     "not an image": (400, dict(method="POST", path="/api/analyze", body=b"#!/bin/sh\nrm -rf /\n")),
-    "a path in a field": (400, dict(method="POST", path="/api/ops", body={"input": "/etc/passwd", "kernel": [[[[1]]]]})),
+    "a path in a field": (400, dict(method="POST", path="/api/ops",
+                                    body={"input": "/etc/passwd", "kernel": [[[[1]]]]})),
     "a path as a parameter": (400, dict(method="POST", path="/api/analyze?path=/etc/passwd")),
     "a path as the test index": (400, dict(method="POST", path="/api/analyze?test=../../etc/passwd")),
     "a test index out of range": (400, dict(method="POST", path="/api/analyze?test=999999")),
@@ -187,7 +191,8 @@ REFUSALS = {
                                                                          "file": "/etc/passwd"})),
     "not JSON": (400, dict(method="POST", path="/api/ops", body=b"{not json")),
     "JSON nested deeper than Python recurses": (400, dict(method="POST", path="/api/ops", body=b"[" * 60_000)),
-    "a boolean as a number": (400, dict(method="POST", path="/api/ops", body={"input": [[[True]]], "kernel": [[[[1]]]]})),
+    "a boolean as a number": (400, dict(method="POST", path="/api/ops",
+                                        body={"input": [[[True]]], "kernel": [[[[1]]]]})),
 }
 
 
@@ -253,8 +258,8 @@ def test_receptive_fields_hold_every_input_pixel_a_unit_depends_on(name, size, o
     modules = dict(model.named_modules())
     layers = [n for n, m in modules.items() if isinstance(m, torch.nn.Conv2d)]
     for layer in layers[:: max(1, len(layers) // 6)]:
-        out = {}
-        handle = modules[layer].register_forward_hook(lambda _m, _a, o: out.__setitem__("y", o))
+        out: dict[str, torch.Tensor] = {}
+        handle = modules[layer].register_forward_hook(lambda _m, _a, o, out=out: out.__setitem__("y", o))
         x = torch.rand(1, 1, size, size, dtype=torch.float64, requires_grad=True)
         model(x)
         handle.remove()
