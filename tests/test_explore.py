@@ -128,7 +128,22 @@ def test_a_test_image_gets_the_runs_own_prediction(server, tiny_run):
     first = answer["layers"][0]
     assert first["shape"] == [6, 28, 28] and first["shown"] == [4, 28, 28]
     assert len(base64.b64decode(first["data"])) == 4 * 28 * 28
-    assert len(base64.b64decode(answer["saliency"]["data"])) == 28 * 28
+    assert answer["attribution"]["method"] == "gradcam"
+    assert len(base64.b64decode(answer["attribution"]["data"])) == 28 * 28
+
+
+def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_top_class(server, tiny_run):
+    status, _, answer = call(server, "POST", "/api/analyze?test=3&map=gradient")
+    assert status == 200 and answer["attribution"]["method"] == "gradient"
+    run = api.load(tiny_run, "cpu")
+    from convzoo.data import to_input
+
+    x = to_input(load_split("test", run.config.data_dir)[0][3:4], run.config.resize).requires_grad_()
+    run.model(x)[0, answer["top"][0]["label"]].backward()
+    grad = x.grad[0, 0].abs()
+    shown = torch.frombuffer(bytearray(base64.b64decode(answer["attribution"]["data"])), dtype=torch.uint8)
+    expected = (grad - grad.min()) / (grad.max() - grad.min()) * 255
+    assert (shown.float().view(28, 28) - expected).abs().max() <= 1.0
 
 
 def test_an_uploaded_image_gets_the_prediction_of_the_same_file(server, tiny_run, tmp_path):
@@ -177,6 +192,7 @@ REFUSALS = {
     "a path as a parameter": (400, dict(method="POST", path="/api/analyze?path=/etc/passwd")),
     "a path as the test index": (400, dict(method="POST", path="/api/analyze?test=../../etc/passwd")),
     "a test index out of range": (400, dict(method="POST", path="/api/analyze?test=999999")),
+    "an unknown map": (400, dict(method="POST", path="/api/analyze?test=0&map=../../etc")),
     "too many channels": (400, dict(method="POST", path="/api/analyze?test=0&channels=99")),
     "a grid over the limit": (400, dict(method="POST", path="/api/ops",
                                         body={"input": [[[0] * 17] * 17], "kernel": [[[[1]]]]})),

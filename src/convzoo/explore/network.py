@@ -1,5 +1,5 @@
 """A trained run seen from the inside: its prediction, every layer's feature maps, its first kernels,
-a saliency map and the receptive fields, for one image at a time.
+an attribution map (Grad-CAM or the gradient's saliency) and the receptive fields, for one image at a time.
 
 Everything goes through the library's public path: ``Run.predict`` classifies (as ``convzoo predict``
 does), ``convzoo.data.to_input`` makes the network's input, ``convzoo.figures`` draws the kernels.
@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import base64
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import Saliency
+from captum.attr import LayerAttribution, LayerGradCam, Saliency
 from torch import nn
 
 from ..api import Run
@@ -29,6 +31,7 @@ MAX_CHANNELS = 16
 DEFAULT_CHANNELS = 8
 MAX_SIDE = 32  # a feature map larger than this is averaged down (adaptive average pooling) before it is sent
 TOP_K = 5
+METHODS = ("gradcam", "gradient")  # the attribution maps (RunExplorer.attribution)
 
 
 def class_names(run: Run) -> list[str]:
@@ -81,9 +84,10 @@ class RunExplorer:
         self._lock = threading.Lock()  # one forward pass at a time: the model's hooks are shared state
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self._kernels: bytes | None = None
-        with torch.no_grad():
-            zeros = torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=run.device)
-            shapes = self._forward(to_input(zeros, self.size), grad=False)[1]
+        self._kernels_lock = threading.Lock()
+        self._last_conv = [m for m in run.model.modules() if isinstance(m, nn.Conv2d)][-1]
+        zeros = torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=run.device)
+        shapes = self._forward(to_input(zeros, self.size))
         self.shapes = {name: list(out.shape) for name, out in shapes.items()}
 
     def info(self) -> dict:
@@ -115,48 +119,69 @@ class RunExplorer:
 
     def kernels_png(self) -> bytes:
         """The first convolution layer's kernels, drawn by ``convzoo.figures.layer_kernels_figure``."""
-        with self._lock:
+        with self._kernels_lock:
             if self._kernels is None:
                 self._kernels = figure_png(layer_kernels_figure(self.run.model))
             return self._kernels
 
-    def _forward(self, x: torch.Tensor, grad: bool, target: int | None = None
-                 ) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
-        """Saliency of ``target`` (``|d logit / d input|``, by captum) when ``grad``, and the shown layers' outputs."""
+    @contextmanager
+    def _recording(self) -> Iterator[dict[str, torch.Tensor]]:
+        """The shown layers' outputs of the forward passes run inside the block, by layer name."""
         outputs: dict[str, torch.Tensor] = {}
 
         def record(name: str):
-            return lambda _module, _args, out: outputs.__setitem__(name, out.detach()[0].float().cpu())
+            def hook(_module: nn.Module, _args: tuple, out: torch.Tensor) -> None:  # None: the output unchanged
+                if name not in outputs:  # the first pass of the block (Run.predict's), not captum's
+                    outputs[name] = out.detach()[0].float().cpu()
+            return hook
 
-        with self._lock:
-            handles = [m.register_forward_hook(record(n)) for n, m in zip(self.layers, self._modules)]
-            try:
-                if grad:
-                    saliency = Saliency(self.run.model).attribute(x, target=target, abs=True)
-                    return saliency.detach()[0, 0].float().cpu(), outputs
-                self.run.model(x)
-                return None, outputs
-            finally:
-                for handle in handles:
-                    handle.remove()
+        handles = [module.register_forward_hook(record(name)) for name, module in zip(self.layers, self._modules)]
+        try:
+            yield outputs
+        finally:
+            for handle in handles:
+                handle.remove()
 
-    def analyze(self, pixels: torch.Tensor, *, channels: int = DEFAULT_CHANNELS, label: int | None = None) -> dict:
-        """Everything the page shows for uint8 ``pixels`` ``(1, 28, 28)``: prediction, input, maps, saliency.
+    def _forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        with self._lock, torch.no_grad(), self._recording() as outputs:
+            self.run.model(x)
+        return outputs
 
-        ``label``: the true class of a test image, shown next to the prediction.
+    def attribution(self, x: torch.Tensor, target: int, method: str) -> torch.Tensor:
+        """Which input pixels moved class ``target``, ``(S, S)`` and non-negative, by captum.
+
+        ``gradcam``: Grad-CAM on the last convolution layer (the gradient-weighted sum of its maps,
+        positive part, upsampled bilinearly): one forward pass and a backward pass through the head
+        only. ``gradient``: ``|d logit / d pixel|`` (saliency), a backward pass through the whole network.
+        """
+        x = x.detach().clone().requires_grad_()
+        if method == "gradient":
+            return Saliency(self.run.model).attribute(x, target=target, abs=True).detach()[0, 0]
+        cam = LayerGradCam(self.run.model, self._last_conv).attribute(x, target=target, relu_attributions=True)
+        return LayerAttribution.interpolate(cam.detach(), (self.size, self.size), "bilinear")[0, 0]
+
+    def analyze(self, pixels: torch.Tensor, *, channels: int = DEFAULT_CHANNELS, label: int | None = None,
+                method: str = "gradcam") -> dict:
+        """Everything the page shows for uint8 ``pixels`` ``(1, 28, 28)``: prediction, input, maps, attribution.
+
+        The prediction is ``Run.predict``'s (the feature maps are recorded during its forward pass);
+        ``label``: the true class of a test image, shown next to it; ``method``: see ``attribution``.
         """
         if not 1 <= channels <= MAX_CHANNELS:
             raise RequestError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
-        prediction = self.run.predict(pixels, top_k=min(TOP_K, len(self.classes)), invert="no")[0]
-        x = to_input(pixels.to(self.run.device), self.size).requires_grad_()
-        saliency, outputs = self._forward(x, grad=True, target=prediction.label)
+        if method not in METHODS:
+            raise RequestError(f"map must be one of {', '.join(METHODS)}, got {method[:20]!r}")
+        x = to_input(pixels.to(self.run.device), self.size)
+        with self._lock:  # one network computation at a time: the hooks are shared, the cores few
+            with self._recording() as outputs:
+                prediction = self.run.predict(pixels, top_k=min(TOP_K, len(self.classes)), invert="no")[0]
+            attribution = self.attribution(x, prediction.label, method).float().cpu()
         return {
             "top": [{"label": i, "class": self.classes[i], "probability": p} for i, p in prediction.top],
             "unlike_training_data": prediction.unlike_training_data,
             "truth": None if label is None else {"label": label, "class": self.classes[label]},
-            "pixels": encode(pixels[0]),
-            "input": {"size": self.size, "data": encode((x.detach()[0, 0] * 255).round().clamp(0, 255))},
-            "saliency": {"size": self.size, "data": encode(_to_bytes(saliency)[0])},
+            "input": {"size": self.size, "data": encode((x[0, 0] * 255).round().clamp(0, 255))},
+            "attribution": {"method": method, "size": self.size, "data": encode(_to_bytes(attribution)[0])},
             "layers": [_feature_maps(name, outputs[name], channels) for name in self.layers],
         }
 

@@ -4,7 +4,8 @@
     GET  /api/info         the limits, and the run's model, classes, layers and receptive fields
     POST /api/ops          the operations on a JSON grid and kernel (``explore.ops``)
     POST /api/analyze      a run's view of one image: ``?test=N`` (a test image by index) or the
-                           image's bytes as the body (a drawing, a dropped file); ``&channels=N``
+                           image's bytes as the body (a drawing, a dropped file); ``&channels=N``,
+                           ``&map=gradcam|gradient``
     GET  /api/kernels.png  the run's first convolution kernels
 
 No request names a file. Every refusal is a 4xx with ``{"error": "one line"}``; an unexpected
@@ -119,7 +120,7 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
         return JSONResponse(ops.compute(body))
 
     async def analyze(request: Request) -> Response:
-        only(request, {"test", "channels"})
+        only(request, {"test", "channels", "map"})
         net = need_run()
         query = request.query_params
         channels = parse_int(query.get("channels"), "channels", DEFAULT_CHANNELS, 1, MAX_CHANNELS)
@@ -131,7 +132,8 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
             pixels, label = await run_in_threadpool(net.test_image, index)
         else:
             pixels, label = await run_in_threadpool(upload_pixels, raw), None
-        result = await run_in_threadpool(net.analyze, pixels, channels=channels, label=label)
+        result = await run_in_threadpool(net.analyze, pixels, channels=channels, label=label,
+                                         method=query.get("map", "gradcam"))
         return JSONResponse(result)
 
     async def kernels(request: Request) -> Response:

@@ -258,7 +258,7 @@ function showRun(a) {
   lastSeen = bytesOf(a.input.data);
   paint($("seen"), lastSeen, S, S, 0, gray);
   $("seen-field").getContext("2d").clearRect(0, 0, $("seen-field").width, $("seen-field").height);
-  const sal = bytesOf(a.saliency.data);
+  const sal = bytesOf(a.attribution.data);
   paint($("saliency"), sal, S, S, 0, (v, i) => {
     const g = lastSeen[i] * 0.5;
     return [Math.min(255, g + v), g + v * 0.3, g];
@@ -298,9 +298,12 @@ function channels() {
   return v;
 }
 
-const analyze = latest((query, body) => api(`/api/analyze?${query}&channels=${channels()}`, {
+const analyze = latest((query, body) => api(`/api/analyze?${query}&channels=${channels()}&map=${$("map").value}`, {
   method: "POST", body: body || undefined, headers: body ? { "content-type": body.type || "application/octet-stream" } : {},
 }), showRun);
+let lastSource = ["test=0", null];
+const analyzeFrom = (query, body) => { lastSource = [query, body]; analyze(query, body); };
+const again = () => analyze(...lastSource);
 
 function setupRun() {
   const run = INFO.run;
@@ -312,7 +315,7 @@ function setupRun() {
   const canvas = $("draw"), ctx = canvas.getContext("2d");
   const clear = () => { ctx.fillStyle = "#000"; ctx.fillRect(0, 0, canvas.width, canvas.height); };
   clear();
-  const sendDrawing = debounce(() => canvas.toBlob((blob) => analyze("", blob), "image/png"), 120);
+  const sendDrawing = debounce(() => canvas.toBlob((blob) => analyzeFrom("", blob), "image/png"), 120);
   let last = null;
   const at = (ev) => { const r = canvas.getBoundingClientRect(); return [(ev.clientX - r.left) * canvas.width / r.width, (ev.clientY - r.top) * canvas.height / r.height]; };
   canvas.addEventListener("pointerdown", (ev) => { last = at(ev); canvas.setPointerCapture(ev.pointerId); });
@@ -331,7 +334,7 @@ function setupRun() {
   const sendFile = (file) => {
     if (!file) return;
     if (file.size > INFO.limits.upload_bytes) { status(`${file.name}: larger than ${INFO.limits.upload_bytes} bytes`, true); return; }
-    analyze("", file);
+    analyzeFrom("", file);
   };
   canvas.addEventListener("dragover", (ev) => { ev.preventDefault(); canvas.classList.add("dragover"); });
   canvas.addEventListener("dragleave", () => canvas.classList.remove("dragover"));
@@ -340,13 +343,14 @@ function setupRun() {
   const showTest = () => {
     const i = Math.min(run.test_images - 1, Math.max(0, num("test-index")));
     $("test-index").value = i;
-    analyze(`test=${i}`, null);
+    analyzeFrom(`test=${i}`, null);
   };
   $("test-show").addEventListener("click", showTest);
   $("test-index").addEventListener("change", showTest);
   $("test-random").addEventListener("click", () => { $("test-index").value = Math.floor(Math.random() * run.test_images); showTest(); });
   $("channels").max = INFO.limits.channels_shown;
-  $("channels").addEventListener("change", showTest);
+  $("channels").addEventListener("change", again);
+  $("map").addEventListener("change", again);
   showTest();
 }
 
