@@ -175,7 +175,8 @@ def bench_run(name: str, run_dir: str, clients: list[int], requests: int, max_se
     finally:
         server.stop()
     worst = max(r["p99_ms"] for r in results.values() if r["p99_ms"] is not None)
-    return {"run": run_dir, "model": info["model"], "input_size": info["input_size"], "layers_shown": len(info["layers"]),
+    return {"run": run_dir, "model": info["model"], "input_size": info["input_size"],
+            "layers_shown": len(info["layers"]),
             "goal_p99_ms": GOALS_MS.get(name), "worst_p99_ms": worst,
             "met": GOALS_MS.get(name) is not None and worst <= GOALS_MS[name]
             and all(r["errors"] == 0 for r in results.values()),
