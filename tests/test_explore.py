@@ -20,7 +20,7 @@ pytest.importorskip("starlette", reason="needs the explore extra (pip install 'c
 pytest.importorskip("captum", reason="needs the explore extra (pip install 'convzoo[explore]')")
 
 from convzoo import api, ops  # noqa: E402
-from convzoo.data import load_split  # noqa: E402
+from convzoo.data import load_split, to_input  # noqa: E402
 from convzoo.explore import ExploreError, ExplorerServer  # noqa: E402
 from convzoo.explore.receptive import receptive_fields  # noqa: E402
 from convzoo.explore.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, upload_pixels  # noqa: E402
@@ -128,20 +128,19 @@ def test_a_test_image_gets_the_runs_own_prediction(server, tiny_run):
     first = answer["layers"][0]
     assert first["shape"] == [6, 28, 28] and first["shown"] == [4, 28, 28]
     assert len(base64.b64decode(first["data"])) == 4 * 28 * 28
-    assert answer["attribution"]["method"] == "gradcam"
-    assert len(base64.b64decode(answer["attribution"]["data"])) == 28 * 28
+    status, _, explained = call(server, "POST", f"/api/explain?test=7&target={expected.label}")
+    assert status == 200 and explained["method"] == "gradcam" and explained["target"] == expected.label
+    assert len(base64.b64decode(explained["data"])) == 28 * 28
 
 
-def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_top_class(server, tiny_run):
-    status, _, answer = call(server, "POST", "/api/analyze?test=3&map=gradient")
-    assert status == 200 and answer["attribution"]["method"] == "gradient"
+def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_class_asked(server, tiny_run):
+    status, _, answer = call(server, "POST", "/api/explain?test=3&map=gradient&target=4")
+    assert status == 200 and answer["method"] == "gradient" and answer["class"] == "Coat"
     run = api.load(tiny_run, "cpu")
-    from convzoo.data import to_input
-
     x = to_input(load_split("test", run.config.data_dir)[0][3:4], run.config.resize).requires_grad_()
-    run.model(x)[0, answer["top"][0]["label"]].backward()
+    run.model(x)[0, 4].backward()
     grad = x.grad[0, 0].abs()
-    shown = torch.frombuffer(bytearray(base64.b64decode(answer["attribution"]["data"])), dtype=torch.uint8)
+    shown = torch.frombuffer(bytearray(base64.b64decode(answer["data"])), dtype=torch.uint8)
     expected = (grad - grad.min()) / (grad.max() - grad.min()) * 255
     assert (shown.float().view(28, 28) - expected).abs().max() <= 1.0
 
@@ -192,7 +191,9 @@ REFUSALS = {
     "a path as a parameter": (400, dict(method="POST", path="/api/analyze?path=/etc/passwd")),
     "a path as the test index": (400, dict(method="POST", path="/api/analyze?test=../../etc/passwd")),
     "a test index out of range": (400, dict(method="POST", path="/api/analyze?test=999999")),
-    "an unknown map": (400, dict(method="POST", path="/api/analyze?test=0&map=../../etc")),
+    "an unknown map": (400, dict(method="POST", path="/api/explain?test=0&target=1&map=../../etc")),
+    "a class that does not exist": (400, dict(method="POST", path="/api/explain?test=0&target=10")),
+    "no class to explain": (400, dict(method="POST", path="/api/explain?test=0")),
     "too many channels": (400, dict(method="POST", path="/api/analyze?test=0&channels=99")),
     "a grid over the limit": (400, dict(method="POST", path="/api/ops",
                                         body={"input": [[[0] * 17] * 17], "kernel": [[[[1]]]]})),

@@ -52,12 +52,13 @@ def server(run_dir, one_thread):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     home = tmp_path_factory.mktemp("chromium-home")  # the browser's profile and caches stay in tmp
-    os.environ.setdefault("PLAYWRIGHT_BROWSERS_PATH", str(home / "no-download"))
-    with sync_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
-                                              env={**os.environ, "HOME": str(home)})
-        yield chromium
-        chromium.close()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(home / "no-download"))  # the system's Chromium, no download
+        with sync_api.sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
+                                                  env={**os.environ, "HOME": str(home)})
+            yield chromium
+            chromium.close()
 
 
 @pytest.fixture
@@ -137,6 +138,8 @@ def test_a_test_image_shows_the_runs_prediction_and_a_stroke_updates_the_maps(pa
     page.wait_for_selector("body[data-analyses='2']")
     assert int(page.get_attribute("#top", "data-label")) == expected.label
     assert page.inner_text("#top li:first-child").startswith(f"{expected.class_name} {expected.probability:.1%}")
+    wait_until(page, "() => +document.body.dataset.explained >= 2")  # the top class's Grad-CAM map follows
+    assert page.inner_text("#saliency-class") == expected.class_name
     names = [page.locator("#layers .layer").nth(n).get_attribute("data-layer") for n in range(4)]
     assert names == ["0", "2", "3", "5"]
     page.locator("#layers .layer canvas").nth(3).click(position={"x": 32, "y": 32})

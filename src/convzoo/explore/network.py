@@ -160,30 +160,40 @@ class RunExplorer:
         cam = LayerGradCam(self.run.model, self._last_conv).attribute(x, target=target, relu_attributions=True)
         return LayerAttribution.interpolate(cam.detach(), (self.size, self.size), "bilinear")[0, 0]
 
-    def analyze(self, pixels: torch.Tensor, *, channels: int = DEFAULT_CHANNELS, label: int | None = None,
-                method: str = "gradcam") -> dict:
-        """Everything the page shows for uint8 ``pixels`` ``(1, 28, 28)``: prediction, input, maps, attribution.
+    def analyze(self, pixels: torch.Tensor, *, channels: int = DEFAULT_CHANNELS, label: int | None = None) -> dict:
+        """What the page shows first for uint8 ``pixels`` ``(1, 28, 28)``: prediction, input and feature maps.
 
-        The prediction is ``Run.predict``'s (the feature maps are recorded during its forward pass);
-        ``label``: the true class of a test image, shown next to it; ``method``: see ``attribution``.
+        The prediction is ``Run.predict``'s, and the feature maps are recorded during its own forward
+        pass (the first one, with test-time augmentation); ``label``: a test image's true class.
         """
         if not 1 <= channels <= MAX_CHANNELS:
             raise RequestError(f"channels must be 1..{MAX_CHANNELS}, got {channels}")
-        if method not in METHODS:
-            raise RequestError(f"map must be one of {', '.join(METHODS)}, got {method[:20]!r}")
         x = to_input(pixels.to(self.run.device), self.size)
-        with self._lock:  # one network computation at a time: the hooks are shared, the cores few
-            with self._recording() as outputs:
-                prediction = self.run.predict(pixels, top_k=min(TOP_K, len(self.classes)), invert="no")[0]
-            attribution = self.attribution(x, prediction.label, method).float().cpu()
+        with self._lock, self._recording() as outputs:  # one network computation at a time: the cores are few
+            prediction = self.run.predict(pixels, top_k=min(TOP_K, len(self.classes)), invert="no")[0]
         return {
             "top": [{"label": i, "class": self.classes[i], "probability": p} for i, p in prediction.top],
             "unlike_training_data": prediction.unlike_training_data,
             "truth": None if label is None else {"label": label, "class": self.classes[label]},
             "input": {"size": self.size, "data": encode((x[0, 0] * 255).round().clamp(0, 255))},
-            "attribution": {"method": method, "size": self.size, "data": encode(_to_bytes(attribution)[0])},
             "layers": [_feature_maps(name, outputs[name], channels) for name in self.layers],
         }
+
+    def explain(self, pixels: torch.Tensor, target: int, method: str = "gradcam") -> dict:
+        """The attribution map of class ``target`` for ``pixels`` (``attribution``), scaled to bytes.
+
+        A request of its own, so the page shows the prediction and the maps first and this map
+        a moment later (and for any class the user clicks).
+        """
+        if method not in METHODS:
+            raise RequestError(f"map must be one of {', '.join(METHODS)}, got {method[:20]!r}")
+        if not 0 <= target < len(self.classes):
+            raise RequestError(f"target must be a class label 0..{len(self.classes) - 1}, got {target}")
+        x = to_input(pixels.to(self.run.device), self.size)
+        with self._lock:
+            attribution = self.attribution(x, target, method).float().cpu()
+        return {"method": method, "target": target, "class": self.classes[target], "size": self.size,
+                "data": encode(_to_bytes(attribution)[0])}
 
 
 def _feature_maps(name: str, out: torch.Tensor, channels: int) -> dict:

@@ -51,12 +51,12 @@ def _same(given: str | None, token: str) -> bool:
     return given is not None and hmac.compare_digest(given.encode("utf-8", "replace"), token.encode())
 
 
-async def refuse(send: Send, status: int, reason: str, extra: list[tuple[bytes, bytes]] = ()) -> None:
+async def refuse(send: Send, status: int, reason: str) -> None:
     """Answer ``status`` with ``{"error": reason}``: one line, no traceback."""
     body = json.dumps({"error": reason}).encode()
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
-        *SECURITY_HEADERS, *extra]})
+        *SECURITY_HEADERS]})
     await send({"type": "http.response.body", "body": body})
 
 

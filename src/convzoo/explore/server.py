@@ -4,7 +4,9 @@
     GET  /api/info         the limits, and the run's model, classes, layers and receptive fields
     POST /api/ops          the operations on a JSON grid and kernel (``explore.ops``)
     POST /api/analyze      a run's view of one image: ``?test=N`` (a test image by index) or the
-                           image's bytes as the body (a drawing, a dropped file); ``&channels=N``,
+                           image's bytes as the body (a drawing, a dropped file); ``&channels=N``:
+                           the prediction and every shown layer's feature maps
+    POST /api/explain      the same image's attribution map for one class: ``&target=LABEL``,
                            ``&map=gradcam|gradient``
     GET  /api/kernels.png  the run's first convolution kernels
 
@@ -25,6 +27,7 @@ from collections.abc import Callable, MutableSet
 from importlib import resources
 from typing import Any
 
+import torch
 import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
@@ -41,6 +44,7 @@ from .uploads import MAX_UPLOAD_BYTES, MAX_UPLOAD_PIXELS, UploadTooLarge, upload
 from .validate import RequestError, parse_int
 
 MAX_JSON_BYTES = 64 * 1024
+MAX_CONNECTIONS = 64
 LOOPBACK = "127.0.0.1"
 STATIC = {"explore.js": "text/javascript", "explore.css": "text/css"}
 
@@ -119,22 +123,32 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
             raise RequestError("the body must be JSON") from None
         return JSONResponse(ops.compute(body))
 
-    async def analyze(request: Request) -> Response:
-        only(request, {"test", "channels", "map"})
-        net = need_run()
-        query = request.query_params
-        channels = parse_int(query.get("channels"), "channels", DEFAULT_CHANNELS, 1, MAX_CHANNELS)
+    async def image(request: Request, net: RunExplorer) -> tuple[torch.Tensor, int | None]:
+        """The image a request names: ``?test=N`` or its body's bytes; with the test image's label."""
         raw = await _body(request, MAX_UPLOAD_BYTES)
-        if "test" in query:
+        if "test" in request.query_params:
             if raw:
                 raise RequestError("send either ?test=N or an image, not both")
-            index = parse_int(query["test"], "test", 0, 0, 10**6)
-            pixels, label = await run_in_threadpool(net.test_image, index)
-        else:
-            pixels, label = await run_in_threadpool(upload_pixels, raw), None
-        result = await run_in_threadpool(net.analyze, pixels, channels=channels, label=label,
-                                         method=query.get("map", "gradcam"))
-        return JSONResponse(result)
+            index = parse_int(request.query_params["test"], "test", 0, 0, 10**6)
+            return await run_in_threadpool(net.test_image, index)
+        return await run_in_threadpool(upload_pixels, raw), None
+
+    async def analyze(request: Request) -> Response:
+        only(request, {"test", "channels"})
+        net = need_run()
+        channels = parse_int(request.query_params.get("channels"), "channels", DEFAULT_CHANNELS, 1, MAX_CHANNELS)
+        pixels, label = await image(request, net)
+        return JSONResponse(await run_in_threadpool(net.analyze, pixels, channels=channels, label=label))
+
+    async def explain(request: Request) -> Response:
+        only(request, {"test", "target", "map"})
+        net = need_run()
+        target = parse_int(request.query_params.get("target"), "target", -1, 0, len(net.classes) - 1)
+        if target < 0:
+            raise RequestError("target (the class to explain) is missing")
+        pixels, _ = await image(request, net)
+        method = request.query_params.get("map", "gradcam")
+        return JSONResponse(await run_in_threadpool(net.explain, pixels, target, method))
 
     async def kernels(request: Request) -> Response:
         only(request, set())
@@ -146,6 +160,7 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
         Route("/api/info", _answer(info)),
         Route("/api/ops", _answer(operations), methods=["POST"]),
         Route("/api/analyze", _answer(analyze), methods=["POST"]),
+        Route("/api/explain", _answer(explain), methods=["POST"]),
         Route("/api/kernels.png", _answer(kernels)),
     ]
     return Guard(Starlette(routes=routes), token, hosts, max_body=MAX_UPLOAD_BYTES)
@@ -187,7 +202,9 @@ class ExplorerServer:
         self.url = f"http://{shown}:{self.port}/"
         self.remote = not ipaddress.ip_address(host).is_loopback
         self.app = create_app(run, token=self.token, hosts=self.hosts, data_dir=data_dir)
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+        # No access log: the page's first request carries the secret. Connections past the limit get a 503.
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                limit_concurrency=MAX_CONNECTIONS, timeout_keep_alive=5)
         self._server = uvicorn.Server(config)
         self._thread: threading.Thread | None = None
 

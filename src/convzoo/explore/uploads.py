@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 
@@ -20,6 +21,8 @@ from ..images import FORMATS, ImageError, load_image
 
 MAX_UPLOAD_BYTES = 4 * 1024 * 1024  # a phone photo as JPEG; a drawing is a few kB of PNG
 MAX_UPLOAD_PIXELS = 16_000_000  # 4000 x 4000: decoding costs about 4 bytes a pixel
+# Images decoded at once: with the caps above, at most this many times ~64 MB of decoding memory.
+_DECODING = threading.BoundedSemaphore(2)
 
 
 class UploadTooLarge(ImageError):
@@ -45,7 +48,7 @@ def upload_pixels(data: bytes) -> torch.Tensor:
         raise ImageError(f"a corrupt image ({type(exc).__name__})") from None
     if width * height > MAX_UPLOAD_PIXELS:
         raise UploadTooLarge(f"the image is {width}x{height} pixels; the limit is {MAX_UPLOAD_PIXELS:,}")
-    with tempfile.TemporaryDirectory(prefix="convzoo-explore-") as tmp:
+    with _DECODING, tempfile.TemporaryDirectory(prefix="convzoo-explore-") as tmp:
         path = Path(tmp) / "upload"
         path.write_bytes(data)
         try:

@@ -258,13 +258,12 @@ function showRun(a) {
   lastSeen = bytesOf(a.input.data);
   paint($("seen"), lastSeen, S, S, 0, gray);
   $("seen-field").getContext("2d").clearRect(0, 0, $("seen-field").width, $("seen-field").height);
-  const sal = bytesOf(a.attribution.data);
-  paint($("saliency"), sal, S, S, 0, (v, i) => {
-    const g = lastSeen[i] * 0.5;
-    return [Math.min(255, g + v), g + v * 0.3, g];
-  });
-  $("top").replaceChildren(...a.top.map((t) => el("li", {}, `${t.class} ${(100 * t.probability).toFixed(1)}%`,
-    el("meter", { min: 0, max: 1, value: t.probability }))));
+  $("top").replaceChildren(...a.top.map((t) => {
+    const item = el("li", { title: "click: the map of this class" }, `${t.class} ${(100 * t.probability).toFixed(1)}%`,
+      el("meter", { min: 0, max: 1, value: t.probability }));
+    item.addEventListener("click", () => explainClass(lastSource[0], lastSource[1], t.label));
+    return item;
+  }));
   $("top").setAttribute("data-label", a.top[0].label);
   $("truth").textContent = a.truth ? `true class: ${a.truth.class}` : "";
   $("unlike").textContent = a.unlike_training_data ? `unlike the training data: ${a.unlike_training_data}` : "";
@@ -298,9 +297,33 @@ function channels() {
   return v;
 }
 
-const analyze = latest((query, body) => api(`/api/analyze?${query}&channels=${channels()}&map=${$("map").value}`, {
-  method: "POST", body: body || undefined, headers: body ? { "content-type": body.type || "application/octet-stream" } : {},
-}), showRun);
+// The prediction and the maps first; then the attribution map of the top class, a request of its own.
+async function analyzeAndExplain(query, body) {
+  const answer = await api(`/api/analyze?${query}&channels=${channels()}`, requestOf(body));
+  showRun(answer);
+  return explainRequest(query, body, answer.top[0].label);
+}
+
+function requestOf(body) {
+  return { method: "POST", body: body || undefined, headers: body ? { "content-type": body.type || "application/octet-stream" } : {} };
+}
+
+function explainRequest(query, body, target) {
+  return api(`/api/explain?${query}${query ? "&" : ""}target=${target}&map=${$("map").value}`, requestOf(body));
+}
+
+function showExplanation(m) {
+  const S = m.size, sal = bytesOf(m.data);
+  paint($("saliency"), sal, S, S, 0, (v, i) => {
+    const g = lastSeen ? lastSeen[i] * 0.5 : 0;
+    return [Math.min(255, g + v), g + v * 0.3, g];
+  });
+  $("saliency-class").textContent = m.class;
+  document.body.setAttribute("data-explained", String(parseInt(document.body.getAttribute("data-explained") || "0", 10) + 1));
+}
+
+const analyze = latest(analyzeAndExplain, showExplanation);
+const explainClass = latest(explainRequest, showExplanation);
 let lastSource = ["test=0", null];
 const analyzeFrom = (query, body) => { lastSource = [query, body]; analyze(query, body); };
 const again = () => analyze(...lastSource);
