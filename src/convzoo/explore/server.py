@@ -68,6 +68,17 @@ async def _body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+async def _image(request: Request, net: RunExplorer) -> tuple[torch.Tensor, int | None]:
+    """The image a request names: ``?test=N`` or its body's bytes; with the test image's label."""
+    raw = await _body(request, MAX_UPLOAD_BYTES)
+    if "test" in request.query_params:
+        if raw:
+            raise RequestError("send either ?test=N or an image, not both")
+        index = parse_int(request.query_params["test"], "test", 0, 0, 10**6)
+        return await run_in_threadpool(net.test_image, index)
+    return await run_in_threadpool(upload_pixels, raw), None
+
+
 def _answer(handler: Callable) -> Callable:
     """``handler`` with every error turned into a one-line JSON refusal."""
     async def endpoint(request: Request) -> Response:
@@ -123,21 +134,11 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
             raise RequestError("the body must be JSON") from None
         return JSONResponse(ops.compute(body))
 
-    async def image(request: Request, net: RunExplorer) -> tuple[torch.Tensor, int | None]:
-        """The image a request names: ``?test=N`` or its body's bytes; with the test image's label."""
-        raw = await _body(request, MAX_UPLOAD_BYTES)
-        if "test" in request.query_params:
-            if raw:
-                raise RequestError("send either ?test=N or an image, not both")
-            index = parse_int(request.query_params["test"], "test", 0, 0, 10**6)
-            return await run_in_threadpool(net.test_image, index)
-        return await run_in_threadpool(upload_pixels, raw), None
-
     async def analyze(request: Request) -> Response:
         only(request, {"test", "channels"})
         net = need_run()
         channels = parse_int(request.query_params.get("channels"), "channels", DEFAULT_CHANNELS, 1, MAX_CHANNELS)
-        pixels, label = await image(request, net)
+        pixels, label = await _image(request, net)
         return JSONResponse(await run_in_threadpool(net.analyze, pixels, channels=channels, label=label))
 
     async def explain(request: Request) -> Response:
@@ -146,7 +147,7 @@ def create_app(run: api.Run | None = None, *, token: str, hosts: MutableSet[str]
         target = parse_int(request.query_params.get("target"), "target", -1, 0, len(net.classes) - 1)
         if target < 0:
             raise RequestError("target (the class to explain) is missing")
-        pixels, _ = await image(request, net)
+        pixels, _ = await _image(request, net)
         method = request.query_params.get("map", "gradcam")
         return JSONResponse(await run_in_threadpool(net.explain, pixels, target, method))
 
