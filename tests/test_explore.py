@@ -9,6 +9,7 @@ import http.client
 import io
 import json
 import struct
+import sys
 import zlib
 
 import pytest
@@ -251,6 +252,42 @@ def test_another_address_needs_allow_remote_and_every_address_is_refused(run_cli
         ExplorerServer(host="0.0.0.0", allow_remote=True)
     code, out, err = run_cli("explore", "--host", "192.0.2.1")
     assert code == 2 and err.startswith("error: ") and "--allow-remote" in err and len(err.splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_the_command_prints_its_address_and_serves_until_stopped(tmp_path):
+    """``convzoo explore`` as a user starts it: the printed address opens, SIGTERM ends it."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = Path(__file__).resolve().parents[1] / "src"
+    process = subprocess.Popen([sys.executable, "-m", "convzoo", "explore"], cwd=tmp_path, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "PYTHONPATH": str(src), "HOME": str(tmp_path)})
+    try:
+        first = process.stdout.readline() + process.stdout.readline()
+        found = re.search(r"open http://127\.0\.0\.1:(\d+)/\?token=(\S+)", first)
+        assert found, first + process.stderr.read()
+        port, token = int(found.group(1)), found.group(2)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        conn.request("GET", "/api/info", headers={"X-Explore-Token": token})
+        response = conn.getresponse()
+        assert response.status == 200 and json.loads(response.read())["run"] is None
+        conn.close()
+    finally:
+        process.send_signal(signal.SIGTERM)
+        process.wait(30)
+    assert "Traceback" not in process.stderr.read()
+
+
+def test_without_the_explore_extra_the_command_says_what_to_install(run_cli, monkeypatch):
+    monkeypatch.setitem(sys.modules, "convzoo.explore", None)  # as if starlette were missing
+    code, _, err = run_cli("explore")
+    assert code == 2 and "pip install 'convzoo[explore]'" in err and len(err.splitlines()) == 1
 
 
 # --- receptive fields --------------------------------------------------------------------------

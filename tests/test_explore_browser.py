@@ -54,6 +54,7 @@ def browser(tmp_path_factory):
     home = tmp_path_factory.mktemp("chromium-home")  # the browser's profile and caches stay in tmp
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PLAYWRIGHT_BROWSERS_PATH", str(home / "no-download"))  # the system's Chromium, no download
+        patch.setenv("TMPDIR", str(home))  # the driver's and the browser's temporary files too
         with sync_api.sync_playwright() as playwright:
             chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=ARGS,
                                                   env={**os.environ, "HOME": str(home)})
@@ -127,6 +128,22 @@ def test_an_edited_kernel_with_padding_1_and_stride_2_shows_what_corr2d_gives(pa
     assert {(int(window.nth(n).get_attribute("data-row")), int(window.nth(n).get_attribute("data-col")))
             for n in range(9)} == {(r, c) for r in (1, 2, 3) for c in (3, 4, 5)}
     screenshot(page, tmp_path, "operations.png")
+
+
+def test_a_dropped_image_file_shows_what_convzoo_predict_says_for_it(page, run_dir, tmp_path):
+    run = api.load(run_dir, "cpu")
+    path = tmp_path / "test-image-40.png"
+    Image.fromarray(load_split("test", run.config.data_dir)[0][40].numpy()).save(path)
+    expected = run.predict(str(path), top_k=5)[0]
+    page.wait_for_selector("body[data-analyses='1']")
+    page.evaluate("""bytes => {
+        const transfer = new DataTransfer();
+        transfer.items.add(new File([new Uint8Array(bytes)], "test-image-40.png", { type: "image/png" }));
+        document.querySelector("#draw").dispatchEvent(new DragEvent("drop", { dataTransfer: transfer, bubbles: true }));
+    }""", list(path.read_bytes()))
+    page.wait_for_selector("body[data-analyses='2']")
+    assert int(page.get_attribute("#top", "data-label")) == expected.label
+    assert page.inner_text("#top li:first-child").startswith(f"{expected.class_name} {expected.probability:.1%}")
 
 
 def test_a_test_image_shows_the_runs_prediction_and_a_stroke_updates_the_maps(page, run_dir, tmp_path):
