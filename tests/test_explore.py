@@ -11,6 +11,7 @@ import json
 import struct
 import sys
 import zlib
+from pathlib import Path
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ from convzoo.data import load_split, to_input  # noqa: E402
 from convzoo.explore import ExploreError, ExplorerServer  # noqa: E402
 from convzoo.explore.receptive import receptive_fields  # noqa: E402
 from convzoo.explore.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, upload_pixels  # noqa: E402
-from convzoo.models import create_model  # noqa: E402
+from convzoo.models import create_model, list_models  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -163,6 +164,29 @@ def test_the_kernels_are_a_png_drawn_by_convzoo_figures(server):
     assert status == 200 and headers["content-type"] == "image/png" and body[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+BIG = {"alexnet", "vgg11", "vgg11_small"}  # a second or more each on two shared cores
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in list_models()])
+def test_every_model_of_the_zoo_can_be_explored(name, tmp_path, one_thread):
+    """An untrained network of each registered model: its prediction, bounded maps, fields and a Grad-CAM map."""
+    from conftest import SLICE
+    from convzoo.config import recipe
+    from convzoo.explore.network import MAX_CHANNELS, MAX_LAYERS, MAX_SIDE, RunExplorer
+
+    config = recipe(name, data_dir=str(Path(__file__).parent / "data" / "fashion-mnist-slice"), device="cpu")
+    model = create_model(name, input_size=config.resize).eval()
+    explorer = RunExplorer(api.Run(tmp_path, config, model, torch.device("cpu")))
+    pixels, label = explorer.test_image(5)
+    answer = explorer.analyze(pixels, channels=MAX_CHANNELS, label=label)
+    assert answer["top"][0]["label"] == api.Run(tmp_path, config, model, torch.device("cpu")).predict(pixels)[0].label
+    assert 1 <= len(answer["layers"]) <= MAX_LAYERS
+    assert all(max(layer["shown"][1:]) <= MAX_SIDE and layer["shown"][0] <= MAX_CHANNELS for layer in answer["layers"])
+    info = explorer.info()
+    assert all(layer["field"]["size"] >= 1 for layer in info["layers"])
+    assert len(base64.b64decode(explorer.explain(pixels, 3)["data"])) == config.resize**2
+
+
 # --- security ----------------------------------------------------------------------------------
 
 def _bomb_png(side: int) -> bytes:
@@ -261,8 +285,6 @@ def test_the_command_prints_its_address_and_serves_until_stopped(tmp_path):
     import re
     import signal
     import subprocess
-    import sys
-    from pathlib import Path
 
     src = Path(__file__).resolve().parents[1] / "src"
     process = subprocess.Popen([sys.executable, "-m", "convzoo", "explore"], cwd=tmp_path, text=True,
