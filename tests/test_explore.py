@@ -170,7 +170,6 @@ BIG = {"alexnet", "vgg11", "vgg11_small"}  # a second or more each on two shared
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in BIG else n for n in list_models()])
 def test_every_model_of_the_zoo_can_be_explored(name, tmp_path, one_thread):
     """An untrained network of each registered model: its prediction, bounded maps, fields and a Grad-CAM map."""
-    from conftest import SLICE
     from convzoo.config import recipe
     from convzoo.explore.network import MAX_CHANNELS, MAX_LAYERS, MAX_SIDE, RunExplorer
 
