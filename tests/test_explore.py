@@ -186,6 +186,19 @@ def test_every_model_of_the_zoo_can_be_explored(name, tmp_path, one_thread):
     assert len(base64.b64decode(explorer.explain(pixels, 3)["data"])) == config.resize**2
 
 
+def test_grad_cam_units_sit_at_the_centres_of_their_receptive_fields():
+    from convzoo.explore.network import _on_input
+    from convzoo.explore.receptive import Field
+
+    same = torch.rand(28, 28)
+    assert torch.allclose(_on_input(same, Field(0, 1, 1), 28), same, atol=1e-6)  # the input's own grid: unchanged
+    cam = torch.zeros(10, 10)
+    cam[0, 3] = 1.0  # LeNet's second conv: unit (0, 3) sees rows -2..11, columns 4..17, centred at (4.5, 10.5)
+    placed = _on_input(cam, Field(-2, 14, 2), 28)
+    assert placed[:5, 10].tolist() == pytest.approx([0.75, 0.75, 0.75, 0.75, 0.75])  # rows 0..4: the edge unit
+    assert placed[4, 10] == placed[4, 11] and placed[4].argmax() in (10, 11)
+
+
 # --- security ----------------------------------------------------------------------------------
 
 def _bomb_png(side: int) -> bytes:

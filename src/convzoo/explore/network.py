@@ -17,13 +17,13 @@ from contextlib import contextmanager
 import numpy as np
 import torch
 import torch.nn.functional as F
-from captum.attr import LayerAttribution, LayerGradCam, Saliency
+from captum.attr import LayerGradCam, Saliency
 from torch import nn
 
 from ..api import Run
 from ..data import CLASSES, load_split, to_input
 from ..figures import FEATURE_CMAP, figure_png, layer_kernels_figure
-from .receptive import receptive_fields
+from .receptive import Field, receptive_fields
 from .validate import RequestError
 
 MAX_LAYERS = 24  # deeper networks show this many, evenly spaced from the first to the last
@@ -85,7 +85,8 @@ class RunExplorer:
         self._test: tuple[torch.Tensor, torch.Tensor] | None = None
         self._kernels: bytes | None = None
         self._kernels_lock = threading.Lock()
-        self._last_conv = [m for m in run.model.modules() if isinstance(m, nn.Conv2d)][-1]
+        self._last_conv_name, self._last_conv = [(n, m) for n, m in run.model.named_modules()
+                                                 if isinstance(m, nn.Conv2d)][-1]
         zeros = torch.zeros(1, 1, 28, 28, dtype=torch.uint8, device=run.device)
         shapes = self._forward(to_input(zeros, self.size))
         self.shapes = {name: list(out.shape) for name, out in shapes.items()}
@@ -151,14 +152,15 @@ class RunExplorer:
         """Which input pixels moved class ``target``, ``(S, S)`` and non-negative, by captum.
 
         ``gradcam``: Grad-CAM on the last convolution layer (the gradient-weighted sum of its maps,
-        positive part, upsampled bilinearly): one forward pass and a backward pass through the head
+        positive part), each unit placed at the centre of its receptive field on the input and
+        interpolated bilinearly between them: one forward pass and a backward pass through the head
         only. ``gradient``: ``|d logit / d pixel|`` (saliency), a backward pass through the whole network.
         """
         x = x.detach().clone().requires_grad_()
         if method == "gradient":
             return Saliency(self.run.model).attribute(x, target=target, abs=True).detach()[0, 0]
         cam = LayerGradCam(self.run.model, self._last_conv).attribute(x, target=target, relu_attributions=True)
-        return LayerAttribution.interpolate(cam.detach(), (self.size, self.size), "bilinear")[0, 0]
+        return _on_input(cam.detach()[0, 0], self.fields[self._last_conv_name], self.size)
 
     def analyze(self, pixels: torch.Tensor, *, channels: int = DEFAULT_CHANNELS, label: int | None = None) -> dict:
         """What the page shows first for uint8 ``pixels`` ``(1, 28, 28)``: prediction, input and feature maps.
@@ -194,6 +196,22 @@ class RunExplorer:
             attribution = self.attribution(x, target, method).float().cpu()
         return {"method": method, "target": target, "class": self.classes[target], "size": self.size,
                 "data": encode(_to_bytes(attribution)[0])}
+
+
+def _on_input(cam: torch.Tensor, field: Field, size: int) -> torch.Tensor:
+    """A layer's ``(h, w)`` map on the ``size x size`` input: unit ``i`` sits at the centre of its receptive
+    field, ``field.start + i * field.jump + (field.size - 1) / 2``; bilinear between units, the edge unit's
+    value beyond them (a plain resize would stretch a map whose units see only the middle of the input)."""
+    def coordinates(units: int) -> torch.Tensor:
+        if units == 1:
+            return torch.zeros(size)
+        centre = (torch.arange(size, dtype=torch.float32) - field.start - (field.size - 1) / 2) / field.jump
+        return centre / (units - 1) * 2 - 1  # grid_sample's [-1, 1], align_corners=True
+
+    rows, cols = coordinates(cam.shape[0]), coordinates(cam.shape[1])
+    grid = torch.stack(torch.meshgrid(cols, rows, indexing="xy"), dim=-1)  # (size, size, (x, y))
+    return F.grid_sample(cam[None, None].float(), grid[None], mode="bilinear", padding_mode="border",
+                         align_corners=True)[0, 0]
 
 
 def _feature_maps(name: str, out: torch.Tensor, channels: int) -> dict:
