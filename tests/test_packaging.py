@@ -40,6 +40,8 @@ def test_the_extras() -> None:
     names = {key: {re.split(r"[<>=\[ ]", requirement)[0] for requirement in value} for key, value in extras.items()}
     assert names["tensorboard"] == {"tensorboard"}
     assert {"pytest", "tensorboard", "nbclient", "nbformat", "ipykernel"} | names["export"] <= names["dev"]
+    assert names["explore"] == {"starlette", "uvicorn", "captum"}  # nothing that brings torchvision or opencv
+    assert names["explore"] | {"playwright"} <= names["dev"]  # make test runs the explorer's browser tests
 
 
 @pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed")

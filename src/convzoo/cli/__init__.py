@@ -29,10 +29,10 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 from ..errors import UserError, file_system_error  # noqa: E402
 from ..terms import COMMAND_LINE, speaking  # noqa: E402
-from . import data, evaluate, export, runs, train, zoo  # noqa: E402
+from . import data, evaluate, explore, export, runs, train, zoo  # noqa: E402
 from .common import Parser, one_line, rank_prefix, version_line  # noqa: E402
 
-COMMAND_GROUPS = (zoo, train, evaluate, data, runs, export)
+COMMAND_GROUPS = (zoo, train, evaluate, data, runs, export, explore)
 
 
 def build_parser() -> Parser:
