@@ -122,8 +122,8 @@ def test_a_test_image_gets_the_runs_own_prediction(server, tiny_run):
     run = api.load(tiny_run, "cpu")
     images, labels = load_split("test", run.config.data_dir)
     expected = run.predict(images[7:8], top_k=5)[0]
-    assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top]
-    assert [t["probability"] for t in answer["top"]] == pytest.approx([p for _, p in expected.top], abs=1e-6)
+    assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top_labels]
+    assert [t["probability"] for t in answer["top"]] == pytest.approx([p for _, p in expected.top_labels], abs=1e-6)
     assert answer["truth"]["label"] == int(labels[7])
     names = [layer["name"] for layer in answer["layers"]]
     assert names == ["0", "2", "3", "5"]  # LeNet's two convolutions and two poolings
@@ -155,7 +155,7 @@ def test_an_uploaded_image_gets_the_prediction_of_the_same_file(server, tiny_run
     status, _, answer = call(server, "POST", "/api/analyze", path.read_bytes(), headers={"Content-Type": "image/png"})
     assert status == 200
     expected = api.load(tiny_run, "cpu").predict(str(path), top_k=5)[0]
-    assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top]
+    assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top_labels]
     assert answer["unlike_training_data"] == expected.unlike_training_data
 
 

@@ -174,7 +174,7 @@ class RunExplorer:
         with self._lock, self._recording() as outputs:  # one network computation at a time: the cores are few
             prediction = self.run.predict(pixels, top_k=min(TOP_K, len(self.classes)), invert="no")[0]
         return {
-            "top": [{"label": i, "class": self.classes[i], "probability": p} for i, p in prediction.top],
+            "top": [{"label": i, "class": self.classes[i], "probability": p} for i, p in prediction.top_labels],
             "unlike_training_data": prediction.unlike_training_data,
             "truth": None if label is None else {"label": label, "class": self.classes[label]},
             "input": {"size": self.size, "data": encode((x[0, 0] * 255).round().clamp(0, 255))},
