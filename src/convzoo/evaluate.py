@@ -26,6 +26,26 @@ class Evaluation:
     loss: float
     confusion: np.ndarray  # rows: true class, columns: predicted
     predictions: torch.Tensor  # (N,) int64, on the CPU
+    labels: torch.Tensor | None = None  # (N,) int64 on the CPU: the true classes
+    losses: torch.Tensor | None = None  # (N,) float32 on the CPU: each image's cross-entropy, -log p(true class)
+    confidences: torch.Tensor | None = None  # (N,) float32 on the CPU: the probability of the predicted class
+
+    def top_losses(self, count: int | None = None, *, mistakes_only: bool = True) -> list[int]:
+        """The indices of the images with the highest loss, highest first (only the misclassified ones unless
+        ``mistakes_only`` is False): the mistakes the network was surest of, as fastai's ``top_losses``."""
+        if self.losses is None or self.labels is None:
+            raise ValueError("this evaluation has no per-image losses")
+        order = torch.argsort(self.losses, descending=True, stable=True)
+        if mistakes_only:
+            order = order[(self.labels != self.predictions)[order]]
+        return order[:count].tolist()
+
+    def most_confused(self, count: int = 5) -> list[tuple[int, int, int]]:
+        """``(true class, predicted class, images)`` of the ``count`` most frequent confusions, most first."""
+        k = len(self.confusion)
+        pairs = [(t, p, int(self.confusion[t, p])) for t in range(k) for p in range(k)
+                 if t != p and self.confusion[t, p] > 0]
+        return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))[:count]
 
     @property
     def per_class_accuracy(self) -> list[float]:
@@ -67,21 +87,28 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = 
     k = len(CLASSES)
     loss_sum = torch.zeros((), device=batches.device)
     confusion = torch.zeros(k * k, dtype=torch.int64, device=batches.device)
-    predictions = [torch.zeros(0, dtype=torch.int64, device=batches.device)]
+    empty = torch.zeros(0, device=batches.device)
+    predictions, labels, losses, confidences = [empty.long()], [empty.long()], [empty], [empty]
     for done, (x, y) in enumerate(batches, 1):
-        logits = scores(model, x, amp, tta)
-        loss_sum += nn.functional.cross_entropy(logits.float(), y, reduction="sum")
-        pred = logits.argmax(dim=1)
+        logits = scores(model, x, amp, tta).float()
+        loss = nn.functional.cross_entropy(logits, y, reduction="none")
+        loss_sum += loss.sum()
+        confidence, pred = logits.softmax(dim=1).max(dim=1)
         confusion += torch.bincount(y * k + pred, minlength=k * k)
         predictions.append(pred)
+        labels.append(y)
+        losses.append(loss)
+        confidences.append(confidence)
         if progress is not None:
             progress(done, len(batches))
     model.train(was_training)
     distributed.all_reduce_sum(loss_sum, confusion)
-    pred = distributed.all_gather_cat(torch.cat(predictions))
+    pred, labels, losses, confidences = (distributed.all_gather_cat(torch.cat(parts)).cpu()
+                                         for parts in (predictions, labels, losses, confidences))
     confusion = confusion.view(k, k)
     n = max(len(pred), 1)
-    return Evaluation(int(confusion.trace()) / n, float(loss_sum) / n, confusion.cpu().numpy(), pred.cpu())
+    return Evaluation(int(confusion.trace()) / n, float(loss_sum) / n, confusion.cpu().numpy(), pred, labels, losses,
+                      confidences)
 
 
 def test_split(config: TrainConfig, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

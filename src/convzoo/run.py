@@ -22,6 +22,7 @@ from torch import nn
 
 from .config import TrainConfig
 from .evaluate import Evaluation, evaluate_model, test_split
+from .export import ExportResult, export_run
 from .monitor import at_chance
 from .predict import Prediction, predict_images
 from .progress import Progress, progress_for
@@ -88,6 +89,13 @@ class Run:
         """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, probabilities, and whether
         the image is unlike Fashion-MNIST); ``convzoo.predict.predict_images`` says what ``images`` may be."""
         return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert)
+
+    @python_door
+    def export(self, format: str = "onnx", out: str | Path | None = None, *, data_dir: str | Path | None = None
+               ) -> ExportResult:
+        """The network as an ONNX (default) or TorchScript file (default ``RUN_DIR/model.onnx`` or ``model.pt``),
+        checked against PyTorch on the run's test images (``convzoo export``)."""
+        return export_run(self.run_dir, format, out, data_dir=None if data_dir is None else str(data_dir))
 
     @python_door
     def evaluate(self, data_dir: str | Path | None = None, *, progress: bool | str | Progress | None = None
