@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api
+from ..rundir import held
 from .common import parse_int, print_json
 
 
@@ -42,7 +43,9 @@ def cmd_show(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from ..report import write_report
 
-    print(f"wrote {write_report(api.load(args.run_dir, args.device).evaluated(args.data_dir))}")
+    run = api.load(args.run_dir, args.device).evaluated(args.data_dir)
+    with held(args.run_dir):
+        print(f"wrote {write_report(run)}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

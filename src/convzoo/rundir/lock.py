@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -83,6 +85,19 @@ class RunLock:
             pass
         os.close(self._fd)
         self._fd = None
+
+
+@contextmanager
+def held(run_dir: str | Path) -> Iterator[Path]:
+    """Hold a run's directory while a command writes into it (a report, a picture, an export): refused while a
+    run trains there, and what a killed writer left (its temporary files) is swept first."""
+    lock = RunLock(Path(run_dir))
+    lock.acquire()
+    try:
+        remove_temporary_files(lock.run_dir)
+        yield lock.run_dir
+    finally:
+        lock.release()
 
 
 class RunDirectory:
