@@ -26,11 +26,17 @@ def blank_page() -> torch.Tensor:
 
 # --- finding the images -----------------------------------------------------------------------
 
+def _picture(path: Path) -> None:
+    """A small real image at ``path`` (its format from the suffix); a folder's unreadable files are skipped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        Image.new("L", (8, 8), 128).save(f, format="JPEG" if path.suffix == ".jpg" else "PNG")
+
+
 def test_files_folders_and_globs(tmp_path: Path) -> None:
-    for name in ("b.png", "a.jpg", "notes.txt", "c.PNG"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "d.png").write_bytes(b"")
+    for name in ("b.png", "a.jpg", "c.PNG", "sub/d.png"):
+        _picture(tmp_path / name)
+    (tmp_path / "notes.txt").write_bytes(b"")
     assert find_images([tmp_path]) == [tmp_path / n for n in ("a.jpg", "b.png", "c.PNG")]  # images only, sorted
     assert find_images([f"{tmp_path}/*.png"]) == [tmp_path / "b.png"]
     assert find_images([f"{tmp_path}/**/*.png"]) == [tmp_path / "b.png", tmp_path / "sub" / "d.png"]

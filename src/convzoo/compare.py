@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from .escape import href
 from .figures import figure_png, runs_figure
 from .fileio import write_text
 from .htmlpage import esc, img, number, page, table
@@ -90,5 +91,5 @@ def _report_link(row: dict, out: Path) -> str:
     report = Path(row["run_dir"]) / "report.html"
     if not report.is_file():
         return esc(row["run"])
-    href = os.path.relpath(report.resolve(), out.resolve().parent)
-    return f'<a href="{esc(Path(href).as_posix())}">{esc(row["run"])}</a>'
+    link = os.path.relpath(report.resolve(), out.resolve().parent)
+    return f'<a href="{href(Path(link))}">{esc(row["run"])}</a>'

@@ -38,8 +38,10 @@ def print_json(obj: object) -> None:
 
 
 def one_line(exc: BaseException) -> str:
-    """The whole message of ``exc`` folded into one line."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    """The whole message of ``exc`` folded into one line, safe for a terminal (``convzoo.escape.terminal``)."""
+    from ..escape import terminal
+
+    return " ".join(terminal(line.strip()) for line in str(exc).splitlines() if line.strip())
 
 
 def rank_prefix() -> str:
