@@ -132,7 +132,7 @@ def _parse_header(header: object, data_bytes: int, path: Path) -> tuple[dict, di
 
 
 def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str | Path, what: str) -> None:
-    """Raise ``CheckpointError`` unless ``entries`` (from ``read_header``) are exactly ``expected``'s names, dtypes, shapes."""
+    """``CheckpointError`` unless ``entries`` (``read_header``'s) are exactly ``expected``'s names, dtypes, shapes."""
     missing, extra = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
     if missing or extra:
         found = f"lacks {', '.join(missing[:3])}" if missing else f"has unexpected {', '.join(extra[:3])}"

@@ -102,7 +102,7 @@ def plot_text(text: object) -> str:
 
 
 def plot_label(text: object) -> str:
-    """``plot_text`` for a legend entry: a label starting with ``_`` (which a legend leaves out) gets a zero-width space."""
+    """``plot_text`` for a legend entry: a label starting with ``_`` (a legend omits it) gets a zero-width space."""
     s = plot_text(text)
     return "\u200b" + s if s.startswith("_") or not s else s
 

@@ -18,8 +18,9 @@ A network built with ``backend="scratch"`` is exported through its ``torch``-bac
 arithmetic done in Python rather than convolutions. The check compares the exported file with
 the network as given, so the twin is checked too.
 
-The file is serialized in memory, written to a temporary name through ``convzoo.fileio``, checked (``batch_sizes`` of real images, logits within
-``TOLERANCE`` and the same predicted classes), and only then renamed to its final name.
+The file is serialized in memory, written to a temporary name through ``convzoo.fileio``, checked
+(``batch_sizes`` of real images, logits within ``TOLERANCE`` and the same predicted classes), and
+only then renamed to its final name.
 """
 
 from __future__ import annotations

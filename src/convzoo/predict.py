@@ -25,8 +25,8 @@ from torch import nn
 
 from .config import TrainConfig
 from .data import CLASSES, to_input
-from .evaluate import scores
 from .escape import terminal
+from .evaluate import scores
 from .images import ImageError, load_image
 
 # What a folder or a glob contributes: files PIL reads, by their suffix (a file named outright is always tried).

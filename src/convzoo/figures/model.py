@@ -170,7 +170,8 @@ def features_figure(
                 ax.set_title(f"ch {c}", fontsize=7, pad=2)
         sub.colorbar(image_artist, ax=axes, shrink=0.9, aspect=12)
         c_out, h, w = outputs[name].shape
-        sub.suptitle(f"{plot_text(_describe(name, conv))}: output {c_out}\u00d7{h}\u00d7{w}", fontsize=8, x=0.02, ha="left")
+        sub.suptitle(f"{plot_text(_describe(name, conv))}: output {c_out}\u00d7{h}\u00d7{w}", fontsize=8, x=0.02,
+                     ha="left")
     shown = f"{len(names)} of {len(convs)} conv layers" if len(names) < len(convs) else f"{len(convs)} conv layers"
     fig.suptitle(f"{plot_text(title)}\nfirst {channels} channels after each conv (before its activation), {shown}",
                  fontsize=10)
