@@ -23,7 +23,6 @@ import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
 from safetensors.torch import save
 from torch import nn
 
@@ -76,6 +75,12 @@ def read_header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[in
     what the tensors will cost is known, and can be compared with a model, before a byte of them
     is read. Anything else is a ``CheckpointError``.
     """
+    entries, metadata, _ = _header(path)
+    return {name: (dtype, shape) for name, (dtype, shape, _) in entries.items()}, metadata
+
+
+def _header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int]], dict[str, str], int]:
+    """``read_header``'s entries with each tensor's offset in the data, the metadata, where the data starts."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
@@ -90,18 +95,20 @@ def read_header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[in
             header = json.loads(f.read(length))
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({first_line(exc)})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise CheckpointError(f"{path} is not a readable safetensors file (its header is not JSON)") from None
-    return _parse_header(header, size - 8 - length, path)
+    entries, metadata = _parse_header(header, size - 8 - length, path)
+    return entries, metadata, 8 + length
 
 
 def _parse_header(header: object, data_bytes: int, path: Path) -> tuple[dict, dict[str, str]]:
+    """The header's tensors as ``{name: (dtype, shape, offset)}``, checked to tile ``data_bytes`` exactly."""
     if not isinstance(header, dict):
         raise CheckpointError(f"{path} is not a readable safetensors file (its header is not a mapping)")
     metadata = header.get("__metadata__") or {}
     if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
         raise CheckpointError(f"{path} is not a readable safetensors file (its metadata is not text)")
-    entries: dict[str, tuple[torch.dtype, tuple[int, ...]]] = {}
+    entries: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
     spans = []
     for name, entry in header.items():
         if name == "__metadata__":
@@ -118,7 +125,7 @@ def _parse_header(header: object, data_bytes: int, path: Path) -> tuple[dict, di
         if end - begin != math.prod(shape) * dtype.itemsize:
             raise CheckpointError(f"{path} is not a readable safetensors file (tensor {name!r} has "
                                   f"{end - begin:,} bytes for {dtype} {shape})")
-        entries[name] = (dtype, shape)
+        entries[name] = (dtype, shape, begin)
         spans.append((begin, end))
     covered = 0
     for begin, end in sorted(spans):
@@ -145,16 +152,24 @@ def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str |
 
 
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor of ``path`` and its metadata, checked against the checksum; call after ``read_header``."""
+    """Every tensor of ``path`` and its metadata, checked against the checksum; call after ``read_header``.
+
+    The tensors are read by Python at the header's offsets, each into its own tensor: the memory
+    is exactly theirs, and any path opens (safetensors' reader needs the path to be UTF-8).
+    """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    refuse_pickle(path)
+    entries, metadata, start = _header(path)
+    tensors = {}
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
+        with open(path, "rb") as f:
+            for name, (dtype, shape, offset) in sorted(entries.items(), key=lambda item: item[1][2]):
+                tensor = torch.empty(shape, dtype=dtype)
+                buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+                f.seek(start + offset)
+                if f.readinto(buffer) != len(buffer):
+                    raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+                tensors[name] = tensor
+    except OSError as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from .escape import href
+from .escape import href, terminal
 from .figures import figure_png, runs_figure
 from .fileio import write_text
 from .htmlpage import esc, img, number, page, table
@@ -51,7 +51,7 @@ def differing_settings(run_dirs: Sequence[str | Path]) -> dict[str, list[object]
 def format_table(rows: Sequence[dict]) -> str:
     """The rows as an aligned text table (a column is as wide as its longest entry)."""
     cells = [[HEADINGS[key] for key in COMPARE_COLUMNS]]
-    cells += [[_text(row[key], key) for key in COMPARE_COLUMNS] for row in rows]
+    cells += [[terminal(_text(row[key], key)) for key in COMPARE_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COMPARE_COLUMNS))]
     left = {"run", "model", "recipe"}
     return "\n".join("  ".join(cell.ljust(width) if key in left else cell.rjust(width)

@@ -12,6 +12,7 @@ user-given string somewhere calls it:
     plot_label(s)      a legend label: ``plot_text``, and a leading ``_`` shown instead of hidden
     terminal(s)        a line for a terminal: control characters and escape sequences shown escaped
     json_text(s)       a str that encodes as UTF-8: bytes that were not UTF-8 shown as ``\\xNN``
+    json_safe(obj)     ``json_text`` of every str in a JSON value, keys included
 
 ``printable`` is what ``terminal``, ``plot_text`` and ``json_text`` share: every character that is
 not valid UTF-8 text or that a terminal or a renderer would act on (C0 and C1 controls, DEL, the
@@ -63,6 +64,17 @@ def terminal(text: object) -> str:
 def json_text(text: object) -> str:
     """``text`` as a str that JSON and UTF-8 can carry: undecodable bytes as ``\\xNN``, controls escaped."""
     return printable(text)
+
+
+def json_safe(obj: object) -> object:
+    """``obj`` (JSON values) with every str, keys included, made ``json_text``: ready for ``json.dumps``."""
+    if isinstance(obj, str):
+        return json_text(obj)
+    if isinstance(obj, dict):
+        return {json_text(k) if isinstance(k, str) else k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
 
 
 def html_text(text: object) -> str:
