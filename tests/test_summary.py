@@ -20,9 +20,9 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from convzoo import summary as summary_module
 from convzoo.cli import main
 from convzoo.models import InputSizeError, create_model, list_models
-from convzoo import summary as summary_module
 from convzoo.summary import ModelSummary, summarize, summarize_model
 
 MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "lenet_modern", "nin", "resnet18", "vgg11", "vgg11_small"]
