@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import json
+import math
+import os
 import pickle
+import resource
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from convzoo import checkpoint
 from convzoo.checkpoint import CheckpointError, load_state, save_model, save_state, saved_epoch, snapshot_state
+from convzoo.models import create_model
 
 
 def test_checkpoint_snapshot_is_a_copy_of_the_live_weights() -> None:
@@ -226,3 +236,117 @@ def test_plain_numbers_for_a_parameter_with_no_tensor_state_are_restored(tmp_pat
     fresh, fresh_optimizer = _trained(momentum=0.0)
     load_state(tmp_path / "c.safetensors", fresh, fresh_optimizer)
     assert fresh_optimizer.state_dict()["state"] == {0: {"step": 3}}
+
+
+# --- sizes known from the header before a tensor is read; states that fit the run -------------------
+
+def _under_memory_limit(code: str, limit_mib: int = 1500) -> subprocess.CompletedProcess:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mib << 20, limit_mib << 20))
+
+    src = str(Path(checkpoint.__file__).parents[1])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=cap,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src,
+                               "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"})
+
+
+def _sparse_safetensors(path: Path, tensors: dict[str, tuple[str, list[int]]], metadata: dict[str, str],
+                        data_bytes: int | None = None) -> Path:
+    """A safetensors file whose header declares ``tensors`` (name: (dtype, shape) of float32s) and whose data
+    is ``data_bytes`` long (default: what the header says), as a sparse file: no disk, no memory."""
+    header: dict = {"__metadata__": metadata}
+    offset = 0
+    for name, (dtype, shape) in tensors.items():
+        end = offset + 4 * math.prod(shape)
+        header[name] = {"dtype": dtype, "shape": shape, "data_offsets": [offset, end]}
+        offset = end
+    text = json.dumps(header).encode()
+    with path.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + (offset if data_bytes is None else data_bytes))
+    return path
+
+
+def test_a_large_unrelated_weights_file_is_refused_from_its_header_within_a_memory_limit(tmp_path: Path) -> None:
+    """A 4 GiB weights file (sparse) whose names are not LeNet's: refused before any of it is read, in a
+    process that could not map or copy it (1.5 GB of address space, torch included)."""
+    metadata = {"format": checkpoint.FORMAT, "model": json.dumps(create_model("lenet").config), "sha256": "0"}
+    big = _sparse_safetensors(tmp_path / "model.safetensors", {"huge": ("F32", [1 << 30])}, metadata)
+    proc = _under_memory_limit(
+        "import sys\nfrom convzoo.checkpoint import CheckpointError, load_model\n"
+        f"try:\n    load_model({str(big)!r})\nexcept CheckpointError as exc:\n    print(exc)\n")
+    assert proc.returncode == 0, proc.stderr
+    assert "does not match its model: it lacks" in proc.stdout
+
+
+@pytest.mark.parametrize(("declared", "actual", "message"), [
+    ({"w": ("F32", [10])}, 1 << 20, "do not fill the 1,048,576 bytes"),  # the file is larger than its header says
+    ({"w": ("F32", [1 << 40])}, 40, "do not fill the 40 bytes"),  # the header claims 4 TiB
+])
+def test_a_file_whose_size_does_not_match_its_header_is_refused(tmp_path: Path, declared: dict, actual: int,
+                                                                 message: str) -> None:
+    path = _sparse_safetensors(tmp_path / "w.safetensors", declared, {"format": checkpoint.FORMAT}, actual)
+    with pytest.raises(CheckpointError, match=message):
+        checkpoint.read_header(path)
+
+
+def test_a_header_longer_than_the_cap_is_refused_unread(tmp_path: Path) -> None:
+    path = tmp_path / "w.safetensors"
+    with path.open("wb") as f:
+        f.write((checkpoint.MAX_HEADER_BYTES + 1).to_bytes(8, "little") + b"{")
+        f.truncate(checkpoint.MAX_HEADER_BYTES + 64)
+    with pytest.raises(CheckpointError, match="at most 268,435,456 are read"):
+        checkpoint.read_header(path)
+
+
+dims = st.lists(st.integers(min_value=-2, max_value=1 << 62), max_size=4)
+
+
+@given(st.dictionaries(st.text(max_size=5), st.tuples(st.sampled_from(["F32", "U8", "I64", "X9", 3]), dims,
+                                                      st.lists(st.integers(-5, 1 << 62), max_size=3)), max_size=4),
+       st.integers(min_value=0, max_value=4096))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_header_is_read_or_refused_as_a_checkpoint_error(tmp_path: Path, entries: dict, data_bytes: int) -> None:
+    """Arbitrary dimensions, dtypes and offsets: a CheckpointError, or entries that tile the data exactly."""
+    header = {name: {"dtype": dtype, "shape": shape, "data_offsets": offsets}
+              for name, (dtype, shape, offsets) in entries.items()}
+    text = json.dumps(header).encode()
+    path = tmp_path / "h.safetensors"
+    with path.open("wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + data_bytes)
+    try:
+        found, _ = checkpoint.read_header(path)
+    except CheckpointError:
+        return
+    assert sum(math.prod(shape) * dtype.itemsize for dtype, shape in found.values()) == data_bytes
+
+
+@pytest.mark.parametrize("tamper", ["scalar", "other parameter's shape", "half precision", "plain number"])
+def test_resume_refuses_an_optimizer_state_of_the_wrong_shape_before_the_first_step(
+    tiny_run: Path, tmp_path: Path, tamper: str, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """A checkpoint with a valid checksum whose AdamW state does not fit its parameter: one line, nothing trained."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    tensors, metadata = checkpoint._read(run / "checkpoint.safetensors")
+    first = "optim.0.exp_avg"
+    if tamper == "scalar":
+        tensors[first] = tensors[first].flatten()[0].clone()
+    elif tamper == "other parameter's shape":
+        tensors[first] = tensors["optim.1.exp_avg"].clone()
+    elif tamper == "half precision":
+        tensors[first] = tensors[first].half()
+    else:
+        del tensors[first]
+        optimizer = json.loads(metadata["optimizer"])
+        optimizer["state"]["0"] = {"exp_avg": 0.5}
+        metadata["optimizer"] = json.dumps(optimizer)
+    metadata = {k: v for k, v in metadata.items() if k not in ("format", "sha256")}
+    checkpoint._write(run / "checkpoint.safetensors", tensors, metadata)
+    before = (run / "metrics.jsonl").read_text()
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2", "--device", "cpu")
+    assert code == 2, err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "optimizer state" in err and ("optim.0.exp_avg" in err or "exp_avg" in err), err
+    assert (run / "metrics.jsonl").read_text() == before

@@ -260,3 +260,48 @@ def test_collectives_are_no_ops_in_one_process() -> None:
         pass
     assert distributed.is_peer_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection reset by peer"))
     assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+AGREE = """
+import json, sys
+import torch.distributed as dist
+from convzoo import distributed
+from convzoo.errors import ConfigError
+dist.init_process_group("gloo")
+for config in json.loads(sys.argv[1]):
+    try:
+        distributed.agree(config)
+        print("agreed")
+    except ConfigError as exc:
+        print(f"error: {exc}")
+dist.destroy_process_group()
+"""
+
+
+def _agree_in_two_ranks(first: list[dict], second: list[dict], tmp_path: Path) -> list[list[str]]:
+    """``distributed.agree`` called in two real gloo ranks on each of ``first`` and ``second``'s configurations
+    in turn; each rank's lines."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    src = str(Path(distributed.__file__).parents[1])
+    procs = [subprocess.Popen([sys.executable, "-c", AGREE, json.dumps(config)], cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env={**ENV, "PYTHONPATH": src, "HOME": str(tmp_path), "MASTER_ADDR": "127.0.0.1",
+                                   "MASTER_PORT": str(port), "RANK": str(rank), "WORLD_SIZE": "2"})
+             for rank, config in enumerate((first, second))]
+    outputs = [proc.communicate(timeout=60) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    return [out.splitlines() for out, _ in outputs]
+
+
+def test_ranks_given_other_values_stop_on_every_rank_naming_the_flag(tmp_path: Path) -> None:
+    config = {"model": "lenet", "seed": 0, "lr": 0.1, "epochs": 3, "batch_size": 32}
+    lines = _agree_in_two_ranks([config, config], [{**config, "seed": 1, "batch_size": 64}, dict(config)], tmp_path)
+    expected = ("error: ranks disagree on --seed: rank 0 has 0, rank 1 has 1; on --batch-size: rank 0 has 32, "
+                "rank 1 has 64; give every rank the same command")
+    assert lines == [[expected, "agreed"], [expected, "agreed"]]  # every rank stops; the same command goes on
+
+
+def test_agree_is_a_no_op_in_one_process() -> None:
+    distributed.agree({"seed": 0})

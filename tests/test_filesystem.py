@@ -152,3 +152,48 @@ def test_the_data_cache_on_a_full_disk_is_skipped(disk: Path, monkeypatch: pytes
     images, labels = load_split("train", disk / "data")
     assert len(images) == len(labels) > 0
     assert not list((disk / "cache").rglob("*-ubyte.*"))
+
+
+@pytest.fixture
+def tiny_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 300 KiB file system: room for a run's config, not for LeNet's first checkpoint (AdamW keeps 3 copies)."""
+    yield from mount_tmpfs(tmp_path / "tiny", "300k")
+
+
+def test_a_full_disk_while_writing_weights_is_one_line_and_leaves_no_temporary_file(tiny_disk: Path,
+                                                                                     run_cli: Cli) -> None:
+    out = tiny_disk / "run"
+    code, _, err = run_cli("train", "lenet", *TINY, "--optimizer", "adamw", "--epochs", "1", "--out", str(out))
+    assert code == 2
+    one_error("".join(line for line in err.splitlines(keepends=True) if not line.startswith("warning: ")),
+              "no space left on the device", ".safetensors")
+    assert not [p for p in tiny_disk.rglob("*") if ".tmp" in p.name]
+
+
+@pytest.fixture
+def export_disk(tmp_path: Path) -> Iterator[Path]:
+    """64 KiB: less than LeNet's TorchScript file (its weights alone are 240 KiB)."""
+    yield from mount_tmpfs(tmp_path / "export", "64k")
+
+
+def test_a_torchscript_export_to_a_full_disk_is_one_line_and_leaves_no_file(tiny_run: Path, export_disk: Path,
+                                                                             run_cli: Cli) -> None:
+    code, _, err = run_cli("export", str(tiny_run), "--format", "torchscript", "--out", str(export_disk / "model.pt"))
+    assert code == 2
+    one_error(err, "no space left on the device", "model.pt")
+    assert list(export_disk.iterdir()) == []
+
+
+def test_a_safetensors_writer_error_is_the_os_error_it_wraps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where no tmpfs can be mounted: the disk fills up as the weights' bytes are written."""
+    import errno
+
+    from convzoo.models import create_model
+
+    def full(self: Path, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(FileSystemError, match="model.safetensors: no space left on the device"):
+        checkpoint.save_model(tmp_path / "model.safetensors", create_model("lenet"))
+    assert list(tmp_path.iterdir()) == []

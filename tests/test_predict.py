@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -26,11 +27,17 @@ def blank_page() -> torch.Tensor:
 
 # --- finding the images -----------------------------------------------------------------------
 
+def _picture(path: Path) -> None:
+    """A small real image at ``path`` (its format from the suffix); a folder's unreadable files are skipped."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        Image.new("L", (8, 8), 128).save(f, format="JPEG" if path.suffix == ".jpg" else "PNG")
+
+
 def test_files_folders_and_globs(tmp_path: Path) -> None:
-    for name in ("b.png", "a.jpg", "notes.txt", "c.PNG"):
-        (tmp_path / name).write_bytes(b"")
-    (tmp_path / "sub").mkdir()
-    (tmp_path / "sub" / "d.png").write_bytes(b"")
+    for name in ("b.png", "a.jpg", "c.PNG", "sub/d.png"):
+        _picture(tmp_path / name)
+    (tmp_path / "notes.txt").write_bytes(b"")
     assert find_images([tmp_path]) == [tmp_path / n for n in ("a.jpg", "b.png", "c.PNG")]  # images only, sorted
     assert find_images([f"{tmp_path}/*.png"]) == [tmp_path / "b.png"]
     assert find_images([f"{tmp_path}/**/*.png"]) == [tmp_path / "b.png", tmp_path / "sub" / "d.png"]
@@ -135,3 +142,52 @@ def test_cli_errors_are_one_line(tiny_run: Path, tmp_path: Path, args: list[str]
                                  run_cli: Callable[..., tuple[int, str, str]]) -> None:
     code, out, err = run_cli("predict", str(tiny_run), *(a.format(d=tmp_path) for a in args))
     assert code == 2 and out == "" and err.startswith("error: ") and message in err and len(err.splitlines()) == 1
+
+
+# --- walking a user's tree -----------------------------------------------------------------------
+
+def test_a_glob_through_a_symlink_loop_predicts_each_image_once(tiny_run: Path, tmp_path: Path,
+                                                               run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    """``**`` never enters a directory through a link (a loop back to the top, a link beside the real folder),
+    and a file reached by several names (a link to it, a hard link) is predicted once."""
+    top = tmp_path / "photos"
+    for name in ("a.png", "sub/b.png", "sub/deeper/c.png"):
+        _picture(top / name)
+    (top / "sub" / "deeper" / "loop").symlink_to(top, target_is_directory=True)
+    (top / "again").symlink_to(top / "sub", target_is_directory=True)
+    (top / "link.png").symlink_to(top / "a.png")
+    os.link(top / "sub" / "b.png", top / "hard.png")
+    code, out, err = run_cli("predict", str(tiny_run), f"{top}/**/*.png", str(top), "--json")
+    assert (code, err) == (0, "")
+    assert sorted(Path(row["image"]).relative_to(top).as_posix() for row in json.loads(out)) == [
+        "a.png", "hard.png", "sub/deeper/c.png"]  # b.png is hard.png, link.png is a.png: each file once
+
+
+def test_a_folders_unreadable_files_are_skipped_with_one_warning(tiny_run: Path, tmp_path: Path,
+                                                                run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    folder = tmp_path / "mixed"
+    _picture(folder / "good.png")
+    Image.new("L", (8, 8), 128).save(folder / "scan.pgm")  # a suffix listed, a format convzoo does not decode
+    (folder / "cut.png").write_bytes((folder / "good.png").read_bytes()[:40])  # truncated
+    code, out, err = run_cli("predict", str(tiny_run), str(folder))
+    assert code == 0 and len(out.splitlines()) == 1 and out.startswith(f"{folder / 'good.png'}: ")
+    assert err.startswith("warning: skipped 2 files convzoo cannot read: ") and err.count("\n") == 1
+    assert "cut.png" in err and "scan.pgm" in err
+    code, out, err = run_cli("predict", str(tiny_run), str(folder / "scan.pgm"))  # named outright: an error
+    assert code == 2 and out == "" and err.startswith("error: ") and "scan.pgm" in err
+
+
+def test_the_number_of_files_is_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("a.png", "b.png", "c.png"):
+        _picture(tmp_path / name)
+    monkeypatch.setattr("convzoo.predict.MAX_IMAGES", 2)
+    with pytest.raises(ImageError, match="more than 2 image files: name fewer"):
+        find_images([tmp_path])
+
+
+def test_a_file_name_reaches_the_terminal_escaped(tiny_run: Path, tmp_path: Path,
+                                                  run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    _picture(tmp_path / "\x1b]0;owned\x07\x1b[2Jshoe.png")
+    code, out, err = run_cli("predict", str(tiny_run), str(tmp_path))
+    assert code == 0 and "\x1b" not in out and "\x07" not in out
+    assert "\\x1b]0;owned\\x07\\x1b[2Jshoe.png: " in out

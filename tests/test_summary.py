@@ -9,6 +9,8 @@ FLOP counter over the ``torch.nn`` network checks the totals.
 from __future__ import annotations
 
 import json
+import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from convzoo import summary as summary_module
 from convzoo.cli import main
 from convzoo.models import InputSizeError, create_model, list_models
 from convzoo.summary import ModelSummary, summarize, summarize_model
@@ -251,3 +254,33 @@ def test_installed_script_reports_one_error_line() -> None:
                             capture_output=True, text=True, timeout=120)
     assert (result.returncode, result.stdout) == (2, "")
     assert_one_error_line(result.stderr, "alexnet", "'5'", "MaxPool2d")
+
+
+def _under_memory_limit(code: str, limit_mib: int = 1500) -> subprocess.CompletedProcess:
+    """Run Python ``code`` in a child whose address space is capped at ``limit_mib`` MiB."""
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (limit_mib << 20, limit_mib << 20))
+
+    src = str(Path(summary_module.__file__).parents[1])
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, preexec_fn=cap,
+                          env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": src,
+                               "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"})
+
+
+def test_a_huge_summary_allocates_nothing() -> None:
+    """VGG-11 at the largest input, channels and classes has 141 billion parameters (566 GB of float32):
+    tabulated on the meta device within 1.5 GB of address space, torch included."""
+    proc = _under_memory_limit("import sys; from convzoo.cli import main; sys.exit(main(['summary', 'vgg11', "
+                               "'--input-size', '8192', '--in-channels', '1024', '--num-classes', '1000000']))")
+    assert proc.returncode == 0, proc.stderr
+    assert "total parameters: 141,562,547,456" in proc.stdout
+
+
+@pytest.mark.parametrize(("flag", "value", "limit"), [("--input-size", "8193", "8,192"),
+                                                      ("--in-channels", "1025", "1,024"),
+                                                      ("--num-classes", "1000001", "1,000,000")])
+def test_an_absurd_summary_argument_is_refused_naming_the_limit(flag: str, value: str, limit: str,
+                                                                capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "summary", "lenet", flag, value)
+    assert (code, out) == (2, "")
+    assert_one_error_line(err, flag, f"at most {limit}", f"{int(value):,}")

@@ -18,16 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save
 from torch import nn
 
 from .errors import UserError, first_line
-from .fileio import atomic_path
+from .fileio import write_bytes
 from .models import rebuild
 
 FORMAT = "convzoo-1"
@@ -57,16 +57,119 @@ def refuse_pickle(path: str | Path) -> None:
                               "(a pickle can run code when it is opened)")
 
 
-def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+# The largest header convzoo reads: names, dtypes and shapes of a few hundred tensors, and the
+# metadata (the model's configuration, the history of up to a million epochs).
+MAX_HEADER_BYTES = 256 << 20
+
+# safetensors' dtype names, as torch knows them.
+DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+          "BOOL": torch.bool}
+
+
+def read_header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...]]], dict[str, str]]:
+    """``({name: (dtype, shape)}, metadata)`` from a safetensors file's header; no tensor is read.
+
+    Reads the 8-byte length and at most ``MAX_HEADER_BYTES`` of JSON, and checks that the tensors
+    it declares tile the rest of the file exactly (so the file is no larger than its header says):
+    what the tensors will cost is known, and can be compared with a model, before a byte of them
+    is read. Anything else is a ``CheckpointError``.
+    """
+    entries, metadata, _ = _header(path)
+    return {name: (dtype, shape) for name, (dtype, shape, _) in entries.items()}, metadata
+
+
+def _header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int]], dict[str, str], int]:
+    """``read_header``'s entries with each tensor's offset in the data, the metadata, where the data starts."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path} does not exist")
     refuse_pickle(path)
     try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-            tensors = {key: f.get_tensor(key) for key in f.keys()}
-    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError, OverflowError) as exc:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            length = int.from_bytes(f.read(8), "little")
+            if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
+                raise CheckpointError(f"{path} is not a safetensors file of convzoo: its header would be {length:,} "
+                                      f"bytes (the file has {size:,}; at most {MAX_HEADER_BYTES:,} are read)")
+            header = json.loads(f.read(length))
+    except OSError as exc:
+        raise CheckpointError(f"{path} cannot be read ({first_line(exc)})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not JSON)") from None
+    entries, metadata = _parse_header(header, size - 8 - length, path)
+    return entries, metadata, 8 + length
+
+
+def _parse_header(header: object, data_bytes: int, path: Path) -> tuple[dict, dict[str, str]]:
+    """The header's tensors as ``{name: (dtype, shape, offset)}``, checked to tile ``data_bytes`` exactly."""
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not a mapping)")
+    metadata = header.get("__metadata__") or {}
+    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
+        raise CheckpointError(f"{path} is not a readable safetensors file (its metadata is not text)")
+    entries: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            continue
+        try:
+            dtype = DTYPES[entry["dtype"]]
+            shape = tuple(entry["shape"])
+            begin, end = entry["data_offsets"]
+            if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
+                raise ValueError
+        except (KeyError, TypeError, ValueError):
+            raise CheckpointError(f"{path} is not a readable safetensors file (tensor {name!r} is not described "
+                                  "by a known dtype, a shape and two offsets)") from None
+        if end - begin != math.prod(shape) * dtype.itemsize:
+            raise CheckpointError(f"{path} is not a readable safetensors file (tensor {name!r} has "
+                                  f"{end - begin:,} bytes for {dtype} {shape})")
+        entries[name] = (dtype, shape, begin)
+        spans.append((begin, end))
+    covered = 0
+    for begin, end in sorted(spans):
+        if begin != covered:
+            break
+        covered = end
+    if covered != data_bytes:
+        raise CheckpointError(f"{path} is not a readable safetensors file: its header describes tensors of "
+                              f"{covered:,} bytes that do not fill the {data_bytes:,} bytes after it")
+    return entries, metadata
+
+
+def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str | Path, what: str) -> None:
+    """``CheckpointError`` unless ``entries`` (``read_header``'s) are exactly ``expected``'s names, dtypes, shapes."""
+    missing, extra = sorted(set(expected) - set(entries)), sorted(set(entries) - set(expected))
+    if missing or extra:
+        found = f"lacks {', '.join(missing[:3])}" if missing else f"has unexpected {', '.join(extra[:3])}"
+        raise CheckpointError(f"{path} does not match {what}: it {found}")
+    for key, tensor in expected.items():
+        dtype, shape = entries[key]
+        if shape != tuple(tensor.shape) or dtype != tensor.dtype:
+            raise CheckpointError(f"{path} does not match {what}: {key} is {dtype} {shape}, "
+                                  f"the model has {tensor.dtype} {tuple(tensor.shape)}")
+
+
+def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Every tensor of ``path`` and its metadata, checked against the checksum; call after ``read_header``.
+
+    The tensors are read by Python at the header's offsets, each into its own tensor: the memory
+    is exactly theirs, and any path opens (safetensors' reader needs the path to be UTF-8).
+    """
+    path = Path(path)
+    entries, metadata, start = _header(path)
+    tensors = {}
+    try:
+        with open(path, "rb") as f:
+            for name, (dtype, shape, offset) in sorted(entries.items(), key=lambda item: item[1][2]):
+                tensor = torch.empty(shape, dtype=dtype)
+                buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+                f.seek(start + offset)
+                if f.readinto(buffer) != len(buffer):
+                    raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
+                tensors[name] = tensor
+    except OSError as exc:
         raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
@@ -86,9 +189,10 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
 
 
 def _write(path: str | Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    """Serialize in memory, then write the bytes through ``fileio``: a full disk is an ``OSError`` there
+    (a ``FileSystemError`` naming the file), never safetensors' own error, and the temporary file goes."""
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"format": FORMAT, **metadata, "sha256": _digest(tensors)})
+    write_bytes(path, save(tensors, metadata={"format": FORMAT, **metadata, "sha256": _digest(tensors)}))
 
 
 def _json(metadata: dict[str, str], key: str, path: str | Path) -> object:
@@ -101,11 +205,9 @@ def _json(metadata: dict[str, str], key: str, path: str | Path) -> object:
 def saved_epoch(path: str | Path) -> int | None:
     """The number of completed epochs a ``checkpoint.safetensors`` holds (read from its header); None if unreadable."""
     try:
-        refuse_pickle(path)
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
+        _, metadata = read_header(path)
         return int(metadata["epoch"]) if metadata.get("format") == FORMAT else None
-    except (CheckpointError, SafetensorError, OSError, ValueError, RuntimeError, TypeError, KeyError):
+    except (CheckpointError, ValueError, KeyError):
         return None
 
 
@@ -151,9 +253,17 @@ def save_model(path: str | Path, model: nn.Module) -> None:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Module:
-    """Rebuild the model stored by ``save_model`` (in evaluation mode, on ``device``)."""
-    tensors, metadata = _read(path)
+    """Rebuild the model stored by ``save_model`` (in evaluation mode, on ``device``).
+
+    The names, dtypes and shapes in the file's header are compared with the model (built on the
+    meta device) before any tensor is read: an unrelated or oversized file costs no memory.
+    """
+    entries, metadata = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
     model = build_from_config(_json(metadata, "model", path), path)
+    _check_entries(model.state_dict(), entries, path, "its model")
+    tensors, metadata = _read(path)
     _load_weights(model, tensors, path, assign=True)
     return model.to(device).eval()
 
@@ -164,12 +274,13 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
     The file's model must be ``model``'s (name and arguments, e.g. a weights file copied from another
     run is refused) and every tensor must have its parameter's shape and dtype.
     """
-    tensors, metadata = _read(path)
+    entries, metadata = read_header(path)  # names, dtypes and shapes first: an unrelated file costs no memory
     stored = _json(metadata, "model", path)
     if stored != model.config:
         raise CheckpointError(f"{path} holds {_described(stored)}, but its run describes {_described(model.config)}: "
                               "the files come from different runs")
-    _load_weights(model, tensors, path, assign=True)
+    _check_entries(model.state_dict(), entries, path, "its model")
+    _load_weights(model, _read(path)[0], path, assign=True)
 
 
 def _described(config: object) -> str:
@@ -229,9 +340,13 @@ def load_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimi
     Everything is checked before anything is restored; a file that is not what ``save_state``
     writes for this model and optimizer raises ``CheckpointError``.
     """
-    tensors, metadata = _read(path)
+    entries, metadata = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
     if _json(metadata, "model", path) != model.config:
         raise CheckpointError(f"{path} belongs to another model ({metadata.get('model')})")
+    _check_state_entries(entries, model, optimizer, path)
+    tensors, metadata = _read(path)
     try:
         epoch, history = _parse_progress(metadata, path)
         optimizer_state = _parse_optimizer_state(tensors, _json(metadata, "optimizer", path), optimizer)
@@ -248,6 +363,48 @@ def load_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimi
     if len(rng) > 1 and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(rng[1 : 1 + torch.cuda.device_count()])
     return epoch, history
+
+
+# Optimizer states that are a tensor shaped like the parameter (SGD's, AdamW's); ``step`` is one number.
+PARAMETER_SHAPED_STATES = frozenset({"momentum_buffer", "exp_avg", "exp_avg_sq", "max_exp_avg_sq"})
+MAX_RNG_BYTES = 1 << 16  # a generator state: the CPU's is 5,056 bytes, a CUDA device's 16
+
+
+def _check_state_entries(entries: dict, model: nn.Module, optimizer: torch.optim.Optimizer, path: str | Path) -> None:
+    """The header of a checkpoint against ``model`` and ``optimizer``, before a tensor is read.
+
+    The weights must be the model's; an optimizer state may be only what ``snapshot_state``
+    writes for one of the optimizer's parameters; the generator states are small uint8 vectors.
+    """
+    weights = {k[6:]: v for k, v in entries.items() if k.startswith("model.")}
+    _check_entries(model.state_dict(), weights, path, "its model")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for key, (dtype, shape) in entries.items():
+        if key.startswith("model."):
+            continue
+        if key.startswith("rng."):
+            if dtype != torch.uint8 or len(shape) != 1 or shape[0] > MAX_RNG_BYTES:
+                raise CheckpointError(f"{path} is not a valid convzoo checkpoint ({key} is {dtype} {shape}, "
+                                      "not a generator state)")
+            continue
+        parts = key.split(".", 2)
+        if len(parts) != 3 or parts[0] != "optim" or not parts[1].isdigit() or int(parts[1]) >= len(params):
+            raise CheckpointError(f"{path} is not a valid convzoo checkpoint ({key} names no state of this "
+                                  f"run's {len(params)} parameters)")
+        _check_optimizer_tensor(key, dtype, shape, params[int(parts[1])], path)
+
+
+def _check_optimizer_tensor(key: str, dtype: torch.dtype, shape: tuple, param: torch.Tensor, path: str | Path) -> None:
+    name = key.split(".", 2)[2]
+    if name == "step":
+        fits = dtype.is_floating_point and math.prod(shape) == 1 and len(shape) <= 1
+    elif name in PARAMETER_SHAPED_STATES:
+        fits = dtype == param.dtype and shape == tuple(param.shape)
+    else:
+        fits = dtype.is_floating_point and shape in ((), tuple(param.shape))
+    if not fits:
+        raise CheckpointError(f"{path} has an optimizer state that does not fit this run: {key} is {dtype} {shape}, "
+                              f"its parameter {param.dtype} {tuple(param.shape)}")
 
 
 def _parse_progress(metadata: dict[str, str], path: str | Path) -> tuple[int, list[dict]]:
@@ -287,6 +444,10 @@ def _parse_optimizer_state(
             v is None or isinstance(v, (int, float, bool)) for v in values.values()
         ):
             raise ValueError(f"optimizer state {index!r} is not plain numbers")
+        shaped = sorted(k for k, v in values.items() if k in PARAMETER_SHAPED_STATES and v is not None)
+        if shaped:
+            raise ValueError(f"optimizer state {index!r} has plain numbers for {', '.join(shaped)}, which are "
+                             "tensors shaped like the parameter")
         state.setdefault(int(index), {}).update(values)
     return state
 

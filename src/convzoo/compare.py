@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
+from .escape import href, terminal
 from .figures import figure_png, runs_figure
 from .fileio import write_text
 from .htmlpage import esc, img, number, page, table
@@ -50,7 +51,7 @@ def differing_settings(run_dirs: Sequence[str | Path]) -> dict[str, list[object]
 def format_table(rows: Sequence[dict]) -> str:
     """The rows as an aligned text table (a column is as wide as its longest entry)."""
     cells = [[HEADINGS[key] for key in COMPARE_COLUMNS]]
-    cells += [[_text(row[key], key) for key in COMPARE_COLUMNS] for row in rows]
+    cells += [[terminal(_text(row[key], key)) for key in COMPARE_COLUMNS] for row in rows]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COMPARE_COLUMNS))]
     left = {"run", "model", "recipe"}
     return "\n".join("  ".join(cell.ljust(width) if key in left else cell.rjust(width)
@@ -90,5 +91,5 @@ def _report_link(row: dict, out: Path) -> str:
     report = Path(row["run_dir"]) / "report.html"
     if not report.is_file():
         return esc(row["run"])
-    href = os.path.relpath(report.resolve(), out.resolve().parent)
-    return f'<a href="{esc(Path(href).as_posix())}">{esc(row["run"])}</a>'
+    link = os.path.relpath(report.resolve(), out.resolve().parent)
+    return f'<a href="{href(Path(link))}">{esc(row["run"])}</a>'

@@ -16,9 +16,10 @@ dies ends the job with an error instead of leaving the others waiting forever.
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
@@ -26,7 +27,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from .errors import UserError, first_line
+from .errors import ConfigError, UserError, first_line
+from .terms import option
 
 TIMEOUT_ENV = "CONVZOO_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_S = 60.0
@@ -131,6 +133,37 @@ def destroy() -> None:
 
 def active() -> bool:
     return dist.is_available() and dist.is_initialized()
+
+
+def agree(config: Mapping[str, object], *, local: Collection[str] = ()) -> None:
+    """Raise ``ConfigError`` on every rank unless all ranks were given the same ``config`` (a no-op alone).
+
+    Call it right after ``init``, before any work: a rank started with another ``--seed`` or
+    ``--lr`` would otherwise train with its own value while rank 0's is recorded, and one with
+    another ``--epochs`` or ``--batch-size`` would stop at a mismatched collective. Every rank's
+    configuration is gathered (as JSON, so every rank compares the same text) and each field whose
+    values differ is named as its flag with each rank's value: ``ranks disagree on --seed: rank 0
+    has 0, rank 1 has 1; give every rank the same command``. ``local`` names fields that may
+    differ (a per-node path).
+    """
+    if not active():
+        return
+    mine = {key: json.dumps(value, sort_keys=True, default=str) for key, value in config.items() if key not in local}
+    gathered: list[dict[str, str] | None] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, mine)
+    differences = []
+    for key in dict.fromkeys(k for ranks_config in gathered for k in ranks_config):
+        values = [ranks_config.get(key, "(not given)") for ranks_config in gathered]
+        if len(set(values)) > 1:
+            by_value: dict[str, list[int]] = {}
+            for rank, value in enumerate(values):
+                by_value.setdefault(value, []).append(rank)
+            who = ", ".join(f"rank{'s' if len(ranks) > 1 else ''} {', '.join(map(str, ranks))} "
+                            f"{'have' if len(ranks) > 1 else 'has'} {value}" for value, ranks in by_value.items())
+            differences.append((key, f"{option(key)}: {who}"))
+    if differences:
+        raise ConfigError(f"ranks disagree on {'; on '.join(text for _, text in differences)}; give every rank the "
+                          "same command", field=differences[0][0])
 
 
 def all_reduce_sum(*tensors: torch.Tensor) -> None:

@@ -18,12 +18,14 @@ A network built with ``backend="scratch"`` is exported through its ``torch``-bac
 arithmetic done in Python rather than convolutions. The check compares the exported file with
 the network as given, so the twin is checked too.
 
-The file is written to a temporary name, checked (``batch_sizes`` of real images, logits within
-``TOLERANCE`` and the same predicted classes), and only then renamed to its final name.
+The file is serialized in memory, written to a temporary name through ``convzoo.fileio``, checked
+(``batch_sizes`` of real images, logits within ``TOLERANCE`` and the same predicted classes), and
+only then renamed to its final name.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import warnings
 from collections.abc import Sequence
@@ -85,28 +87,31 @@ def _onnxruntime():
     return onnx, onnxruntime
 
 
-def _write_onnx(model: nn.Module, example: torch.Tensor, path: Path, input_size: int) -> None:
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, input_size: int) -> bytes:
     onnx, _ = _onnxruntime()
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript-based exporter (see the docstring)
         torch.onnx.export(
-            model, (example,), str(path), dynamo=False, opset_version=OPSET, input_names=["images"],
+            model, (example,), buffer, dynamo=False, opset_version=OPSET, input_names=["images"],
             output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )
-    graph = onnx.load(str(path))
+    graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, {
         "convzoo.model": json.dumps(model.config), "convzoo.classes": json.dumps(list(CLASSES)),
         "convzoo.input": f"float32 (N, 1, {input_size}, {input_size}): pixels / 255, light object on dark",
     })
     onnx.checker.check_model(graph)
-    onnx.save(graph, str(path))
+    return graph.SerializeToString()
 
 
-def _write_torchscript(model: nn.Module, example: torch.Tensor, path: Path) -> None:
+def _torchscript_bytes(model: nn.Module, example: torch.Tensor) -> bytes:
+    buffer = io.BytesIO()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated (see the docstring)
         traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(path))
+        torch.jit.save(traced, buffer)
+    return buffer.getvalue()
 
 
 def run_exported(path: str | Path, format: str, x: torch.Tensor) -> np.ndarray:
@@ -146,11 +151,11 @@ def export_model(
     with torch.no_grad():
         expected = [model(x).numpy() for x in inputs]
     largest = 0.0
+    # Serialized in memory, then written by Python: a full disk is an OSError that ``atomic_path``
+    # turns into one line and cleans up (``torch.jit.save`` to a file aborts the process instead).
+    data = _onnx_bytes(twin, inputs[0], input_size) if format == "onnx" else _torchscript_bytes(twin, inputs[0])
     with atomic_path(out) as tmp:
-        if format == "onnx":
-            _write_onnx(twin, inputs[0], tmp, input_size)
-        else:
-            _write_torchscript(twin, inputs[0], tmp)
+        tmp.write_bytes(data)
         for x, want in zip(inputs, expected):
             got = run_exported(tmp, format, x)
             if got.shape != want.shape:

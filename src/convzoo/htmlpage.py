@@ -1,13 +1,15 @@
 """Self-contained HTML pages: inline style, pictures as PNG ``data:`` URIs, no script.
 
-The pieces the report and the comparison pages are built from; every value is escaped here.
+The pieces the report and the comparison pages are built from; every value is escaped here
+(``convzoo.escape``: names are text, never markup; links are percent-encoded relative paths).
 """
 
 from __future__ import annotations
 
 import base64
-import html
 from collections.abc import Sequence
+
+from .escape import html_text
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; margin: 0; background: #f6f6f4; }
@@ -28,7 +30,8 @@ code { background: #f0f0ee; padding: 1px 4px; border-radius: 3px; word-break: br
 
 
 def esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+    """``value`` as HTML text or a quoted attribute (``convzoo.escape.html_text``)."""
+    return html_text(value)
 
 
 def img(data: bytes, alt: str) -> str:

@@ -13,8 +13,11 @@ within a range (``REFERENCE``); an image outside any range is flagged, with the 
 
 from __future__ import annotations
 
+import fnmatch
 import glob
-from collections.abc import Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,8 +27,9 @@ from torch import nn
 from .config import TrainConfig
 from .data import CLASSES, to_input
 from .errors import ConfigError
+from .escape import terminal
 from .evaluate import scores
-from .images import ImageError, as_pixels
+from .images import ImageError, as_pixels, load_image
 from .terms import option
 
 # What a folder or a glob contributes: files PIL reads, by their suffix (a file named outright is always tried).
@@ -87,38 +91,151 @@ class Prediction:
                 "unlike_training_data": self.unlike_training_data is not None, "why": self.unlike_training_data}
 
     def format(self) -> str:
-        """One line: ``image: Sneaker 91.2% (Sandal 5.1%, Ankle boot 2.0%)``, and the warning if any."""
+        """One line: ``image: Sneaker 91.2% (Sandal 5.1%, Ankle boot 2.0%)``, and the warning if any.
+
+        The image's name is shown as ``convzoo.escape.terminal`` writes it: a file name cannot
+        send escape sequences to the terminal or break the line.
+        """
         others = ", ".join(f"{name} {p:.1%}" for name, p in self.top[1:])
-        line = f"{self.image}: {self.class_name} {self.probability:.1%}" + (f" ({others})" if others else "")
+        line = f"{terminal(self.image)}: {self.class_name} {self.probability:.1%}" + (f" ({others})" if others else "")
         if self.unlike_training_data:
             line += f"  [unlike the training data: {self.unlike_training_data}]"
         return line
 
 
-def find_images(specs: Sequence[str | Path]) -> list[Path]:
+def find_images(specs: Sequence[str | Path], *, warn: Callable[[str], None] | None = None) -> list[Path]:
     """The image files that ``specs`` name: files as given, each folder's image files, each glob's matches.
 
     Folders and globs contribute the files with an image suffix (``IMAGE_SUFFIXES``), sorted; a
-    folder is not searched recursively, a glob with ``**`` is. A name that is none of these, a
-    folder without images and a glob that matches none are ``ImageError``s.
+    folder is not searched recursively, a glob with ``**`` is, without entering a directory
+    through a symbolic link (a link loop cannot hang it) and without hidden directories, as
+    ``glob`` does. Each file is listed once, however many links and patterns reach it. A file
+    a folder or glob found but convzoo cannot read (a format it lists but does not decode, a
+    damaged file) is left out, and ``warn`` (default: a ``warning:`` line on stderr) names them
+    all in one line; a file named outright is kept, so reading it reports its error. More than
+    ``MAX_IMAGES`` files, a name that is none of these, a folder without readable images and a glob
+    that matches none are ``ImageError``s.
     """
     found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    skipped: list[str] = []
+
+    def add(path: Path, probe: bool) -> bool:
+        try:
+            st = path.stat()
+            key = (st.st_dev, st.st_ino)
+        except OSError:
+            key = None  # a missing file named outright: load_image reports it, naming it
+        if key is not None and key in seen:
+            return True
+        if probe:
+            try:
+                load_image(path)
+            except ImageError as exc:
+                skipped.append(str(exc))
+                return False
+        if key is not None:
+            seen.add(key)
+        if len(found) >= MAX_IMAGES:
+            raise ImageError(f"more than {MAX_IMAGES:,} image files: name fewer files, folders or globs")
+        found.append(path)
+        return True
+
     for spec in specs:
         path = Path(spec)
         if path.is_dir():
-            files = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted(p for p in _folder_files(path) if p.suffix.lower() in IMAGE_SUFFIXES)
             if not files:
                 raise ImageError(f"{spec}: a folder with no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
-            found += files
+            if not [p for p in files if add(p, probe=True)]:
+                raise ImageError(f"{spec}: a folder with no image file convzoo can read ({skipped[-1]})")
         elif path.exists() or not glob.has_magic(str(spec)):
-            found.append(path)  # a missing file is reported by load_image, naming it
+            add(path, probe=False)
         else:
-            files = sorted(Path(p) for p in glob.glob(str(spec), recursive=True)
-                           if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted({p for p in _glob(str(spec)) if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()})
             if not files:
                 raise ImageError(f"{spec}: matches no image file")
-            found += files
+            if not [p for p in files if add(p, probe=True)]:
+                raise ImageError(f"{spec}: matches no image file convzoo can read ({skipped[-1]})")
+    if skipped:
+        shown = "; ".join(skipped[:5]) + (f"; and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        message = f"skipped {len(skipped)} file{'s' if len(skipped) != 1 else ''} convzoo cannot read: {shown}"
+        (warn or _warn)(message)
     return found
+
+
+# The most image files one prediction takes (each is decoded, and held as 28x28 pixels).
+MAX_IMAGES = 100_000
+
+
+def _warn(message: str) -> None:
+    print(f"warning: {terminal(message)}", file=sys.stderr, flush=True)
+
+
+def _folder_files(folder: Path) -> list[Path]:
+    """The regular files in ``folder`` (a link to a file counts), not searched recursively."""
+    with os.scandir(folder) as entries:
+        return [folder / entry.name for entry in entries if entry.is_file()]
+
+
+def _glob(pattern: str) -> Iterator[Path]:
+    """``glob.glob(pattern, recursive=True)``, except that ``**`` never enters a directory through a link.
+
+    ``glob`` follows directory links under ``**``, so a link to a parent directory repeats the
+    same files until the path is too long. Here ``**`` is every real directory below, each once
+    (also by device and inode, for bind mounts); the other parts match as ``glob`` matches them.
+    """
+    parts = Path(pattern).parts
+    fixed = 0
+    while fixed < len(parts) and not glob.has_magic(parts[fixed]):
+        fixed += 1
+    base = Path(*parts[:fixed]) if fixed else Path()
+    yield from _match(base, parts[fixed:])
+
+
+def _match(base: Path, parts: Sequence[str]) -> Iterator[Path]:
+    if not parts:
+        if base.exists():
+            yield base
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "**":
+        for folder in _real_folders(base):
+            yield from _match(folder, rest)
+            if not rest:
+                yield from (p for p in _folder_files(folder))
+    elif glob.has_magic(head):
+        try:
+            with os.scandir(base) as entries:
+                names = sorted(entry.name for entry in entries)
+        except OSError:
+            return  # as glob: an unreadable folder matches nothing
+        for name in fnmatch.filter(names, head):
+            if name.startswith(".") and not head.startswith("."):
+                continue  # as glob: hidden names only for a pattern that starts with "."
+            yield from _match(base / name, rest)
+    else:
+        yield from _match(base / head, rest)
+
+
+def _real_folders(top: Path) -> Iterator[Path]:
+    """``top`` and every directory below it that is not hidden, never through a link, each once."""
+    seen: set[tuple[int, int]] = set()
+    stack = [top]
+    while stack:
+        folder = stack.pop()
+        try:
+            st = folder.stat()
+            if (st.st_dev, st.st_ino) in seen:
+                continue
+            seen.add((st.st_dev, st.st_ino))
+            with os.scandir(folder) as entries:
+                below = sorted(folder / e.name for e in entries
+                               if e.is_dir(follow_symlinks=False) and not e.name.startswith("."))
+        except OSError:
+            continue  # as glob: an unreadable or vanished folder contributes nothing
+        yield folder
+        stack.extend(reversed(below))
 
 
 def image_statistics(pixels: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -20,7 +20,6 @@ they show it (a few times a second at most).
 
 from __future__ import annotations
 
-import html
 import shlex
 import sys
 import time
@@ -32,6 +31,7 @@ import torch
 
 from .config import TrainConfig
 from .errors import ConfigError
+from .escape import html_text
 from .estimate import LONG_RUN_SECONDS, format_seconds, run_seconds, shorter
 from .terms import option
 
@@ -217,7 +217,7 @@ class NotebookView(_Paced):
         return figure_png(live_curves_figure(self._train, self._test, self.config.epochs, title=title))
 
     def _text(self, text: str) -> str:
-        return f"<pre style='margin: 0'>{html.escape(text)}</pre>"
+        return f"<pre style='margin: 0'>{html_text(text)}</pre>"
 
     def _redraw(self) -> None:
         self._plot.update(self._image(data=self._png()))

@@ -16,7 +16,19 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from .errors import UserError
 from .models import check_input_size, create_model, get_model_spec, rebuild
+
+# The largest arguments ``summarize_model`` takes. Nothing is allocated whatever they are (the
+# network is built on the meta device), but past these a network is not one anybody trains and
+# its sizes leave int64: the same input side as ``train --resize``, channels and classes to spare.
+MAX_INPUT_SIZE = 8192
+MAX_IN_CHANNELS = 1024
+MAX_NUM_CLASSES = 1_000_000
+
+
+class SummaryError(UserError):
+    """An argument of ``summary`` outside what a network can have (the message names the flag and the limit)."""
 
 
 @dataclass
@@ -116,7 +128,17 @@ def summarize(model: nn.Module, input_size: int, *, in_channels: int = 1, name: 
 def summarize_model(
     name: str, *, input_size: int | None = None, in_channels: int = 1, num_classes: int = 10
 ) -> ModelSummary:
-    """``summarize`` a registered model, at its native input size unless ``input_size`` is given."""
+    """``summarize`` a registered model, at its native input size unless ``input_size`` is given.
+
+    The model is built on the meta device: shapes, parameters and MACs without allocating a
+    byte of weights, so its memory does not grow with the arguments; each is bounded
+    (``MAX_INPUT_SIZE``, ``MAX_IN_CHANNELS``, ``MAX_NUM_CLASSES``) with a ``SummaryError``.
+    """
     size = get_model_spec(name).input_size if input_size is None else input_size
-    model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size)
+    for flag, value, largest in (("--input-size", size, MAX_INPUT_SIZE), ("--in-channels", in_channels,
+                                 MAX_IN_CHANNELS), ("--num-classes", num_classes, MAX_NUM_CLASSES)):
+        if isinstance(value, int) and value > largest:  # too small: create_model and the shape check say so
+            raise SummaryError(f"{flag} must be at most {largest:,}, got {value:,}")
+    with torch.device("meta"):
+        model = create_model(name, num_classes=num_classes, in_channels=in_channels, input_size=size)
     return summarize(model, size, in_channels=in_channels, name=name)

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -266,7 +266,9 @@ def _device(config: TrainConfig, rank: distributed.Rank | None) -> torch.device:
     if config.cuda_graphs and device.type == "cuda":
         raise ConfigError(f"{option('cuda_graphs')} trains in one process; leave it out under torchrun",
                           field="cuda_graphs")
-    return distributed.init(rank, device)
+    device = distributed.init(rank, device)
+    distributed.agree(asdict(config))
+    return device
 
 
 def _resumed_state(config: TrainConfig, run_dir: RunDirectory, model: nn.Module, optimizer: torch.optim.Optimizer,

@@ -10,6 +10,7 @@ import platform
 import torch
 
 from .. import __version__
+from ..escape import json_safe
 
 EXIT_USAGE = 2
 
@@ -34,12 +35,14 @@ def parse_float(text: str) -> float:
 
 
 def print_json(obj: object) -> None:
-    print(json.dumps(obj))
+    print(json.dumps(json_safe(obj)))
 
 
 def one_line(exc: BaseException) -> str:
-    """The whole message of ``exc`` folded into one line."""
-    return " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    """The whole message of ``exc`` folded into one line, safe for a terminal (``convzoo.escape.terminal``)."""
+    from ..escape import terminal
+
+    return " ".join(terminal(line.strip()) for line in str(exc).splitlines() if line.strip())
 
 
 def rank_prefix() -> str:

@@ -10,6 +10,7 @@ from .. import data
 from ..data.catalog import NAMED, check_named
 from ..data.idx import check_cache
 from ..errors import DataError
+from ..escape import terminal
 from .common import parse_float, parse_int, print_json
 
 _DATA_HELP = f"a named set ({', '.join(NAMED)}; default fashion-mnist), an IDX folder or a folder of images by class"
@@ -84,11 +85,12 @@ def cmd_data(args: argparse.Namespace) -> None:
         if len(labels) == 0:
             raise DataError(f"the {args.split} split is empty")
         save_figure(samples_figure(images[: args.count], labels[: args.count], classes=classes), args.out)
-        print(f"wrote {args.out}")
+        print(f"wrote {terminal(args.out)}")
     elif args.data_command == "export":
         found = data.open_data(args.name, data_dir=args.data_dir)
         dest = data.export_tree(found, args.dest)
-        print(f"wrote {len(found.train_labels):,} training and {len(found.test_labels):,} test images to {dest}")
+        print(f"wrote {len(found.train_labels):,} training and {len(found.test_labels):,} test images to "
+              f"{terminal(dest)}")
 
 
 def _luma(images: torch.Tensor) -> torch.Tensor:

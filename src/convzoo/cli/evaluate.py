@@ -6,6 +6,7 @@ import argparse
 
 from .. import api
 from ..data import CLASSES
+from ..escape import terminal
 from ..predict import check_top_k
 from .common import parse_int, print_json
 
@@ -24,7 +25,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"test accuracy {result.accuracy:.4f} on {result.count:,} images (loss {result.loss:.4f})")
     for name, acc in per_class.items():
         print(f"  {name:<12} {acc:.4f}")
-    print(f"confusion matrix: {out}")
+    print(f"confusion matrix: {terminal(out)}")
 
 
 def cmd_predict(args: argparse.Namespace) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..escape import terminal
 from ..export import FORMATS, export_run
 from .common import print_json
 
@@ -14,7 +15,7 @@ def cmd_export(args: argparse.Namespace) -> None:
         print_json(result.to_json())
         return
     sizes = " and ".join(map(str, result.batch_sizes))
-    print(f"wrote {result.path} ({result.format}, input N x 1 x {result.input_size} x {result.input_size}); "
+    print(f"wrote {terminal(result.path)} ({result.format}, input N x 1 x {result.input_size} x {result.input_size}); "
           f"max |logit difference| to PyTorch {result.max_abs_diff:.2g} on batches of {sizes} test images")
 
 

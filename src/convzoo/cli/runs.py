@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 
 from .. import api
+from ..escape import terminal
 from ..rundir import held
 from .common import parse_int, print_json
 
@@ -37,7 +38,7 @@ def cmd_show(args: argparse.Namespace) -> None:
         path = show.show_curves(args.run_dirs, args.out)
     else:
         path = show.show_ops(args.out)
-    print(f"wrote {path}")
+    print(f"wrote {terminal(path)}")
 
 
 def cmd_report(args: argparse.Namespace) -> None:
@@ -45,7 +46,7 @@ def cmd_report(args: argparse.Namespace) -> None:
 
     run = api.load(args.run_dir, args.device).evaluated(args.data_dir)
     with held(args.run_dir):
-        print(f"wrote {write_report(run)}")
+        print(f"wrote {terminal(write_report(run))}")
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
@@ -59,7 +60,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         print_json({"out": str(path), "runs": rows})
         return
     print(format_table(rows))
-    print(f"wrote {path}")
+    print(f"wrote {terminal(path)}")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from .. import api
 from ..config import RENAMED, flag_name, option_fields, recipe_fields
 from ..errors import ConfigError
+from ..escape import terminal
 from ..estimate import Plan
 from ..models import list_models
 from .common import parse_float, parse_int, print_json, rank_prefix
@@ -85,8 +86,8 @@ def cmd_train(args: argparse.Namespace) -> None:
         print_json(run.to_json())
     else:
         print(f"test accuracy {run.test_acc:.4f} after {run.epochs} epochs, {run.train_seconds:.1f} s")
-        print(f"run directory: {run.run_dir}  (report.html, curves.png, confusion.png, metrics.jsonl, "
-              "model.safetensors)")
+        print(f"run directory: {terminal(run.run_dir)}  (open {terminal(run.run_dir / 'report.html')}: curves, "
+              "confusion matrix, mistakes)")
 
 
 def show_plan(plan: Plan, *, resume: bool, as_json: bool) -> None:
@@ -95,7 +96,8 @@ def show_plan(plan: Plan, *, resume: bool, as_json: bool) -> None:
         print_json(plan.to_json())
         return
     print(plan.format())
-    print(f"run directory: {plan.run_dir} ({'resumed by the command, left as it is' if resume else 'not created'})")
+    state = "resumed by the command, left as it is" if resume else "not created"
+    print(f"run directory: {terminal(plan.run_dir)} ({state})")
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:

@@ -15,6 +15,7 @@ from torch import nn
 
 from ..data import CLASSES, to_input
 from ..errors import RunFileError
+from ..escape import plot_text
 from .base import place_axes, text_width, tile_grid
 
 KERNEL_CMAP = "RdBu_r"  # diverging: negative weights blue, positive red, zero white
@@ -71,7 +72,7 @@ def kernels_figure(weight: torch.Tensor, *, title: str = "", max_inputs: int = 8
         note = ", ".join(filter(None, [note, f"first {shown} of {c_out} output channels"]))
     tiles = tiles.numpy()
     limit = float(np.nanmax(np.abs(tiles))) or 1.0
-    heading = title + (f"\n({note})" if note else "")
+    heading = plot_text(title) + (f"\n({note})" if note else "")
 
     # Inches. Tile numbers (7 pt) go above every tile, or above the first row and left of each row
     # for (input, output) pairs; the axis labels (9 pt) below and on the left; the colour bar right.
@@ -153,7 +154,7 @@ def features_figure(
     resized = f"\nresized to {input_size}\u00d7{input_size}" if (h, w) != (input_size, input_size) else ""
     ax_in.set_title(f"input {h}\u00d7{w}{resized}", fontsize=8)
     best = probs.topk(3)
-    lines = [f"{CLASSES[int(i)]}: {float(p):.1%}" for p, i in zip(best.values, best.indices)]
+    lines = [f"{plot_text(CLASSES[int(i)])}: {float(p):.1%}" for p, i in zip(best.values, best.indices)]
     ax_text.set_axis_off()
     ax_text.text(0.02, 0.5, "network's top classes\n" + "\n".join(lines), va="center", fontsize=9)
     for sub, name in zip(rows, names):
@@ -169,8 +170,9 @@ def features_figure(
                 ax.set_title(f"ch {c}", fontsize=7, pad=2)
         sub.colorbar(image_artist, ax=axes, shrink=0.9, aspect=12)
         c_out, h, w = outputs[name].shape
-        sub.suptitle(f"{_describe(name, conv)}: output {c_out}\u00d7{h}\u00d7{w}", fontsize=8, x=0.02, ha="left")
+        sub.suptitle(f"{plot_text(_describe(name, conv))}: output {c_out}\u00d7{h}\u00d7{w}", fontsize=8, x=0.02,
+                     ha="left")
     shown = f"{len(names)} of {len(convs)} conv layers" if len(names) < len(convs) else f"{len(convs)} conv layers"
-    fig.suptitle(f"{title}\nfirst {channels} channels after each conv (before its activation), {shown}",
+    fig.suptitle(f"{plot_text(title)}\nfirst {channels} channels after each conv (before its activation), {shown}",
                  fontsize=10)
     return fig

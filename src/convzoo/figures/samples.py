@@ -13,6 +13,7 @@ import torch
 from matplotlib.figure import Figure
 
 from ..data import CLASSES
+from ..escape import plot_text
 from .base import text_width, tile_grid
 
 
@@ -46,9 +47,10 @@ def samples_figure(
     for i in range(n):
         r, c = divmod(i, ncols)
         if preds is None or preds[i] == labels[i]:
-            grid.above(r, c, classes[labels[i]], fontsize=8)
+            grid.above(r, c, plot_text(classes[labels[i]]), fontsize=8)
         else:
-            grid.above(r, c, f"{classes[preds[i]]}\n({classes[labels[i]]})", fontsize=8, color="tab:red")
+            grid.above(r, c, f"{plot_text(classes[preds[i]])}\n({plot_text(classes[labels[i]])})", fontsize=8,
+                       color="tab:red")
     return grid.fig
 
 
@@ -61,7 +63,7 @@ def mistakes_figure(
     """
     wrong = torch.nonzero(predictions.cpu() != labels.cpu()).flatten()
     shown = wrong[:count].tolist()
-    heading = f"{title}: {len(wrong)} of {len(labels)} test images misclassified"
+    heading = f"{plot_text(title)}: {len(wrong)} of {len(labels)} test images misclassified"
     if not shown:
         fig = Figure(figsize=(6, 2))
         ax = fig.add_axes((0, 0, 1, 1))
@@ -82,7 +84,7 @@ def mistakes_figure(
     )
     for n, i in enumerate(shown):
         r, c = divmod(n, ncols)
-        grid.above(r, c, f"true: {CLASSES[int(labels[i])]}", fontsize=7.5, pad=3)
-        grid.below(r, c, f"pred: {CLASSES[int(predictions[i])]}", fontsize=7.5, pad=3, color="tab:red")
+        grid.above(r, c, f"true: {plot_text(CLASSES[int(labels[i])])}", fontsize=7.5, pad=3)
+        grid.below(r, c, f"pred: {plot_text(CLASSES[int(predictions[i])])}", fontsize=7.5, pad=3, color="tab:red")
     grid.fig.suptitle(heading, fontsize=10, y=1 - 0.1 / grid.fig.get_figheight())
     return grid.fig

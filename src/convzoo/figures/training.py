@@ -11,23 +11,35 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..escape import plot_label, plot_text
 from .base import place_axes
 
 
 def curves_figure(history: Sequence[dict], *, title: str = "") -> Figure:
-    """The book's training plot: train loss, train accuracy and test accuracy per epoch (``metrics.jsonl`` rows)."""
+    """The book's training plot: train loss, train accuracy and test accuracy per epoch (``metrics.jsonl`` rows).
+
+    The loss (no upper bound) is on the left axis, the accuracies (0 to 1) on a labelled right one;
+    one legend names all three lines.
+    """
     epochs = [row["epoch"] for row in history]
     fig = Figure(figsize=(5.5, 4.07))
-    ax = place_axes(fig, 0.55, 0.5, 4.8, 3.2)
-    ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
-    ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, label="train acc")
-    ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, label="test acc")
+    ax = place_axes(fig, 0.6, 0.5, 4.2, 3.2)
+    acc_ax = ax.twinx()
+    lines = ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
+    lines += acc_ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, color="tab:orange",
+                         label="train acc")
+    lines += acc_ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, color="tab:green",
+                         label="test acc")
     ax.set_xlabel("epoch")
+    ax.set_ylabel("train loss")
+    acc_ax.set_ylabel("accuracy")
+    acc_ax.set_ylim(0, 1)
+    ax.set_ylim(bottom=0)
     ax.set_xlim(0.5, max(epochs, default=1) + 0.5)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # epochs: no 0.5 ticks
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title(title)
+    ax.legend(lines, [line.get_label() for line in lines], loc="center right", fontsize=8)
+    ax.set_title(plot_text(title))
     return fig
 
 
@@ -43,8 +55,9 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, title: str =
     image = ax.imshow(matrix, cmap="Blues")
     fig.colorbar(image, cax=cax, label="test images")
     ticks = np.arange(len(classes))
-    ax.set_xticks(ticks, classes, rotation=45, ha="right")
-    ax.set_yticks(ticks, classes)
+    names = [plot_text(name) for name in classes]
+    ax.set_xticks(ticks, names, rotation=45, ha="right")
+    ax.set_yticks(ticks, names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     threshold = matrix.max() / 2 if matrix.size else 0
@@ -52,7 +65,7 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, title: str =
         for j in range(matrix.shape[1]):
             ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black")
-    ax.set_title(title or "confusion matrix")
+    ax.set_title(plot_text(title) if title else "confusion matrix")
     return fig
 
 
@@ -63,7 +76,7 @@ def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> 
     last = max((r["epoch"] for rows in histories.values() for r in rows), default=1)
     for label, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
-        (line,) = ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label=label)
+        (line,) = ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label=plot_label(label))
         ax_acc.plot(epochs, [r["test_acc"] for r in rows], "-o", ms=3, color=line.get_color())
     for ax, name in ((ax_loss, "train loss"), (ax_acc, "test accuracy")):
         ax.set_xlabel("epoch")
@@ -72,7 +85,7 @@ def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> 
         ax.set_xlim(0.5, last + 0.5)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
     fig.legend(loc="outside lower center", ncols=min(len(histories), 4), fontsize=8)
-    fig.suptitle(title or "runs compared", fontsize=11)
+    fig.suptitle(plot_text(title) if title else "runs compared", fontsize=11)
     return fig
 
 
@@ -98,5 +111,5 @@ def live_curves_figure(train: Sequence[tuple[float, float, float]], test: Sequen
     ax.grid(alpha=0.3)
     if train or test:
         ax.legend(loc="best", fontsize=8)
-    ax.set_title(title, fontsize=10)
+    ax.set_title(plot_text(title), fontsize=10)
     return fig
