@@ -23,7 +23,7 @@ from convzoo.compare import compare_runs, format_table
 from convzoo.figures import runs_figure
 from convzoo.predict import Prediction
 from convzoo.report import write_report
-from convzoo.rundir import load_record
+from convzoo.run import Run
 
 HOSTILE = ["<script>alert(1)</script>", "a\"b'c&d", "$x^2$", "_x", "javascript:alert(1)", "a#b?c%20d",
            "\x1b[31mred\x1b[0m", "line\nbreak", "tab\there", "\u202eevil", os.fsdecode(b"run\xff\xfe"), "", ".", "..",
@@ -160,7 +160,7 @@ def hostile_runs(tiny_run: Path, tmp_path_factory: pytest.TempPathFactory) -> li
 
 def test_compare_links_and_names_hostile_runs_as_data(hostile_runs: list[Path], tmp_path: Path,
                                                       run_cli: Callable[..., tuple[int, str, str]]) -> None:
-    write_report(load_record(hostile_runs[-1], "cpu"))  # the others keep the report training wrote
+    write_report(Run.open(hostile_runs[-1], "cpu").evaluated())  # the others keep the report training wrote
     page = tmp_path / "compare.html"
     code, out, err = run_cli("compare", *map(str, hostile_runs), "--out", str(page), "--json")
     assert code == 0, err

@@ -10,7 +10,6 @@ import platform
 import torch
 
 from .. import __version__
-from ..escape import json_safe
 
 EXIT_USAGE = 2
 
@@ -35,7 +34,7 @@ def parse_float(text: str) -> float:
 
 
 def print_json(obj: object) -> None:
-    print(json.dumps(json_safe(obj)))
+    print(json.dumps(obj))  # ASCII: a name's control characters and undecodable bytes come out as \u escapes
 
 
 def one_line(exc: BaseException) -> str:
