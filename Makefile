@@ -16,6 +16,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 demo: install data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
+	@echo "the run's report (curves, confusion matrix, mistakes): open runs/lenet-demo/report.html in a browser"
 
 test: setup data browser
 	$(BIN)/python -m pytest -q
