@@ -11,6 +11,7 @@ from convzoo import api
 from convzoo.errors import UserError
 from convzoo.pretrained import UnknownPretrainedError, pretrained_dir, pretrained_names
 
+ROOT = Path(__file__).resolve().parents[1]
 REAL = Path("/usr/share/datasets/fashion-mnist")
 SHIPPED = ["lenet", "lenet_bn", "lenet_modern"]
 FILES = {".convzoo-run", "config.json", "metrics.jsonl", "model.safetensors", "result.json"}
@@ -26,6 +27,17 @@ def test_the_shipped_runs_are_complete_small_run_directories() -> None:
         assert config["model"] == name and config["limit_train"] is None and config["limit_test"] is None
         history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
         assert len(history) == config["epochs"] == json.loads((run / "result.json").read_text())["epochs"]
+
+
+
+def test_every_shipped_file_is_package_data() -> None:
+    """pyproject's package-data globs take each file of each shipped run into the wheel (checked by building one)."""
+    tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11")
+    globs = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["convzoo"]
+    package = ROOT / "src" / "convzoo"
+    for name in SHIPPED:
+        for path in pretrained_dir(name).iterdir():
+            assert any(path.relative_to(package).match(glob) for glob in globs), path
 
 
 def test_an_unknown_name_is_a_users_error_naming_the_shipped_ones() -> None:
