@@ -1,7 +1,7 @@
 # Two commands: `make demo` (set up, then train LeNet on Fashion-MNIST) and `make test`.
 # Each sets up what it needs (virtual environment, the package, the data set) and is idempotent.
 # `make demo` installs only what running convzoo needs; `make test` (and `make setup`, the
-# developer's set-up) adds the dev extra: test tools, linters, ONNX, TensorBoard, a notebook kernel.
+# developer's set-up) adds the dev extra: test tools, linters, ONNX, TensorBoard, Jupyter (kernel and front end).
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,10 +12,11 @@ DEV_STAMP := $(VENV)/.installed-dev
 DATA := /usr/share/datasets/fashion-mnist
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test install setup data browser lint bench tour-notebook tour-pictures mutate
+.PHONY: demo test install setup data browser lint bench tour-notebook tour-notebook-run tour-pictures mutate
 
 demo: install data
 	$(BIN)/convzoo train lenet --recipe d2l --out runs/lenet-demo --overwrite
+	@echo "the run's report (curves, confusion matrix, mistakes): open runs/lenet-demo/report.html in a browser"
 
 test: setup data browser
 	$(BIN)/python -m pytest -q
@@ -48,11 +49,16 @@ browser:
 		echo "chromium could not be installed: the report's browser test will be skipped"
 
 # docs/tour.md as a notebook (generated, not kept in git), and the tour run in docs/ to redraw docs/tour/*.png.
+# `make tour-notebook-run` executes it headless in docs/ (its outputs saved in it); to open it: .venv/bin/jupyter notebook docs/tour.ipynb
 tour-notebook: setup
-	$(BIN)/python tests/tour_runner.py notebook docs/tour.md docs/tour.ipynb
+	$(BIN)/python tools/tour_runner.py notebook docs/tour.md docs/tour.ipynb
+
+tour-notebook-run: tour-notebook data
+	$(BIN)/jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=600 docs/tour.ipynb
+	@echo "executed docs/tour.ipynb; open it with: .venv/bin/jupyter notebook docs/tour.ipynb"
 
 tour-pictures: setup data
-	$(BIN)/python tests/tour_runner.py run docs/tour.md --cwd docs
+	$(BIN)/python tools/tour_runner.py run docs/tour.md --cwd docs
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks

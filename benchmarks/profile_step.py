@@ -28,7 +28,7 @@ from convzoo.config import recipe
 from convzoo.data import Batches, DataError, load_split
 from convzoo.network import build_model
 from convzoo.optim import make_optimizer
-from convzoo.runtime import backend_settings, resolve_device, uses_cuda_graphs
+from convzoo.runtime import compute_settings, resolve_device, uses_cuda_graphs
 from convzoo.step import TrainStep
 
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     config = recipe(args.model, args.recipe, batch_size=args.batch_size, resize=args.resize, device=args.device,
                     amp=args.amp, compile=args.compile, channels_last=args.channels_last, threads=args.threads,
                     cuda_graphs=args.cuda_graphs)
-    with backend_settings(config):  # threads, cuDNN autotuning and TF32 as in training
+    with compute_settings(config):  # threads, cuDNN autotuning and TF32 as in training
         profile_step(config, args)
 
 

@@ -58,7 +58,7 @@ from convzoo.fileio import write_json
 from convzoo.monitor import not_learning
 from convzoo.network import build_model
 from convzoo.optim import make_optimizer
-from convzoo.runtime import backend_settings, resolve_device, uses_cuda_graphs
+from convzoo.runtime import compute_settings, resolve_device, uses_cuda_graphs
 from convzoo.step import TrainStep, autocast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -170,7 +170,7 @@ def run_one(config: TrainConfig, variant: dict[str, str], data: tuple, log, trai
     (train_x, train_y), (test_x, test_y) = data
     device = resolve_device(config.device)
     started = time.perf_counter()
-    with backend_settings(config):
+    with compute_settings(config):
         model = build(config, variant, device)
         train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
                         resize=config.input_size, augment=config.augment, channels_last=config.channels_last)

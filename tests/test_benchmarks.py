@@ -14,7 +14,7 @@ import torch
 
 from convzoo import runtime
 from convzoo.config import recipe
-from convzoo.runtime import backend_settings
+from convzoo.runtime import compute_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
@@ -106,12 +106,12 @@ def test_seed_sweep_variants_change_the_recipe_or_the_network() -> None:
 def test_cuda_runs_autotune_and_allow_tf32_and_restore_both(monkeypatch: pytest.MonkeyPatch) -> None:
     before = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     monkeypatch.setattr(runtime, "resolve_device", lambda _name: torch.device("cuda"))
-    with backend_settings(recipe("lenet")):
+    with compute_settings(recipe("lenet")):
         assert torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-    with backend_settings(recipe("lenet", deterministic=True)):  # determinism wins over speed
+    with compute_settings(recipe("lenet", deterministic=True)):  # determinism wins over speed
         assert not torch.backends.cudnn.benchmark
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before
-    with backend_settings(recipe("lenet", autotune=False)):
+    with compute_settings(recipe("lenet", autotune=False)):
         assert not torch.backends.cudnn.benchmark and torch.get_float32_matmul_precision() == "high"
     assert (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision()) == before

@@ -139,3 +139,27 @@ def test_a_notebook_shows_a_live_plot_and_a_progress_line(tmp_path: Path) -> Non
     assert "epoch   2/2" in text and "accuracy " in text
     assert not any(escape in text for escape in ESCAPES)
     assert NotebookView.plot_interval > 0
+
+
+def test_the_terminal_bar_shows_a_speed_only_once_steps_were_timed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No examples/s for an epoch's first step (it once showed 54,387,083: 256 images over the microseconds
+    since the bar opened); after it, the images of the steps since the first over their time."""
+    import torch
+
+    import convzoo.progress as progress
+
+    now = [100.0]
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: now[0])
+    stream = io.StringIO()
+    bar = TerminalBar(stream)
+    bar.start(tiny(), 0, 60, 150)
+    rates = []
+    for done in range(1, 42):
+        now[0] += 0.01  # 256 images a step, 0.01 s each: 25,600 examples/s
+        bar.step(done, 256 * done, torch.tensor(2.3 * done * 256), torch.tensor(25.0 * done))
+        postfix = bar._bar.postfix or ""
+        rates.append(postfix.split("ex_s=")[1] if "ex_s=" in postfix else None)
+    bar.close()
+    assert rates[0] is None and rates[19] is None  # steps 1 to 20: the first step's postfix, no speed
+    assert rates[20] == rates[40] == "25,600"
+    assert "loss=2.300" in stream.getvalue()

@@ -25,7 +25,7 @@ from convzoo.data import Batches, load_split
 from convzoo.errors import ConfigError
 from convzoo.models import create_model, init_weights
 from convzoo.optim import make_optimizer
-from convzoo.runtime import backend_settings, uses_cuda_graphs
+from convzoo.runtime import compute_settings, uses_cuda_graphs
 from convzoo.step import WARMUP, TrainStep, _no_recompilation, autocast
 from convzoo.train import fit, load_batches
 
@@ -459,7 +459,7 @@ def test_a_replayed_graph_trains_as_eager_steps_do(model_name: str, compiled: bo
     """Same weights after two epochs (full batches replayed, the partial one eager), to float32 rounding;
     ``compiled``: the graph records the compiled step (Triton's fused kernels round as cuDNN's need not,
     well inside these tolerances: the compiled CPU step differs from the eager one by ~1e-7)."""
-    with backend_settings(recipe(model_name, deterministic=True)):
+    with compute_settings(recipe(model_name, deterministic=True)):
         eager, eager_sums, _ = _train(model_name, "cuda", graph=False)
         graphed, graphed_sums, step = _train(model_name, "cuda", graph=True, compiled=compiled)
     assert step.graph is not None

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import tour_runner
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+import tour_runner  # noqa: E402  (tools/: the runner is also the Makefile's tour-notebook)
 
 DOCS = Path(__file__).parent.parent / "docs"
 PAGE = DOCS / "tour.md"
@@ -111,13 +112,16 @@ def test_the_notebook_prints_what_the_page_shows(tmp_path: Path, monkeypatch: py
 
     nb = tour_runner.notebook(PAGE)
     blocks = tour_runner.blocks(PAGE.read_text())
-    cells = [cell for cell in nb.cells if cell.cell_type == "code"]
+    cells = tour_runner.page_cells(nb)
     assert [tour_runner.cell_output(cell) for cell in cells] == [block.want for block in blocks]
     assert not any("```text" in cell.source for cell in nb.cells)  # the outputs moved into the code cells
 
-    # The kernel runs this interpreter (jupyter_client's native kernel), with convzoo on the PATH
-    # for the %%sh cells, and keeps its files out of the user's home.
-    monkeypatch.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    # The kernel runs this interpreter (jupyter_client's native kernel) from a shell where its
+    # environment is not activated (its bin is not on the PATH: the notebook's first cell puts it
+    # there for the %%sh cells), and keeps its files out of the user's home.
+    bin_dir = str(Path(sys.executable).parent)
+    monkeypatch.setenv("PATH", os.pathsep.join(p for p in os.environ.get("PATH", "").split(os.pathsep)
+                                               if p and p != bin_dir) or os.defpath)
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(tmp_path / "runtime"))
     monkeypatch.setenv("IPYTHONDIR", str(tmp_path / "ipython"))
     work = tmp_path / "work"
@@ -133,3 +137,21 @@ def test_the_notebook_prints_what_the_page_shows(tmp_path: Path, monkeypatch: py
         pytest.fail("\n\n".join(mismatches), pytrace=False)
     for link in picture_links():
         assert_picture(work / link)
+
+
+def test_the_notebook_finds_convzoo_with_nothing_activated_and_shows_live_plots(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its first code cell puts the kernel's bin first on the PATH (the %%sh cells run convzoo from there);
+    its training calls show their progress (the page's own run turns it off)."""
+    nb = tour_runner.notebook(PAGE)
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code[0].metadata["tags"] == [tour_runner.SETUP_TAG]
+    assert code[1:] == tour_runner.page_cells(nb)
+    assert len(code) == len(tour_runner.blocks(PAGE.read_text())) + 1
+    assert code.index(next(cell for cell in code if cell.source.startswith("%%sh"))) > 0
+    monkeypatch.setenv("PATH", "/nowhere")
+    exec(code[0].source, {})  # what the kernel runs first
+    assert os.environ["PATH"] == f"{Path(sys.executable).parent}{os.pathsep}/nowhere"
+    assert "progress=False" in PAGE.read_text()
+    assert not any("progress=False" in cell.source for cell in code)
+    assert any("fit(config" in cell.source for cell in code)

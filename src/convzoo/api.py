@@ -5,6 +5,7 @@
     api.plan("alexnet", input_size=96, limit_train=10_000)  # what a run would cost (a Plan; prints as a table)
     run = api.train("lenet_modern", recipe="fast", out="runs/lm")   # a Run, its .model the trained network
     run = api.load("runs/lm")                               # a finished run from its directory
+    run = api.load_pretrained("lenet")                      # one shipped with convzoo
     run.predict(["shoe.jpg", "photos/", tensor_or_pil])     # one Prediction per image
     run.evaluate()                                          # an Evaluation on the run's test images
     run.config, run.history, run.result, run.model
@@ -24,13 +25,14 @@ from typing import Any
 from .config import RECIPES, recipe_fields
 from .config import recipe as resolve_recipe
 from .estimate import Plan, plan_run
+from .pretrained import pretrained_dir
 from .progress import Progress, progress_for
 from .run import Run
 from .rundir import resolve_run, resumed_epochs
 from .terms import python_door
 from .train import fit
 
-__all__ = ["Run", "load", "plan", "recipes", "train"]
+__all__ = ["Run", "load", "load_pretrained", "plan", "recipes", "train"]
 
 
 @python_door
@@ -54,6 +56,13 @@ def plan(model: str | None = None, out: str | Path | None = None, *, recipe: str
 def load(run_dir: str | Path, device: str = "auto") -> Run:
     """A finished run from its directory: config, trained network on ``device``, metrics."""
     return Run.open(run_dir, device)
+
+
+@python_door
+def load_pretrained(name: str, device: str = "auto") -> Run:
+    """A trained run shipped with convzoo (``convzoo.pretrained.pretrained_names()``: the networks a laptop trains in
+    minutes), to predict and explore before training anything."""
+    return Run.open(pretrained_dir(name), device)
 
 
 @python_door

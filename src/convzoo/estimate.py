@@ -28,7 +28,7 @@ from .models import InputSizeError, create_model, feature_size, get_model_spec
 from .network import build_model
 from .optim import make_optimizer
 from .resources import estimate_memory
-from .runtime import backend_settings, device_name, resolve_device
+from .runtime import compute_settings, device_name, resolve_device, thread_choice
 from .step import TrainStep
 from .summary import summarize
 from .terms import door, in_python, setting, speaking
@@ -55,6 +55,7 @@ class Plan:
     eval_image_seconds: float  # scoring one test image (both passes with --tta)
     seconds: float  # the whole run: training and every epoch's evaluation
     run_dir: str | None = None  # where the run would be written
+    threads: str = ""  # the thread count the steps were timed with, and why (``runtime.thread_choice``)
     door: str = field(default_factory=door, repr=False)  # whose words the plan prints in (``convzoo.terms``)
 
     def to_json(self) -> dict:
@@ -89,6 +90,8 @@ class Plan:
                  f"time on {self.device:<8} about {format_seconds(self.seconds)} ({self.step_seconds * 1e3:,.1f} ms "
                  f"a training step, {self.eval_image_seconds * 1e3:,.2f} ms to score a test image; measured on "
                  f"{self.device_name})"]
+        if self.threads and self.device == "cpu":  # on a busy machine the time holds while the load stays as it is
+            lines.append(f"timed with {self.threads}")
         if self.seconds > LONG_RUN_SECONDS and (options := shorter(config)):
             lines.append(f"quicker: {options}")
         return "\n".join(lines)
@@ -211,14 +214,16 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3, run_d
     device = resolve_device(config.device)
     train_images = len(load_split("train", config.data_dir)[1][: config.limit_train])
     test_images = len(load_split("test", config.data_dir)[1][: config.limit_test])
-    with backend_settings(config):
+    threads, why = thread_choice(config)
+    with compute_settings(config, threads):
         model = build_model(config, device)
         summary = summarize(model, config.input_size)
         memory = memory_bytes(config, train_images, test_images)
         step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
+        name = device_name(device)  # with the thread count the steps were timed with
     steps_per_epoch = -(-train_images // config.batch_size)
     epochs = max(config.epochs - done_epochs, 0)
     seconds = run_seconds(config, epochs, steps_per_epoch, test_images, step_seconds, eval_seconds)
-    return Plan(config, str(device), device_name(device), summary.total_params, summary.total_macs, train_images,
+    return Plan(config, str(device), name, summary.total_params, summary.total_macs, train_images,
                 test_images, steps_per_epoch, epochs, memory, step_seconds, eval_seconds, seconds,
-                None if run_dir is None else str(run_dir))
+                None if run_dir is None else str(run_dir), why)

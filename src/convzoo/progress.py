@@ -145,13 +145,15 @@ class TerminalBar(Progress):
             self._bar = None
 
     def step(self, done: int, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
-        if done == 1:
+        if done == 1:  # the clock starts after the first step (a warm-up), as the other views' does
             self._open(self.steps, self.stage, "batch")
+            self._first = seen
         self._bar.update()
         if done % 20 == 1:
-            rate = seen / max(time.perf_counter() - self._started, 1e-9)
-            self._bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{correct.item() / seen:.3f}",
-                                  ex_s=f"{rate:,.0f}")
+            shown = {"loss": f"{loss_sum.item() / seen:.3f}", "acc": f"{correct.item() / seen:.3f}"}
+            if done > 1:  # the images of the steps since the first over their time: none until there are some
+                shown["ex_s"] = f"{(seen - self._first) / max(time.perf_counter() - self._started, 1e-9):,.0f}"
+            self._bar.set_postfix(shown)
 
     def evaluating(self, done: int, total: int) -> None:
         if done == 1:

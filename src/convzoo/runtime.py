@@ -5,7 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import platform
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import torch
 from . import __version__
 from .config import TrainConfig
 from .errors import ConfigError
-from .terms import option, setting
+from .terms import in_python, option, setting
 
 
 def resolve_device(name: str) -> torch.device:
@@ -83,9 +84,85 @@ def uses_cuda_graphs(config: TrainConfig, device: torch.device, *, distributed: 
     return not config.compile and not distributed
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity where the system has one)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def _running_threads() -> tuple[int, int] | None:
+    """Threads running or ready to run now: on the whole machine (``procs_running`` of ``/proc/stat``) and in
+    this process (state ``R`` in ``/proc/self/task``); None where ``/proc`` does not say (not Linux)."""
+    try:
+        with open("/proc/stat", "rb") as stat:
+            machine = next(int(line.split()[1]) for line in stat if line.startswith(b"procs_running "))
+        own = 0
+        for task in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{task}/stat", "rb") as f:
+                    own += f.read().rpartition(b")")[2].split()[0] == b"R"
+            except OSError:  # the thread ended meanwhile
+                pass
+        return machine, own
+    except (OSError, StopIteration, ValueError, IndexError):
+        return None
+
+
+def other_load(sample: Callable[[], tuple[int, int] | None] = _running_threads, *, samples: int = 10,
+               interval: float = 0.01) -> float | None:
+    """How many threads of other processes run or wait for a core, on average over ``samples`` readings
+    ``interval`` seconds apart (0.1 s in all); None where the system does not say.
+
+    The instantaneous count, not the load average: the 1-minute average trails a load that just
+    started or stopped by a minute, and counts processes that sleep on disk (state D) as load.
+    """
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        reading = sample()
+        if reading is None:
+            return None
+        counts.append(max(reading[0] - reading[1], 0))
+    return sum(counts) / len(counts)
+
+
+
+
+def thread_choice(config: TrainConfig, *, cores: int | None = None,
+                  load: Callable[[], float | None] | None = None) -> tuple[int, str]:
+    """The CPU threads a run uses and the line that says why.
+
+    ``config.threads`` when set; otherwise one thread per core that other work leaves free, at least
+    one (``cores``: ``usable_cores()``; ``load``: ``other_load``, read over 0.1 s). PyTorch's default, a
+    thread per core, is the fastest on a quiet machine and the slowest on a busy one: its threads
+    wait for each other at every operation, and one that lost its core holds up the rest
+    (``benchmarks/bench_busy.py`` measures it).
+    """
+    if config.threads:
+        return config.threads, f"threads: {config.threads} ({option('threads')})"
+    cores = usable_cores() if cores is None else cores
+    busy = (load or other_load)()
+    if busy is None:
+        return cores, f"threads: {cores}, one per core (the load of this machine is unknown); {override()}"
+    threads = max(1, min(cores, cores - round(busy)))
+    if threads == cores:
+        return threads, f"threads: {threads}, one per core (the machine is quiet); {override()}"
+    return threads, (f"threads: {threads} of {cores} cores (the machine is busy: {busy:.1f} threads of "
+                     f"other processes running); {override()}")
+
+
+def override() -> str:
+    """How a user sets the thread count: ``--threads N overrides`` (``threads=N`` in Python)."""
+    return f"{option('threads')}{'=' if in_python() else ' '}N overrides"
+
+
 @contextlib.contextmanager
-def backend_settings(config: TrainConfig) -> Iterator[None]:
-    """Fix the CPU thread count (``config.threads``) and, with ``config.deterministic``, use deterministic
+def compute_settings(config: TrainConfig, threads: int | None = None) -> Iterator[None]:
+    """Fix the CPU thread count (``threads``, else ``thread_choice(config)``: ``config.threads`` or the cores the
+    machine's load leaves free) and, with ``config.deterministic``, use deterministic
     kernels (cuDNN autotuning off); otherwise, on CUDA, allow TF32 matmuls and, with ``config.autotune``,
     autotune cuDNN. Everything is restored afterwards.
 
@@ -98,9 +175,8 @@ def backend_settings(config: TrainConfig) -> Iterator[None]:
     run ends with the weights of an uninterrupted one. CUDA ops without a deterministic kernel
     warn instead of failing (``warn_only``).
     """
-    threads, saved = torch.get_num_threads(), None
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    previous, saved = torch.get_num_threads(), None
+    torch.set_num_threads(threads or thread_choice(config)[0])
     fast = (torch.backends.cudnn.benchmark, torch.get_float32_matmul_precision())
     if not config.deterministic and resolve_device(config.device).type == "cuda":
         # cuDNN autotunes each layer's algorithm on its first batch; float32 matmuls may use TF32.
@@ -115,7 +191,7 @@ def backend_settings(config: TrainConfig) -> Iterator[None]:
     try:
         yield
     finally:
-        torch.set_num_threads(threads)
+        torch.set_num_threads(previous)
         torch.backends.cudnn.benchmark = fast[0]
         torch.set_float32_matmul_precision(fast[1])
         if saved is not None:

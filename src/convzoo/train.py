@@ -54,7 +54,7 @@ from .rundir import (
     write_metrics,
     write_result,
 )
-from .runtime import backend_settings, resolve_device, uses_cuda_graphs
+from .runtime import compute_settings, resolve_device, thread_choice, uses_cuda_graphs
 from .signals import interrupt_on_signals
 from .step import TrainStep
 from .terms import option, setting
@@ -168,16 +168,18 @@ def fit(
     and only rank 0 writes files, logs and shows progress.
     """
     config.validate()
-    if config.deterministic and config.threads is None:
-        config = replace(config, threads=torch.get_num_threads())
     rank = distributed.detect()
     main = rank is None or rank.is_main
     log, warn = (log, warn or _warn) if main else (_quiet, _quiet)
+    threads, why = thread_choice(config)  # from the machine's load, unless config.threads says
+    log(why)
+    if config.deterministic:  # the count is part of what makes a resumed run end bitwise as an uninterrupted one
+        config = replace(config, threads=threads)
     directory = RunDirectory(run_dir, writer=main)  # held by rank 0 from its creation (or the resume) to the end
     training = None
     try:
-        with interrupt_on_signals() as hold_signals, backend_settings(config), directory, _EpochWriter() as writer, \
-                closing(progress_for(progress) if main else Progress()) as view:
+        with interrupt_on_signals() as hold_signals, compute_settings(config, threads), directory, \
+                _EpochWriter() as writer, closing(progress_for(progress) if main else Progress()) as view:
             training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command, log=log,
                               hold_signals=hold_signals)
             view.start(config, training.start_epoch, len(training.train_batches),

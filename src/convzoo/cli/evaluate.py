@@ -6,8 +6,10 @@ import argparse
 
 from .. import api
 from ..data import CLASSES
+from ..errors import ConfigError
 from ..escape import terminal
 from ..predict import check_top_k
+from ..pretrained import pretrained_names
 from .common import parse_int, print_json
 
 
@@ -30,7 +32,13 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 def cmd_predict(args: argparse.Namespace) -> None:
     check_top_k(args.top_k)  # before the run is loaded
-    predictions = api.load(args.run_dir, args.device).predict(args.images, top_k=args.top_k, invert=args.invert)
+    if args.pretrained is not None:  # the first argument is an image, then
+        run, images = api.load_pretrained(args.pretrained, args.device), [args.run_dir, *args.images]
+    else:
+        run, images = api.load(args.run_dir, args.device), args.images
+    if not images:
+        raise ConfigError("predict needs at least one IMAGE", field="images")
+    predictions = run.predict(images, top_k=args.top_k, invert=args.invert)
     if args.json:
         print_json([p.to_json() for p in predictions])
         return
@@ -49,12 +57,14 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser("predict", help="classify image files with a trained run",
                             description="Classify images: the most probable classes of each, and a warning for an "
                                         "image that is nothing like Fashion-MNIST (a blank page, noise).")
-    p.add_argument("run_dir")
-    p.add_argument("images", nargs="+", metavar="IMAGE",
+    p.add_argument("run_dir", metavar="RUN_DIR", help="the run's directory (left out with --pretrained)")
+    p.add_argument("images", nargs="*", metavar="IMAGE",
                    help="image files, folders (their image files) or globs in quotes ('photos/*.jpg', "
                         "'scans/**/*.png')")
     p.add_argument("--top-k", type=parse_int, default=3, metavar="K",
                    help="show the K most probable classes (default 3)")
+    p.add_argument("--pretrained", metavar="NAME", help="a run shipped with convzoo instead of RUN_DIR: "
+                   f"{', '.join(pretrained_names())}")
     p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
                    help="make the object light on dark like Fashion-MNIST (auto: when the border is light)")
     p.add_argument("--device", default="auto")

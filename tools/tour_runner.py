@@ -10,11 +10,15 @@ and run in this process; as in a notebook, the value of a last line that is an e
 is). Paths in the tour are relative to the directory it runs in.
 
 The notebook is the same page through jupytext: each code block becomes a cell (``sh`` ones as
-``%%sh`` cells) whose stored output is the page's ``text`` block, so nothing is written twice.
+``%%sh`` cells) whose stored output is the page's ``text`` block, so nothing is written twice. A
+first code cell puts the kernel's ``bin`` at the front of its ``PATH`` (the ``%%sh`` cells find
+``convzoo`` with nothing activated), and the training calls lose their ``progress=False`` (in
+Jupyter a run shows its live plot).
 
-    python tests/tour_runner.py run docs/tour.md --cwd docs             # run it there (make tour-pictures)
-    python tests/tour_runner.py run docs/tour.md --cwd /tmp/x --update  # write the new outputs into the page
-    python tests/tour_runner.py notebook docs/tour.md docs/tour.ipynb   # the notebook (make tour-notebook)
+    python tools/tour_runner.py run docs/tour.md --cwd docs             # run it there (make tour-pictures)
+    python tools/tour_runner.py run docs/tour.md --cwd /tmp/x --update  # write the new outputs into the page
+    python tools/tour_runner.py notebook docs/tour.md docs/tour.ipynb   # the notebook (make tour-notebook)
+    jupyter nbconvert --to notebook --execute --inplace docs/tour.ipynb   # run it headless (make tour-notebook-run)
 
 Sybil parses the page into examples (line numbers, a shared namespace, its failure messages) and
 lends its doctest output checker; this module supplies the parser and the evaluator.
@@ -193,9 +197,31 @@ def notebook(page: str | Path) -> nbformat.NotebookNode:
         raise ValueError(f"jupytext made {len(cells)} code cells of the {len(found)} code blocks of {page}")
     for cell, block in zip(cells, found):
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=block.want)] if block.want else []
+        if block.language == "python":  # in a notebook a run shows its live plot (a test run of the page does not)
+            cell.source = NO_PROGRESS.sub("", cell.source)
+    first_code = next(i for i, cell in enumerate(nb.cells) if cell.cell_type == "code")
+    nb.cells.insert(first_code, nbformat.v4.new_code_cell(KERNEL_PATH, metadata={"tags": [SETUP_TAG]}))
     nb.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
                    "language_info": {"name": "python"}}
     return nb
+
+
+# The notebook's first code cell: the shell cells (``%%sh``) run ``convzoo`` from the kernel's own
+# environment, whether or not that environment was activated in the shell that started Jupyter.
+SETUP_TAG = "convzoo-setup"
+KERNEL_PATH = """\
+# So that the shell cells (%%sh) find the convzoo of this kernel's environment, activated or not.
+import os
+import sys
+
+os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")"""
+NO_PROGRESS = re.compile(r",\s*progress=False\b")
+
+
+def page_cells(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """The notebook's code cells that are the page's code blocks (not the set-up cell ``notebook`` adds)."""
+    return [cell for cell in nb.cells
+            if cell.cell_type == "code" and SETUP_TAG not in cell.get("metadata", {}).get("tags", [])]
 
 
 def cell_output(cell: nbformat.NotebookNode) -> str:
