@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from convzoo import api
-from convzoo.data import load_split
+from convzoo.data import CLASSES, load_split
 from convzoo.errors import ConfigError, DivergenceError, RunFileError
 from convzoo.estimate import Plan
 
@@ -149,3 +149,17 @@ def test_recipes_and_plan() -> None:
     assert (alexnet["d2l"]["lr"], alexnet["d2l"]["input_size"], alexnet["fast"]["schedule"]) == (0.01, 224, "onecycle")
     plan = api.plan("lenet", epochs=1, data_dir=str(SLICE), device="cpu", limit_train=256)
     assert isinstance(plan, Plan) and plan.train_images == 256 and plan.steps_per_epoch == 1 and plan.seconds > 0
+
+
+def test_show_results_shows_the_mistakes_by_loss_and_prints_the_most_confused(trained: api.Run,
+                                                                              capsys: pytest.CaptureFixture[str]
+                                                                              ) -> None:
+    figure = trained.show_results(count=4)
+    printed = capsys.readouterr().out.splitlines()
+    evaluation = trained.evaluate(progress=False)
+    assert len(printed) == len(evaluation.most_confused(5)) and all(" taken for " in line for line in printed)
+    texts = [t.get_text() for ax in figure.axes for t in ax.texts]
+    surest = evaluation.top_losses(4)
+    expected = [f"pred: {CLASSES[int(evaluation.predictions[i])]} {float(evaluation.confidences[i]):.0%}"
+                for i in surest]
+    assert [t for t in texts if t.startswith("pred: ")] == expected

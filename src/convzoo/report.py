@@ -53,7 +53,8 @@ def report_figures(run: EvaluatedRun) -> dict[str, Figure]:
     }
     if conv_layers(run.model):
         figures["kernels"] = layer_kernels_figure(run.model)
-    figures["mistakes"] = mistakes_figure(run.images, run.labels, evaluation.predictions, title=config.model)
+    figures["mistakes"] = mistakes_figure(run.images, run.labels, evaluation.predictions, title=config.model,
+                                          losses=evaluation.losses, confidences=evaluation.confidences)
     return figures
 
 
@@ -88,6 +89,9 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
     environment += [("device", f"{meta.get('device', '?')} ({meta.get('device_name', '?')})"),
                     ("created", meta.get("created", "?"))]
 
+    pairs = evaluation.most_confused(5)
+    confused = table(["true class", "taken for", "test images"],
+                     [[CLASSES[t], CLASSES[p], f"{n:,}"] for t, p, n in pairs], left=2) if pairs else ""
     command = esc(meta.get("command", ""))
     cards_html = "".join(f"<div class=card><b>{esc(value)}</b><span>{esc(key)}</span></div>" for key, value in cards)
     body = f"""<h1>{esc(config.model)} \u00b7 {esc(config.recipe)} recipe</h1>
@@ -106,6 +110,7 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
 </div>
 {f"<h2>Kernels of the first convolution</h2>{embedded['kernels']}" if "kernels" in embedded else ""}
 <h2>Mistakes</h2>
+{confused}
 {embedded["mistakes"]}
 <h2>Configuration</h2>
 <div class="row">

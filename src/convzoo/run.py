@@ -4,6 +4,8 @@
     run.predict(images)           one ``Prediction`` per image (files, folders, globs, tensors, PIL images)
     run.evaluate()                an ``Evaluation`` on the test images the run was scored on
     run.evaluated()               the same with the images: an ``EvaluatedRun``, what its report shows
+    run.show_results()            the mistakes of highest loss and the most confused classes (inline in a notebook)
+    run.export("onnx")            the network as an ONNX or TorchScript file, checked against PyTorch
 
 Training returns a ``Run`` (``convzoo.train.fit``), the Python API hands it out (``convzoo.api``) and the
 command line prints from it: one type, whichever door a run came through. Its methods speak Python
@@ -15,12 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from .config import TrainConfig
+from .data import CLASSES
 from .evaluate import Evaluation, evaluate_model, test_split
 from .export import ExportResult, export_run
 from .monitor import at_chance
@@ -28,6 +31,9 @@ from .predict import Prediction, predict_images
 from .progress import Progress, progress_for
 from .rundir import load_run, read_metrics, read_result, read_run_config, train_seconds
 from .terms import python_door
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -89,6 +95,20 @@ class Run:
         """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, probabilities, and whether
         the image is unlike Fashion-MNIST); ``convzoo.predict.predict_images`` says what ``images`` may be."""
         return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert)
+
+    @python_door
+    def show_results(self, count: int = 16, *, data_dir: str | Path | None = None) -> Figure:
+        """The mistakes of highest loss on the test images, with the probability the network gave its answer,
+        after a printed list of the most confused pairs of classes; in a notebook the figure shows inline
+        (fastai's ``plot_top_losses`` and ``most_confused``)."""
+        from .figures import mistakes_figure  # matplotlib: only when a picture is asked for
+
+        scored = self.evaluated(data_dir)
+        evaluation = scored.evaluation
+        for true, taken, images in evaluation.most_confused(5):
+            print(f"{CLASSES[true]} taken for {CLASSES[taken]}: {images:,} test images")
+        return mistakes_figure(scored.images, scored.labels, evaluation.predictions, count=count,
+                               title=self.config.model, losses=evaluation.losses, confidences=evaluation.confidences)
 
     @python_door
     def export(self, format: str = "onnx", out: str | Path | None = None, *, data_dir: str | Path | None = None

@@ -68,8 +68,9 @@ def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: 
     check_count("count", count, MAX_PICTURES)
     out = check_output(out or Path(run_dir) / "mistakes.png")
     scored = Run.open(run_dir, device).evaluated(data_dir)
-    fig = mistakes_figure(scored.images, scored.labels, scored.evaluation.predictions, count=count,
-                          title=scored.config.model)
+    evaluation = scored.evaluation
+    fig = mistakes_figure(scored.images, scored.labels, evaluation.predictions, count=count, title=scored.config.model,
+                          losses=evaluation.losses, confidences=evaluation.confidences)
     return save_figure(fig, out)
 
 

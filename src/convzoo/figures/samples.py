@@ -56,12 +56,17 @@ def samples_figure(
 
 def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *, count: int = 24, ncols: int = 8,
-    title: str = "",
+    title: str = "", losses: torch.Tensor | None = None, confidences: torch.Tensor | None = None,
 ) -> Figure:
-    """The first ``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below.
+    """``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below.
 
+    With each image's ``losses`` they are the mistakes of highest loss, highest first (those the network
+    was surest of, as fastai's ``plot_top_losses``), else the first ones; with ``confidences``, each
+    prediction shows its probability.
     """
     wrong = torch.nonzero(predictions.cpu() != labels.cpu()).flatten()
+    if losses is not None:
+        wrong = wrong[torch.argsort(losses.cpu()[wrong], descending=True, stable=True)]
     shown = wrong[:count].tolist()
     heading = f"{plot_text(title)}: {len(wrong)} of {len(labels)} test images misclassified"
     if not shown:
@@ -71,7 +76,8 @@ def mistakes_figure(
         ax.text(0.5, 0.45, "no mistakes", ha="center", va="center", fontsize=14)
         fig.suptitle(heading, fontsize=10)
         return fig
-    heading += f" (the first {len(shown)})" if len(shown) < len(wrong) else ""
+    which = "by loss, highest first" if losses is not None else "the first"
+    heading += f" ({which} {len(shown)})" if len(shown) < len(wrong) else f" ({which})" if losses is not None else ""
     ncols = min(ncols, len(shown))
     nrows = math.ceil(len(shown) / ncols)
     h, w = images.shape[1:]
@@ -85,6 +91,8 @@ def mistakes_figure(
     for n, i in enumerate(shown):
         r, c = divmod(n, ncols)
         grid.above(r, c, f"true: {plot_text(CLASSES[int(labels[i])])}", fontsize=7.5, pad=3)
-        grid.below(r, c, f"pred: {plot_text(CLASSES[int(predictions[i])])}", fontsize=7.5, pad=3, color="tab:red")
+        sure = f" {float(confidences[i]):.0%}" if confidences is not None else ""
+        grid.below(r, c, f"pred: {plot_text(CLASSES[int(predictions[i])])}{sure}", fontsize=7.5, pad=3,
+                   color="tab:red")
     grid.fig.suptitle(heading, fontsize=10, y=1 - 0.1 / grid.fig.get_figheight())
     return grid.fig
