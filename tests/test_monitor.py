@@ -17,7 +17,7 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 def watch(**overrides: object) -> LossWatch:
     hint = "D keeps 1 completed epoch; continue with: convzoo train --resume D"
-    return LossWatch(recipe("lenet", **overrides), lambda: hint)
+    return LossWatch(recipe("lenet", **overrides), lambda **_changes: hint)
 
 
 def test_a_finite_falling_loss_passes() -> None:

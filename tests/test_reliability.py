@@ -270,7 +270,7 @@ ROWS = [
         run_files(edit_config(lambda m: m["config"].update(epochs="ten"))), run=True),
     Row("ckpt-broken-config-json", ["eval", "{d}/run"], "config.json is not valid JSON",
         run_files(lambda r: truncate(r / "config.json")), run=True),
-    Row("ckpt-tampered-model-config", ["eval", "{d}/run"], "model.safetensors does not match its model",
+    Row("ckpt-tampered-model-config", ["eval", "{d}/run"], "the files come from different runs",
         run_files(retag_model), run=True),
     Row("ckpt-truncated-resume", ["train", "--resume", "{d}/run", "--epochs", "3"],
         "checkpoint.safetensors is not a readable safetensors file",
