@@ -166,3 +166,31 @@ def test_the_data_cache_on_a_full_disk_is_skipped(disk: Path, monkeypatch: pytes
     images, labels = load_split("train", disk / "data")
     assert len(images) == len(labels) > 0
     assert not list((disk / "cache").rglob("*-ubyte.*"))
+
+
+def test_the_sessions_repository_check_sees_a_new_file_but_not_the_tools_caches(tmp_path: Path) -> None:
+    """``conftest.machine_untouched`` compares these listings before and after the session."""
+    from conftest import repository_files
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "kept.py").write_text("")
+    before = repository_files(tmp_path)
+    assert before == {"src", "src/kept.py"}
+    for cache in (".venv/lib/x.py", "src/__pycache__/kept.pyc", ".hypothesis/examples/1", "mutants/a/b.py",
+                  "convzoo.egg-info/PKG-INFO", ".pytest_cache/v"):
+        (tmp_path / cache).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / cache).write_text("")
+    assert repository_files(tmp_path) == before
+    (tmp_path / "runs" / "lenet").mkdir(parents=True)
+    (tmp_path / "runs" / "lenet" / "result.json").write_text("{}")
+    (tmp_path / "compare.html").write_text("")
+    assert repository_files(tmp_path) - before == {"runs", "runs/lenet", "runs/lenet/result.json", "compare.html"}
+
+
+def test_every_test_runs_in_an_empty_directory_of_its_own(tmp_path: Path) -> None:
+    here = Path.cwd()
+    assert not list(here.iterdir()) and here != tmp_path
+    assert not here.resolve().is_relative_to(Path(__file__).resolve().parents[1])  # not in the repository
+    import pwd
+
+    assert Path(os.environ["HOME"]).resolve() != Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()  # a private home
