@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import stat
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,6 +20,21 @@ settings.register_profile("mutation", phases=[Phase.explicit, Phase.reuse, Phase
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"  # real images: 2000 train, 1000 test
+ROOT = Path(__file__).resolve().parents[1]
+
+# The suite's own home, set before any test module imports matplotlib (whose font cache goes to
+# $MPLCONFIGDIR or ~/.cache) or starts a browser (~/.config/chromium): no test writes to the user's
+# home directory. Subprocesses inherit it. Removed when the session's process exits (a forked
+# child of a mutation run leaves it to its parent).
+_PRIVATE = Path(tempfile.mkdtemp(prefix="convzoo-tests-"))
+atexit.register(shutil.rmtree, _PRIVATE, ignore_errors=True)
+for _variable, _folder in (("HOME", "home"), ("XDG_CACHE_HOME", "cache"), ("XDG_CONFIG_HOME", "config"),
+                           ("XDG_DATA_HOME", "share"), ("MPLCONFIGDIR", "matplotlib")):
+    (_PRIVATE / _folder).mkdir()
+    os.environ[_variable] = str(_PRIVATE / _folder)
+# Directories the suite's own tools write in the repository (caches); anything else new there is a test's doing.
+_TOOL_DIRECTORIES = frozenset({".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cache", ".hypothesis",
+                               "mutants"})
 
 TOL = 1e-10
 
@@ -46,6 +65,47 @@ def _assert_matches_torch(ours: Callable, theirs: Callable, *tensors: torch.Tens
         theirs_grad = torch.zeros_like(theirs_in[i]) if theirs_grad is None else theirs_grad
         message = lambda m, i=i: f"gradient of argument {i}: {m}"  # noqa: E731
         torch.testing.assert_close(ours_grad, theirs_grad, rtol=TOL, atol=TOL, msg=message)
+
+
+def repository_files(root: Path = ROOT) -> set[str]:
+    """Every file and directory under ``root`` (links not followed), except the tools' caches."""
+    found: set[str] = set()
+    for folder, subfolders, files in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in _TOOL_DIRECTORIES and not d.endswith(".egg-info")]
+        where = Path(folder).relative_to(root)
+        found.update(str(where / name) for name in [*subfolders, *files])
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def machine_untouched(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The whole session runs in a temporary directory; at its end the repository has no new file
+    and ``/dev/null`` is still the character device (a test that wrote outside its temporary
+    directories fails the session here, naming what it left)."""
+    before = repository_files()
+    null_was_device = stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp_path_factory.mktemp("session-cwd"))
+        yield
+    new = sorted(repository_files() - before)
+    assert not new, f"the tests left new files in the repository {ROOT}: {new[:20]}"
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode) or not null_was_device, \
+        f"{os.devnull} is no longer a character device: a test replaced it"
+
+
+@pytest.fixture(autouse=True)
+def own_cwd(machine_untouched: None) -> Iterator[Path]:
+    """Each test runs in an empty directory of its own: a command that writes to the current
+    directory by default (a run without ``--out``, ``compare.html``, ``ops.png``) writes there,
+    never into the repository, and no test sees another's files. Tests reach the repository's
+    files through ``Path(__file__)``."""
+    where = Path(tempfile.mkdtemp(prefix="cwd-", dir=Path.cwd()))
+    previous = os.getcwd()
+    os.chdir(where)
+    try:
+        yield where
+    finally:
+        os.chdir(previous)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -102,3 +102,36 @@ def test_json_alone_writes_no_page(run: Path, tmp_path: Path, monkeypatch: pytes
     code, out, _ = run_cli("compare", str(run), "--json")
     assert code == 0 and json.loads(out)["out"] is None
     assert not (tmp_path / "compare.html").exists()
+
+
+def test_the_compare_page_shows_each_runs_result_and_links_its_report(
+        run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    from test_report import shown, structure
+
+    # A second run whose result and history differ from the first, and which has no report.
+    other = tmp_path / "runs" / "second"
+    shutil.copytree(run, other)
+    (other / "report.html").unlink()
+    result = json.loads((run / "result.json").read_text())
+    (other / "result.json").write_text(json.dumps({**result, "test_acc": 0.8125, "train_seconds": 12.25,
+                                                   "epochs": 3}))
+    page_path = tmp_path / "pages" / "compare.html"
+    code, _, err = run_cli("compare", str(run), str(other), "--out", str(page_path))
+    assert code == 0, err
+    page = structure(page_path)
+
+    runs_table = page.tables[0]
+    assert runs_table[0] == ["run", "model", "recipe", "input", "parameters", "MACs / image", "epochs",
+                             "train time (s)", "test accuracy"]
+    first, second = runs_table[1:]
+    assert first[:7] == [run.name, "lenet", "d2l", "28", "61,706", "416,520", str(result["epochs"])]
+    assert shown(first[7], result["train_seconds"]) and shown(first[8], result["test_acc"])
+    assert second[:7] == ["second", "lenet", "d2l", "28", "61,706", "416,520", "3"]
+    assert (second[7], second[8]) == ("12.25", "0.8125")
+
+    # Each run's name links to its own report.html, relative to the page; a run without one is not linked.
+    (href, text), = page.links
+    assert text == run.name and not Path(href).is_absolute()
+    assert (page_path.parent / href).resolve() == (run / "report.html").resolve()
+    assert "Every setting is the same in all the runs." in page_path.read_text()
+    assert page.images == ["train loss and test accuracy of the runs"]

@@ -163,3 +163,58 @@ def test_recipes_command_shows_every_setting_a_recipe_makes(run_cli) -> None:
             assert values == {field: getattr(resolved, field) for field in values}
     code, out, err = run_cli("recipes", "lenet5")
     assert code == 2 and "unknown model 'lenet5'" in err
+
+
+# --- the recipes users train with, value by value --------------------------------------------------
+# Written out by hand from ../shared/REFERENCE.md ("The book's training recipes", d2l-zh 2.0
+# `train_ch6`), not read from convzoo.config: a changed learning rate, batch or input side fails here.
+BOOK = {  # model: (lr, batch size, input side)
+    "lenet": (0.9, 256, 28),
+    "alexnet": (0.01, 128, 224),
+    "vgg11_small": (0.05, 128, 224),  # the book's VGG-11 with a quarter of the channels
+    "nin": (0.1, 128, 224),
+    "googlenet": (0.1, 128, 96),
+    "lenet_bn": (1.0, 256, 28),
+    "resnet18": (0.05, 256, 96),
+}
+# The networks the book does not train: the full VGG-11 takes its small twin's recipe, lenet_modern
+# (convzoo's) the defaults of a network without one.
+NOT_IN_THE_BOOK = {"vgg11": (0.05, 128, 224), "lenet_modern": (0.05, 128, 28)}
+
+
+def test_the_book_recipe_table_covers_every_network() -> None:
+    assert sorted(BOOK | NOT_IN_THE_BOOK) == sorted(list_models())
+
+
+@pytest.mark.parametrize("model", sorted(BOOK | NOT_IN_THE_BOOK))
+def test_the_d2l_recipe_of_every_network_is_the_books_value_by_value(model: str) -> None:
+    lr, batch, side = (BOOK | NOT_IN_THE_BOOK)[model]
+    config = recipe(model, "d2l")
+    assert (config.model, config.recipe) == (model, "d2l")
+    assert config.lr == lr and config.batch_size == batch and config.resize == side
+    # Plain SGD: no momentum, no weight decay, a constant rate; cross-entropy without smoothing.
+    assert (config.optimizer, config.momentum, config.weight_decay, config.schedule) == ("sgd", 0.0, 0.0, "constant")
+    assert config.label_smoothing == 0.0
+    # Xavier init, 10 epochs, pixels / 255 with no augmentation, float32, one pass per test image.
+    assert (config.init, config.epochs, config.augment, config.tta, config.amp) == ("xavier", 10, False, False, False)
+    assert config.seed == 0
+
+
+# The two fast recipes the README reports as verified (Results): lenet_modern on the CPU ("SGD-Nesterov
+# lr 0.2, one-cycle, label smoothing, bf16", 4 epochs, 28x28) and resnet18 on a GPU (64x64 input).
+FAST = {
+    "lenet_modern": {"lr": 0.2, "batch_size": 256, "resize": 28, "epochs": 4, "augment": False, "tta": False},
+    "resnet18": {"lr": 0.1, "batch_size": 256, "resize": 64, "epochs": 10, "augment": True, "tta": True},
+}
+
+
+@pytest.mark.parametrize("model", sorted(FAST))
+def test_the_verified_fast_recipes_value_by_value(model: str) -> None:
+    config = recipe(model, "fast")
+    assert config.recipe == "fast"
+    for name, value in FAST[model].items():
+        assert getattr(config, name) == value, name
+    # SGD with Nesterov momentum 0.9 and weight decay 5e-4, a one-cycle schedule to the peak rate,
+    # label smoothing 0.1, bfloat16 autocast, PyTorch's own initialisation.
+    assert (config.optimizer, config.momentum, config.weight_decay) == ("sgd", 0.9, 5e-4)
+    assert (config.schedule, config.label_smoothing, config.amp, config.init) == ("onecycle", 0.1, True, "default")

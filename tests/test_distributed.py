@@ -32,6 +32,7 @@ import pytest
 import torch
 from torch import nn
 
+import convzoo
 from convzoo import distributed, rundir
 from convzoo.checkpoint import load_model, saved_epoch
 from convzoo.config import TrainConfig, recipe
@@ -47,7 +48,10 @@ EPOCHS = 3
 ROUNDING_MARGIN = 4  # two float32 orders, each about as far from float64; twice that again for safety
 ARGS = ["--optimizer", "adamw", "--lr", "0.005", "--batch-size", "32", "--limit-test", "999",
         "--data-dir", str(SLICE), "--device", "cpu"]
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+# PYTHONPATH: the commands run the convzoo this process imports (a worktree's src/), not whichever the
+# environment happens to have installed.
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8",
+       "PYTHONPATH": str(Path(convzoo.__file__).resolve().parents[1])}
 
 
 CONFIG = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, limit_test=999, data_dir=str(SLICE),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import stat
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -103,11 +104,24 @@ def test_a_fifo_or_a_directory_is_never_replaced(tmp_path: Path, run_cli: Cli) -
     assert (folder / "keep").read_text() == "x"
 
 
-def test_a_device_node_is_never_replaced(run_cli: Cli) -> None:
-    code, _, err = run_cli("data", "show", "--out", "/dev/null", "--data-dir", str(SLICE), "--count", "4")
+@pytest.fixture
+def device_node(tmp_path: Path) -> Path:
+    """A character device of the test's own (the null device's numbers, 1:3) in its temporary
+    directory: the machine's /dev/null is never at stake, whatever the code under test does."""
+    path = tmp_path / "null"
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError as exc:
+        pytest.skip(f"cannot make a device node here ({exc.strerror}; needs root or CAP_MKNOD)")
+    return path
+
+
+def test_a_device_node_is_never_replaced(device_node: Path, run_cli: Cli) -> None:
+    code, _, err = run_cli("data", "show", "--out", str(device_node), "--data-dir", str(SLICE), "--count", "4")
     assert code == 2
-    one_error(err, "/dev/null", "is not a regular file")
-    assert Path("/dev/null").is_char_device()
+    one_error(err, str(device_node), "is not a regular file")
+    assert device_node.is_char_device()
+    assert os.listdir(device_node.parent) == ["null"]  # no temporary file left beside it
 
 
 def test_a_path_under_a_regular_file_is_the_users_error(tmp_path: Path, run_cli: Cli) -> None:
@@ -197,3 +211,31 @@ def test_a_safetensors_writer_error_is_the_os_error_it_wraps(tmp_path: Path, mon
     with pytest.raises(FileSystemError, match="model.safetensors: no space left on the device"):
         checkpoint.save_model(tmp_path / "model.safetensors", create_model("lenet"))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sessions_repository_check_sees_a_new_file_but_not_the_tools_caches(tmp_path: Path) -> None:
+    """``conftest.machine_untouched`` compares these listings before and after the session."""
+    from conftest import repository_files
+
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "kept.py").write_text("")
+    before = repository_files(tmp_path)
+    assert before == {"src", "src/kept.py"}
+    for cache in (".venv/lib/x.py", "src/__pycache__/kept.pyc", ".hypothesis/examples/1", "mutants/a/b.py",
+                  "convzoo.egg-info/PKG-INFO", ".pytest_cache/v"):
+        (tmp_path / cache).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / cache).write_text("")
+    assert repository_files(tmp_path) == before
+    (tmp_path / "runs" / "lenet").mkdir(parents=True)
+    (tmp_path / "runs" / "lenet" / "result.json").write_text("{}")
+    (tmp_path / "compare.html").write_text("")
+    assert repository_files(tmp_path) - before == {"runs", "runs/lenet", "runs/lenet/result.json", "compare.html"}
+
+
+def test_every_test_runs_in_an_empty_directory_of_its_own(tmp_path: Path) -> None:
+    here = Path.cwd()
+    assert not list(here.iterdir()) and here != tmp_path
+    assert not here.resolve().is_relative_to(Path(__file__).resolve().parents[1])  # not in the repository
+    import pwd
+
+    assert Path(os.environ["HOME"]).resolve() != Path(pwd.getpwuid(os.getuid()).pw_dir).resolve()  # a private home

@@ -124,3 +124,140 @@ def test_exif_orientation_is_applied(tmp_path: Path) -> None:
     stored.save(path, format="JPEG", exif=exif, quality=95)
     pixels = load_image(path, invert="no").numpy().astype(np.int32)
     assert pixels[:5].mean() > 200 and pixels[-5:].mean() < 50  # the band is on top again
+
+
+# --- the conversions on hand-made pictures ------------------------------------------------------
+# Luminance as Pillow's conversion to mode L computes it (ITU-R 601: 0.299 R + 0.587 G + 0.114 B),
+# by hand: red 76.2 -> 76, green 149.7 -> 150, blue 29.1 -> 29, (100, 150, 200) 140.75 -> 141.
+BANDS = [((255, 0, 0), 76), ((0, 255, 0), 150), ((0, 0, 255), 29), ((100, 150, 200), 141)]
+
+
+def _bands_rgb() -> np.ndarray:
+    """28x28 RGB: four horizontal bands of 7 rows, one colour each."""
+    rgb = np.zeros((28, 28, 3), dtype=np.uint8)
+    for i, (colour, _) in enumerate(BANDS):
+        rgb[7 * i : 7 * (i + 1)] = colour
+    return rgb
+
+
+def test_colour_becomes_pillows_luminance_by_every_road(tmp_path: Path) -> None:
+    rgb = _bands_rgb()
+    expected = np.repeat([gray for _, gray in BANDS], 7)[:, None].repeat(28, axis=1)
+    Image.fromarray(rgb).save(tmp_path / "bands.png")
+    roads = {
+        "file": load_image(tmp_path / "bands.png", invert="no"),
+        "PIL image": image_pixels(Image.fromarray(rgb), invert="no"),
+        "array (H, W, 3)": as_pixels(rgb.copy(), invert="no")[0],
+        "tensor (1, 3, H, W)": as_pixels(torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None], invert="no")[0],
+    }
+    for road, pixels in roads.items():
+        assert pixels.dtype == torch.uint8 and pixels.tolist() == expected.tolist(), road
+    assert np.asarray(Image.fromarray(rgb).convert("L")).tolist() == expected.tolist()  # Pillow's own L
+
+
+def _framed(border: int, inside: int = 50) -> np.ndarray:
+    """28x28 gray: a one-pixel frame of ``border`` around ``inside``."""
+    gray = np.full((28, 28), border, dtype=np.uint8)
+    gray[1:-1, 1:-1] = inside
+    return gray
+
+
+@pytest.mark.parametrize("border, inverted", [(200, True), (128, True), (127, False), (100, False), (0, False)])
+def test_auto_inverts_exactly_when_the_border_is_light(border: int, inverted: bool, tmp_path: Path) -> None:
+    gray = _framed(border)
+    expected = 255 - gray if inverted else gray
+    Image.fromarray(gray).save(tmp_path / "framed.png")
+    for pixels in (load_image(tmp_path / "framed.png"), image_pixels(Image.fromarray(gray)),
+                   as_pixels(gray.copy())[0], as_pixels(torch.from_numpy(gray.copy()))[0]):
+        assert pixels.numpy().tolist() == expected.tolist()
+
+
+def test_yes_always_inverts_and_no_never(tmp_path: Path) -> None:
+    for border in (0, 255):
+        gray = _framed(border)
+        for invert, expected in (("yes", 255 - gray), ("no", gray)):
+            assert image_pixels(Image.fromarray(gray), invert=invert).numpy().tolist() == expected.tolist()
+            assert as_pixels(gray.copy(), invert=invert)[0].numpy().tolist() == expected.tolist()
+    with pytest.raises(ValueError, match="invert must be auto, yes or no"):
+        image_pixels(Image.fromarray(_framed(0)), invert="maybe")
+
+
+@pytest.mark.parametrize("side", [2, 56, 100])
+def test_resizing_to_28_is_pillows_bilinear(side: int, tmp_path: Path) -> None:
+    """A file or PIL image is resized by Pillow's bilinear filter (antialiased when it shrinks);
+    a tensor or array by torch's, within one level of it."""
+    gray = np.random.default_rng(side).integers(0, 256, (side, side)).astype(np.uint8)
+    pil = Image.fromarray(gray)
+    bilinear = np.asarray(pil.resize((28, 28), Image.Resampling.BILINEAR))
+    Image.fromarray(gray).save(tmp_path / "small.png")
+    assert image_pixels(pil, invert="no").numpy().tolist() == bilinear.tolist()
+    assert load_image(tmp_path / "small.png", invert="no").numpy().tolist() == bilinear.tolist()
+    for other in (Image.Resampling.NEAREST, Image.Resampling.BICUBIC, Image.Resampling.BOX):
+        assert np.asarray(pil.resize((28, 28), other)).tolist() != bilinear.tolist()  # the filter shows
+    tensor = as_pixels(torch.from_numpy(gray.copy()), invert="no")[0].numpy().astype(int)
+    assert np.abs(tensor - bilinear).max() <= 1
+
+
+def test_a_2x2_picture_grows_to_28_as_bilinear_interpolation_between_its_pixel_centres() -> None:
+    """By hand: the source pixels' centres fall at output 6.5 and 20.5, so the 7 outer rows and columns
+    keep the corner's value, and between them output j takes 255 * (j - 6.5) / 14 of the way, rounded."""
+    pixels = image_pixels(Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)), invert="no").numpy()
+    assert pixels.shape == (28, 28)
+    ramp = [0] * 7 + [round(255 * (j - 6.5) / 14) for j in range(7, 21)] + [255] * 7
+    assert pixels[0].tolist() == ramp and pixels[:, 0].tolist() == ramp  # the first row and column
+    assert pixels[:7, :7].tolist() == [[0] * 7] * 7 and pixels[:7, 21:].tolist() == [[255] * 7] * 7
+    assert pixels[21:, :7].tolist() == [[255] * 7] * 7 and pixels[21:, 21:].tolist() == [[0] * 7] * 7
+    assert (pixels == pixels[::-1, ::-1]).all()  # the picture's point symmetry
+
+
+def test_palette_images_with_and_without_transparency(tmp_path: Path) -> None:
+    indices = np.zeros((28, 28), dtype=np.uint8)
+    indices[10:18, 10:18] = 1
+    palette = Image.fromarray(indices, mode="P")
+    palette.putpalette([255, 0, 0, 0, 0, 255] + [0] * (254 * 3))  # 0: red, 1: blue
+    expected = np.where(indices == 1, 29, 76)
+    assert image_pixels(palette, invert="no").numpy().tolist() == expected.tolist()
+    palette.save(tmp_path / "palette.png")
+    assert load_image(tmp_path / "palette.png", invert="no").numpy().tolist() == expected.tolist()
+    palette.info["transparency"] = 1  # transparent blue: white, the background alpha is composited on
+    assert image_pixels(palette, invert="no").numpy().tolist() == np.where(indices == 1, 255, 76).tolist()
+    palette.save(tmp_path / "transparent.png", transparency=1)
+    assert load_image(tmp_path / "transparent.png", invert="no").numpy().tolist() == \
+        np.where(indices == 1, 255, 76).tolist()
+
+
+def test_alpha_is_composited_on_white(tmp_path: Path) -> None:
+    """Black at alpha 128 over white: 255 * (1 - 128/255) = 127; opaque keeps its colour, alpha 0 is white."""
+    rgba = np.zeros((28, 28, 4), dtype=np.uint8)
+    rgba[:, :, 3] = 128
+    rgba[:, :4] = (255, 0, 0, 255)  # opaque red columns: 76
+    rgba[:, -4:] = (0, 0, 255, 0)  # fully transparent blue: white
+    expected = np.full((28, 28), 127)
+    expected[:, :4], expected[:, -4:] = 76, 255
+    Image.fromarray(rgba, mode="RGBA").save(tmp_path / "rgba.png")
+    for pixels in (image_pixels(Image.fromarray(rgba, mode="RGBA"), invert="no"),
+                   load_image(tmp_path / "rgba.png", invert="no"), as_pixels(rgba.copy(), invert="no")[0]):
+        assert pixels.numpy().tolist() == expected.tolist()
+
+
+def test_16_bit_images_scale_65535_to_255(tmp_path: Path) -> None:
+    """257 * k (k in 0..255) is k exactly in 8 bits: every level of a 16-bit picture lands on its own."""
+    levels = np.arange(256)
+    gray16 = (levels * 257).reshape(16, 16).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    with Image.open(tmp_path / "gray16.png") as image:
+        assert image.mode == "I;16"  # the file really is 16-bit
+    for pixels in (load_image(tmp_path / "gray16.png", invert="no", size=16),
+                   image_pixels(Image.fromarray(gray16), invert="no", size=16)):
+        assert pixels.numpy().reshape(-1).tolist() == levels.tolist()
+
+
+def test_an_array_from_a_pil_image_is_taken_without_a_warning() -> None:
+    """``np.asarray(pil_image)`` is read-only; a user passing it must not see PyTorch's warning about
+    non-writable arrays (the README lists arrays among the inputs)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixels = as_pixels(np.asarray(Image.fromarray(_framed(0))), invert="no")
+    assert pixels[0].numpy().tolist() == _framed(0).tolist()

@@ -35,6 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import convzoo
 from convzoo import checkpoint
 from convzoo.checkpoint import CheckpointError, load_model, load_state, save_model, save_state
 from convzoo.config import recipe
@@ -49,7 +50,10 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 RUNNER = Path(__file__).parent / "cli_runner.py"
 # One thread per process: the test machine has two cores, and OpenMP threads that wait for a busy
 # core make a step tens of times slower.
-ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8"}
+# PYTHONPATH: the commands run the convzoo this process imports (a worktree's src/), not whichever the
+# environment happens to have installed.
+ENV = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "OMP_NUM_THREADS": "1", "LC_ALL": "C.UTF-8",
+       "PYTHONPATH": str(Path(convzoo.__file__).resolve().parents[1])}
 # Learns within two epochs (test accuracy > 0.5), so no "not learning" warning joins the output.
 TRAIN = ["--optimizer", "adamw", "--lr", "0.005", "--batch-size", "32", "--limit-test", "200",
          "--data-dir", str(SLICE), "--device", "cpu"]

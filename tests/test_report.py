@@ -147,3 +147,116 @@ def test_missing_run_directory_is_one_line(command: str, message: str, tmp_path:
     assert not out.exists()
 
 
+
+
+# --- the numbers the pages show, read back ----------------------------------------------------
+
+class Structure(HTMLParser):
+    """A page as a reader sees it: its tables (rows of cell texts), cards ({label: value}), images
+    (alt texts) and links ((href, text))."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self.cards: dict[str, str] = {}
+        self.images: list[str] = []
+        self.links: list[tuple[str, str]] = []
+        self._cell: list[str] | None = None
+        self._card: dict[str, str] | None = None
+        self._inside: list[str] = []
+        self._href: str | None = None
+        self._link_text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self._inside.append(tag)
+        if tag == "table":
+            self.tables.append([])
+        elif tag == "tr":
+            self.tables[-1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "div" and a.get("class") == "card":
+            self._card = {}
+        elif tag == "img":
+            self.images.append(a.get("alt") or "")
+            self._inside.pop()  # a void element
+        elif tag == "a":
+            self._href, self._link_text = a.get("href"), []
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "th") and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "div" and self._card is not None and "b" in self._card:
+            self.cards[self._card.get("span", "")] = self._card["b"]
+            self._card = None
+        elif tag == "a" and self._href is not None:
+            self.links.append((self._href, "".join(self._link_text)))
+            self._href = None
+        if self._inside and self._inside[-1] == tag:
+            self._inside.pop()
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._card is not None and self._inside and self._inside[-1] in ("b", "span"):
+            self._card[self._inside[-1]] = self._card.get(self._inside[-1], "") + data
+        if self._href is not None:
+            self._link_text.append(data)
+
+
+def structure(path: Path) -> Structure:
+    page = Structure()
+    page.feed(path.read_text(encoding="utf-8"))
+    return page
+
+
+def shown(cell: str, value: float) -> bool:
+    """Whether a table cell shows ``value`` (the pages round to 4 decimals, or 4 significant digits)."""
+    return float(cell.replace(",", "")) == pytest.approx(value, rel=5e-4, abs=5e-5)
+
+
+def test_the_report_shows_the_runs_own_numbers_and_pictures(
+        run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    copy = tmp_path / "lenet"
+    shutil.copytree(run, copy)
+    (copy / "report.html").unlink()
+    code, _, err = run_cli("report", str(copy), "--device", "cpu", "--data-dir", str(SLICE))
+    assert code == 0, err
+    page = structure(copy / "report.html")
+    result = json.loads((copy / "result.json").read_text())
+    metrics = [json.loads(line) for line in (copy / "metrics.jsonl").read_text().splitlines()]
+    config = json.loads((copy / "config.json").read_text())["config"]
+
+    cards = page.cards
+    assert cards["test accuracy"] == f"{result['test_acc']:.4f}"
+    assert cards["epochs"] == f"{result['epochs']} of {config['epochs']}" == f"{len(metrics)} of 1"
+    assert cards["test images"] == f"{config['limit_test']:,}" == "200"
+    assert (cards["parameters"], cards["MACs / image"], cards["input"]) == ("61,706", "416,520", "28\u00d728")
+    train = sum(row["seconds"] + row.get("eval_seconds", 0) for row in metrics)
+    assert cards["train time"] == f"{train:.1f} s"
+
+    # The metrics table: one row per line of metrics.jsonl, one column per key, in the file's order.
+    (history,) = [t for t in page.tables if t[0] == list(metrics[0])]
+    assert len(history) == 1 + len(metrics)
+    for row, cells in zip(metrics, history[1:], strict=True):
+        for key, cell in zip(row, cells, strict=True):
+            assert shown(cell, row[key]), (key, cell, row[key])
+    assert shown(history[1][list(metrics[0]).index("test_acc")], result["test_acc"])
+
+    # Per-class accuracy: every class in the data set's order, the values result.json keeps.
+    (per_class,) = [t for t in page.tables if t[0][:2] == ["class", "accuracy"]]
+    assert [cells[0] for cells in per_class[1:]] == list(CLASSES)
+    assert [cells[1] for cells in per_class[1:]] == [f"{result['per_class_accuracy'][c]:.4f}" for c in CLASSES]
+
+    # The settings table shows config.json's values.
+    (settings,) = [t for t in page.tables if t[0] == ["setting", "value"]]
+    values = {cells[0]: cells[1] for cells in settings[1:]}
+    assert (values["model"], values["optimizer"], values["batch_size"], values["limit_test"]) == \
+        ("lenet", "adamw", "32", "200")
+    assert shown(values["lr"], config["lr"])
+
+    # The four pictures, named after the run; nothing else is referenced.
+    assert page.images == [f"{name} of lenet" for name in ("curves", "confusion", "kernels", "mistakes")]
+    assert page.links == []

@@ -284,3 +284,180 @@ def test_an_absurd_summary_argument_is_refused_naming_the_limit(flag: str, value
     code, out, err = run(capsys, "summary", "lenet", flag, value)
     assert (code, out) == (2, "")
     assert_one_error_line(err, flag, f"at most {limit}", f"{int(value):,}")
+
+
+# --- every network's parameters and MACs, counted by hand ---------------------------------------
+# Each network written out layer by layer, with the feature-map side after each stage as the
+# book's listings print it; a convolution costs (C_in * k * k) MACs per output value, a linear
+# layer C_in per output; biases, batch norm (2 parameters per channel), activations and pooling
+# cost no MACs. One table for every registered network (the model tests pin the architecture).
+
+class Hand:
+    """Parameters and MACs of a network written out layer by layer, one image of 1 channel."""
+
+    def __init__(self, side: int, channels: int = 1) -> None:
+        self.side, self.channels, self.params, self.macs = side, channels, 0, 0
+
+    def conv(self, out: int, k: int, stride: int = 1, pad: int = 0) -> Hand:
+        self.side = (self.side + 2 * pad - k) // stride + 1
+        self.params += out * self.channels * k * k + out
+        self.macs += self.side * self.side * out * self.channels * k * k
+        self.channels = out
+        return self
+
+    def pool(self, k: int, stride: int, pad: int = 0) -> Hand:
+        self.side = (self.side + 2 * pad - k) // stride + 1
+        return self
+
+    def bn(self) -> Hand:
+        self.params += 2 * self.channels  # scale and shift; the running statistics are buffers
+        return self
+
+    def flatten(self) -> Hand:
+        self.channels, self.side = self.channels * self.side * self.side, 1
+        return self
+
+    def linear(self, out: int) -> Hand:
+        self.params += self.channels * out + out
+        self.macs += self.channels * out
+        self.channels = out
+        return self
+
+    def global_pool(self) -> Hand:
+        self.side = 1  # an average: no parameters, no MACs counted
+        return self
+
+    def at(self, side: int, channels: int | None = None) -> Hand:
+        """The side (and channels) here, as the listing's comment says: the counting itself is checked."""
+        assert self.side == side and (channels is None or self.channels == channels), (self.side, self.channels)
+        return self
+
+    def inception(self, c1: int, c2: tuple[int, int], c3: tuple[int, int], c4: int) -> Hand:
+        """GoogLeNet's block: 1x1 | 1x1 -> 3x3 | 1x1 -> 5x5 | 3x3 max pool -> 1x1, every path keeping the side."""
+        c_in, area = self.channels, self.side * self.side
+        per_pixel = c_in * c1 + c_in * c2[0] + c2[0] * 9 * c2[1] + c_in * c3[0] + c3[0] * 25 * c3[1] + c_in * c4
+        self.macs += area * per_pixel
+        self.params += per_pixel + c1 + c2[0] + c2[1] + c3[0] + c3[1] + c4  # weights, then one bias per channel
+        self.channels = c1 + c2[1] + c3[1] + c4
+        return self
+
+    def residual(self, out: int, stride: int = 1) -> Hand:
+        """ResNet's unit: 3x3 conv (stride) -> BN -> ReLU -> 3x3 conv -> BN, plus a strided 1x1 conv when
+        the shape changes."""
+        c_in = self.channels
+        self.side = (self.side + 2 - 3) // stride + 1
+        shortcut = c_in != out or stride != 1
+        per_pixel = c_in * 9 * out + out * 9 * out + (c_in * out if shortcut else 0)
+        self.macs += self.side * self.side * per_pixel
+        self.params += per_pixel + 2 * out + (out if shortcut else 0) + 2 * 2 * out  # weights, biases, two BNs
+        self.channels = out
+        return self
+
+
+def _lenet() -> Hand:
+    return (Hand(28).conv(6, 5, pad=2).at(28, 6).pool(2, 2).at(14).conv(16, 5).at(10, 16).pool(2, 2).at(5)
+            .flatten().at(1, 400).linear(120).linear(84).linear(10))
+
+
+def _lenet_bn() -> Hand:
+    return (Hand(28).conv(6, 5).bn().at(24, 6).pool(2, 2).at(12).conv(16, 5).bn().at(8, 16).pool(2, 2).at(4)
+            .flatten().at(1, 256).linear(120).bn().linear(84).bn().linear(10))
+
+
+def _lenet_modern() -> Hand:
+    return (Hand(28).conv(16, 5, pad=2).at(28).pool(2, 2).bn().at(14, 16).conv(32, 5).at(10).pool(2, 2).bn()
+            .at(5, 32).flatten().at(1, 800).linear(128).bn().linear(10))
+
+
+def _alexnet() -> Hand:
+    return (Hand(224).conv(96, 11, stride=4, pad=1).at(54).pool(3, 2).at(26).conv(256, 5, pad=2).at(26)
+            .pool(3, 2).at(12).conv(384, 3, pad=1).conv(384, 3, pad=1).conv(256, 3, pad=1).at(12, 256)
+            .pool(3, 2).at(5).flatten().at(1, 6400).linear(4096).linear(4096).linear(10))
+
+
+def _vgg11(width: int) -> Hand:
+    """VGG-11: (convs, channels) (1, 64) (1, 128) (2, 256) (2, 512) (2, 512), channels // ``width``."""
+    hand = Hand(224)
+    for convs, channels in ((1, 64), (1, 128), (2, 256), (2, 512), (2, 512)):
+        for _ in range(convs):
+            hand.conv(channels // width, 3, pad=1)
+        hand.pool(2, 2)
+    return hand.at(7, 512 // width).flatten().linear(4096).linear(4096).linear(10)
+
+
+def _nin() -> Hand:
+    hand = Hand(224)
+
+    def block(out: int, k: int, stride: int, pad: int) -> Hand:
+        return hand.conv(out, k, stride, pad).conv(out, 1).conv(out, 1)
+
+    block(96, 11, 4, 0).at(54)
+    hand.pool(3, 2).at(26)
+    block(256, 5, 1, 2).at(26)
+    hand.pool(3, 2).at(12)
+    block(384, 3, 1, 1).at(12)
+    hand.pool(3, 2).at(5)
+    return block(10, 3, 1, 1).at(5, 10)  # then global average pooling: no parameters, no MACs
+
+
+def _googlenet() -> Hand:
+    hand = Hand(96).conv(64, 7, stride=2, pad=3).at(48).pool(3, 2, 1).at(24)
+    hand.conv(64, 1).conv(192, 3, pad=1).pool(3, 2, 1).at(12, 192)
+    hand.inception(64, (96, 128), (16, 32), 32).inception(128, (128, 192), (32, 96), 64).pool(3, 2, 1).at(6, 480)
+    for c1, c2, c3, c4 in ((192, (96, 208), (16, 48), 64), (160, (112, 224), (24, 64), 64),
+                           (128, (128, 256), (24, 64), 64), (112, (144, 288), (32, 64), 64),
+                           (256, (160, 320), (32, 128), 128)):
+        hand.inception(c1, c2, c3, c4)
+    hand.pool(3, 2, 1).at(3, 832)
+    hand.inception(256, (160, 320), (32, 128), 128).inception(384, (192, 384), (48, 128), 128).at(3, 1024)
+    return hand.global_pool().flatten().at(1, 1024).linear(10)
+
+
+def _resnet18() -> Hand:
+    hand = Hand(96).conv(64, 7, stride=2, pad=3).bn().at(48).pool(3, 2, 1).at(24, 64)
+    hand.residual(64).residual(64).at(24, 64)
+    for channels in (128, 256, 512):
+        hand.residual(channels, stride=2).residual(channels)
+    return hand.at(3, 512).global_pool().flatten().linear(10)
+
+
+HAND_COUNTED = {
+    "lenet": _lenet, "lenet_bn": _lenet_bn, "lenet_modern": _lenet_modern, "alexnet": _alexnet,
+    "vgg11": lambda: _vgg11(1), "vgg11_small": lambda: _vgg11(4), "nin": _nin, "googlenet": _googlenet,
+    "resnet18": _resnet18,
+}
+
+
+def test_the_hand_counted_table_covers_every_registered_network() -> None:
+    assert sorted(HAND_COUNTED) == sorted(list_models())
+
+
+def test_lenet_counted_by_hand_is_the_books_arithmetic() -> None:
+    """The first rows written out in full: conv 1->6 5x5 pad 2 on 28x28, then 6->16 5x5 on 14x14, then the
+    three dense layers."""
+    params = (6 * 25 + 6) + (16 * 6 * 25 + 16) + (400 * 120 + 120) + (120 * 84 + 84) + (84 * 10 + 10)
+    macs = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 6 * 25 + 400 * 120 + 120 * 84 + 84 * 10
+    assert (params, macs) == (61_706, 416_520)  # the README's table
+    hand = _lenet()
+    assert (hand.params, hand.macs) == (params, macs)
+
+
+@pytest.mark.parametrize("name", sorted(HAND_COUNTED))
+def test_parameters_and_macs_of_every_network_equal_the_hand_count(name: str) -> None:
+    hand = HAND_COUNTED[name]()
+    summary = summarize_model(name)
+    assert summary.total_params == hand.params
+    assert summary.total_macs == hand.macs
+    assert summary.input_shape == [1, 1, NATIVE_SIZE[name], NATIVE_SIZE[name]]
+
+
+# The README's "Models" table (parameters, MACs at the native input), as users read it.
+README_MODELS = {
+    "lenet": (61_706, 416_520), "alexnet": (46_764_746, 938_146_176), "vgg11": (128_806_154, 7_547_232_256),
+    "vgg11_small": (43_093_322, 512_155_648), "nin": (1_992_166, 762_297_352), "googlenet": (5_977_530, 276_066_304),
+    "lenet_bn": (44_878, 281_640), "resnet18": (11_178_378, 318_657_536), "lenet_modern": (117_418, 1_697_280),
+}
+
+
+def test_the_readme_models_table_is_the_hand_count() -> None:
+    assert {name: (hand().params, hand().macs) for name, hand in HAND_COUNTED.items()} == README_MODELS

@@ -132,7 +132,8 @@ def as_pixels(images: object, *, invert: str = "auto", size: int = 28) -> torch.
     if isinstance(images, Image.Image):
         return image_pixels(images, invert=invert, size=size)[None]
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        # a copy when the array is read-only (np.asarray of a PIL image): torch warns about sharing those
+        images = torch.from_numpy(np.ascontiguousarray(images) if images.flags.writeable else np.array(images))
     if not isinstance(images, torch.Tensor):
         raise ImageError(f"expected a path, a PIL image, a tensor or an array, got {type(images).__name__}")
     return _tensor_pixels(images, invert, size)
