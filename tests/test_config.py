@@ -150,7 +150,8 @@ def test_recipes_command_shows_every_setting_a_recipe_makes(run_cli) -> None:
     assert (code, err) == (0, "")
     lines = out.splitlines()
     assert lines[0].split() == ["alexnet", "d2l", "fast"]
-    rows = {line.split()[0]: line.split()[1:] for line in lines[1:]}
+    assert lines[-1] == "  fast: not verified at full length (a starting point; the README's Results say what was measured)"
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:-1]}
     assert set(rows) == {flag_name(name) for name in recipe_fields()}
     assert (rows["--lr"], rows["--input-size"], rows["--augment"]) == (["0.01", "0.02"], ["224", "96"], ["off", "on"])
     code, out, err = run_cli("recipes", "--json")
@@ -191,7 +192,7 @@ def test_the_d2l_recipe_of_every_network_is_the_books_value_by_value(model: str)
     lr, batch, side = (BOOK | NOT_IN_THE_BOOK)[model]
     config = recipe(model, "d2l")
     assert (config.model, config.recipe) == (model, "d2l")
-    assert config.lr == lr and config.batch_size == batch and config.resize == side
+    assert config.lr == lr and config.batch_size == batch and config.input_size == side
     # Plain SGD: no momentum, no weight decay, a constant rate; cross-entropy without smoothing.
     assert (config.optimizer, config.momentum, config.weight_decay, config.schedule) == ("sgd", 0.0, 0.0, "constant")
     assert config.label_smoothing == 0.0
@@ -203,8 +204,8 @@ def test_the_d2l_recipe_of_every_network_is_the_books_value_by_value(model: str)
 # The two fast recipes the README reports as verified (Results): lenet_modern on the CPU ("SGD-Nesterov
 # lr 0.2, one-cycle, label smoothing, bf16", 4 epochs, 28x28) and resnet18 on a GPU (64x64 input).
 FAST = {
-    "lenet_modern": {"lr": 0.2, "batch_size": 256, "resize": 28, "epochs": 4, "augment": False, "tta": False},
-    "resnet18": {"lr": 0.1, "batch_size": 256, "resize": 64, "epochs": 10, "augment": True, "tta": True},
+    "lenet_modern": {"lr": 0.2, "batch_size": 256, "input_size": 28, "epochs": 4, "augment": False, "tta": False},
+    "resnet18": {"lr": 0.1, "batch_size": 256, "input_size": 64, "epochs": 10, "augment": True, "tta": True},
 }
 
 

@@ -17,7 +17,8 @@ SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 def watch(**overrides: object) -> LossWatch:
     hint = "D keeps 1 completed epoch; continue with: convzoo train --resume D"
-    return LossWatch(recipe("lenet", **overrides), lambda **_changes: hint)
+    return LossWatch(recipe("lenet", **overrides),
+                     lambda **changes: hint + "".join(f" --{k} {v:g}" for k, v in changes.items()))
 
 
 def test_a_finite_falling_loss_passes() -> None:

@@ -227,32 +227,32 @@ def _classify(top_k: int, names: list[str] | None = None) -> list:
 def test_top_k_order_and_probabilities_are_the_softmax_by_hand() -> None:
     spread, tied = _classify(3, names=["shoe.png", "shirt.png"])
     p = _softmax(SPREAD)
-    assert spread.image == "shoe.png" and [label for label, _ in spread.top] == [7, 1, 4]
-    assert [prob for _, prob in spread.top] == pytest.approx([p[7], p[1], p[4]], rel=1e-6)
+    assert spread.image == "shoe.png" and [label for label, _ in spread.top_labels] == [7, 1, 4]
+    assert [prob for _, prob in spread.top_labels] == pytest.approx([p[7], p[1], p[4]], rel=1e-6)
     assert (spread.label, spread.class_name, spread.probability) == (7, CLASSES[7], pytest.approx(p[7], rel=1e-6))
     # One flat tone: the stub's images are also flagged as unlike the training data.
     assert spread.format() == (f"shoe.png: Sneaker {p[7]:.1%} (Trouser {p[1]:.1%}, Coat {p[4]:.1%})"
                                "  [unlike the training data: blank: one flat tone, no object]")
     q = _softmax(TIED)
     assert tied.image == "shirt.png"
-    assert {label for label, _ in tied.top[:2]} == {3, 5} and tied.top[2][0] == 8  # a tie: both first, either order
-    assert [prob for _, prob in tied.top] == pytest.approx([q[3], q[5], q[8]], rel=1e-6)
+    assert {label for label, _ in tied.top_labels[:2]} == {3, 5} and tied.top_labels[2][0] == 8  # a tie: both first, either order
+    assert [prob for _, prob in tied.top_labels] == pytest.approx([q[3], q[5], q[8]], rel=1e-6)
 
 
 def test_top_1_and_top_10() -> None:
     spread, tied = _classify(1)
     assert (spread.image, tied.image) == ("image 0", "image 1")  # the default names
-    assert spread.top == [(7, pytest.approx(_softmax(SPREAD)[7], rel=1e-6))] and len(tied.top) == 1
+    assert spread.top_labels == [(7, pytest.approx(_softmax(SPREAD)[7], rel=1e-6))] and len(tied.top_labels) == 1
     assert tied.label in (3, 5)
     spread, _ = _classify(10)
     p = _softmax(SPREAD)
-    assert [label for label, _ in spread.top] == [7, 1, 4, 8, 0, 3, 5, 9, 6, 2]  # every class, most probable first
-    assert [prob for _, prob in spread.top] == pytest.approx([p[k] for k in (7, 1, 4, 8, 0, 3, 5, 9, 6, 2)], rel=1e-6)
-    assert sum(prob for _, prob in spread.top) == pytest.approx(1.0, rel=1e-6)
+    assert [label for label, _ in spread.top_labels] == [7, 1, 4, 8, 0, 3, 5, 9, 6, 2]  # every class, most probable first
+    assert [prob for _, prob in spread.top_labels] == pytest.approx([p[k] for k in (7, 1, 4, 8, 0, 3, 5, 9, 6, 2)], rel=1e-6)
+    assert sum(prob for _, prob in spread.top_labels) == pytest.approx(1.0, rel=1e-6)
     assert spread.to_json()["top_k"][0] == {"class": "Sneaker", "label": 7, "probability": round(p[7], 4)}
 
 
 @pytest.mark.parametrize("top_k", [0, 11, -1])
 def test_a_top_k_outside_1_to_10_is_refused(top_k: int) -> None:
-    with pytest.raises(ValueError, match="top_k must be between 1 and 10"):
+    with pytest.raises(ValueError, match="top.k must be between 1 and 10"):
         _classify(top_k)
