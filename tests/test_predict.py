@@ -235,7 +235,8 @@ def test_top_k_order_and_probabilities_are_the_softmax_by_hand() -> None:
                                "  [unlike the training data: blank: one flat tone, no object]")
     q = _softmax(TIED)
     assert tied.image == "shirt.png"
-    assert {label for label, _ in tied.top_labels[:2]} == {3, 5} and tied.top_labels[2][0] == 8  # a tie: both first, either order
+    # a tie: both first, either order
+    assert {label for label, _ in tied.top_labels[:2]} == {3, 5} and tied.top_labels[2][0] == 8
     assert [prob for _, prob in tied.top_labels] == pytest.approx([q[3], q[5], q[8]], rel=1e-6)
 
 
@@ -246,8 +247,10 @@ def test_top_1_and_top_10() -> None:
     assert tied.label in (3, 5)
     spread, _ = _classify(10)
     p = _softmax(SPREAD)
-    assert [label for label, _ in spread.top_labels] == [7, 1, 4, 8, 0, 3, 5, 9, 6, 2]  # every class, most probable first
-    assert [prob for _, prob in spread.top_labels] == pytest.approx([p[k] for k in (7, 1, 4, 8, 0, 3, 5, 9, 6, 2)], rel=1e-6)
+    # every class, most probable first
+    assert [label for label, _ in spread.top_labels] == [7, 1, 4, 8, 0, 3, 5, 9, 6, 2]
+    assert [prob for _, prob in spread.top_labels] == pytest.approx([p[k] for k in (7, 1, 4, 8, 0, 3, 5, 9, 6, 2)],
+                                                                    rel=1e-6)
     assert sum(prob for _, prob in spread.top_labels) == pytest.approx(1.0, rel=1e-6)
     assert spread.to_json()["top_k"][0] == {"class": "Sneaker", "label": 7, "probability": round(p[7], 4)}
 
