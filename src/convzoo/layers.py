@@ -1,4 +1,4 @@
-"""``nn.Module`` wrappers over ``convzoo.ops``: the seed's ``Conv2D`` and drop-ins for ``torch.nn``.
+"""``nn.Module`` wrappers over ``convzoo.ops``: the chapter's ``Conv2D`` and drop-ins for ``torch.nn``.
 
 ``Conv2d``, ``MaxPool2d``, ``AvgPool2d``, ``BatchNorm1d`` and ``BatchNorm2d`` subclass their
 ``torch.nn`` twins and replace only the computation, so constructor arguments, defaults,
@@ -18,7 +18,7 @@ from . import ops
 
 
 class Conv2D(nn.Module):
-    """The seed's 2-D convolution layer: one learnable ``kernel_size`` kernel and a scalar bias.
+    """The chapter's 2-D convolution layer: one learnable ``kernel_size`` kernel and a scalar bias.
 
     ``(H, W) -> (H - kh + 1, W - kw + 1)``.
     """

@@ -5,7 +5,7 @@
     show_mistakes(run_dir)           mistakes.png   misclassified test images, true and predicted class
     show_confusion(run_dir)          confusion.png  the confusion matrix, as ``convzoo eval`` draws it
     show_curves([run_dir, ...], out)                several runs' train loss and test accuracy
-    show_ops(out)                                   the seed's worked examples of corr2d, padding, stride
+    show_ops(out)                                   the chapter's worked examples of corr2d, padding, stride
 
 Each reads what it needs from the run directory, builds the figure with ``convzoo.figures`` and
 saves it into the run directory unless ``out`` says otherwise.

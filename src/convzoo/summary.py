@@ -1,4 +1,4 @@
-"""Layer-by-layer view of a network: output shapes (as the seed prints them), parameters, MACs.
+"""Layer-by-layer view of a network: output shapes (as the chapter prints them), parameters, MACs.
 
 MACs (multiply-accumulates) come from ``torch.utils.flop_counter``, which counts the matrix
 products and convolutions of one forward pass; FLOPs = 2 x MACs. Pooling, activations and

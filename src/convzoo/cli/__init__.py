@@ -1,7 +1,7 @@
 """The ``convzoo`` command: one module per command group over the library; this one parses and reports errors.
 
     convzoo models                       the zoo: parameters, native input, MACs
-    convzoo summary lenet                the seed's layer-by-layer table
+    convzoo summary lenet                the chapter's layer-by-layer table
     convzoo train lenet                  the book's recipe on Fashion-MNIST
     convzoo eval runs/lenet              test accuracy, per class, confusion.png
     convzoo predict runs/lenet shoe.png  class and probability per image

@@ -49,7 +49,7 @@ def _sum_text(window: np.ndarray, kernel: np.ndarray, value: float) -> str:
 
 
 def ops_figure() -> Figure:
-    """The seed's examples: ``corr2d`` of ``[[0..8]]`` with ``[[0, 1], [2, 3]]``, then padding 1 and stride 2.
+    """The chapter's examples: ``corr2d`` of ``[[0..8]]`` with ``[[0, 1], [2, 3]]``, then padding 1 and stride 2.
 
     Every number drawn is computed by ``convzoo.ops`` (``corr2d``, ``conv2d``, ``conv2d_output_size``).
     """

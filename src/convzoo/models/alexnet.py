@@ -1,6 +1,6 @@
 """AlexNet as the book trains it on Fashion-MNIST: one input channel, 224x224, 10 classes.
 
-The seed's listing leaves out the ReLU after the first convolution and the second 4096-wide
+The chapter's listing leaves out the ReLU after the first convolution and the second 4096-wide
 layer ("for a CPU image"); this is the book's full network, which has both.
 """
 

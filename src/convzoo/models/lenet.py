@@ -1,4 +1,4 @@
-"""LeNet-5 as the seed trains it on Fashion-MNIST, and the course's BN-LeNet."""
+"""LeNet-5 as the chapter trains it on Fashion-MNIST, and the course's BN-LeNet."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .shapes import check_input_size
 
 @register_model(input_size=28)
 def lenet(*, num_classes: int = 10, in_channels: int = 1, input_size: int = 28, backend: str = "torch") -> nn.Module:
-    """LeNet-5 (sigmoid, average pooling), the seed's network; 61,706 parameters at 28x28."""
+    """LeNet-5 (sigmoid, average pooling), the chapter's network; 61,706 parameters at 28x28."""
     L = layers_for(backend)
     features = [
         L.Conv2d(in_channels, 6, kernel_size=5, padding=2), nn.Sigmoid(),  # N x 6 x 28 x 28

@@ -1,4 +1,4 @@
-"""The seed's 2-D cross-correlation, its multi-channel forms, and true convolution."""
+"""The chapter's 2-D cross-correlation, its multi-channel forms, and true convolution."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from .shapes import conv2d_output_size
 
 
 def _float_dtype(*tensors: torch.Tensor) -> torch.dtype:
-    """The seed returns floats for integer inputs: promote to at least the default float type."""
+    """The chapter's code returns floats for integer inputs: promote to at least the default float type."""
     dtype = tensors[0].dtype
     for t in tensors[1:]:
         dtype = torch.promote_types(dtype, t.dtype)
@@ -23,7 +23,7 @@ def _check_dims(X: torch.Tensor, K: torch.Tensor, x_dim: int, k_dim: int) -> Non
 
 
 def corr2d_loop(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """``(H, W), (h, w) -> (H - h + 1, W - w + 1)`` with the seed's double loop: the oracle."""
+    """``(H, W), (h, w) -> (H - h + 1, W - w + 1)`` with the chapter's double loop: the oracle."""
     _check_dims(X, K, 2, 2)
     h, w = K.shape
     out_h, out_w = conv2d_output_size(tuple(X.shape), (h, w))
@@ -49,7 +49,7 @@ def corr2d_multi_in(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 
 
 def corr2d(X: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """``(H, W), (h, w) -> (H - h + 1, W - w + 1)``: the seed's ``corr2d``, vectorised.
+    """``(H, W), (h, w) -> (H - h + 1, W - w + 1)``: the chapter's ``corr2d``, vectorised.
 
     >>> corr2d(torch.tensor([[0, 1, 2], [3, 4, 5], [6, 7, 8]]), torch.tensor([[0, 1], [2, 3]]))
     tensor([[19., 25.],

@@ -85,7 +85,7 @@ def global_avg_pool2d(x: torch.Tensor) -> torch.Tensor:
 
 
 def pool2d(X: torch.Tensor, pool_size: IntOrPair, mode: str = "max") -> torch.Tensor:
-    """The seed's pooling of one 2-D array with a double loop, kept as a readable oracle."""
+    """The chapter's pooling of one 2-D array with a double loop, kept as a readable oracle."""
     if mode not in ("max", "avg"):
         raise ValueError(f"mode must be 'max' or 'avg', got {mode!r}")
     if X.dim() != 2:

@@ -5,7 +5,7 @@ and dilation ``d`` the output size is
 
     floor((n + 2p - d(k - 1) - 1) / s) + 1
 
-the seed's formula ``floor((n - k + p_total + s) / s)`` with the kernel's extent ``d(k - 1) + 1``
+the chapter's formula ``floor((n - k + p_total + s) / s)`` with the kernel's extent ``d(k - 1) + 1``
 in place of ``k``. Every function here raises ``ValueError`` naming the argument and its value
 when the arguments cannot describe a valid layer.
 """
