@@ -269,7 +269,7 @@ def _device(config: TrainConfig, rank: distributed.Rank | None) -> torch.device:
         raise ConfigError(f"{option('cuda_graphs')} trains in one process; leave it out under torchrun",
                           field="cuda_graphs")
     device = distributed.init(rank, device)
-    distributed.agree(asdict(config))
+    distributed.agree(asdict(config), local=("threads", "data_dir"))  # a node's own cores and paths
     return device
 
 
