@@ -18,7 +18,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from convzoo import checkpoint
+from convzoo import checkpoint, tensorfile
 from convzoo.checkpoint import CheckpointError, load_state, save_model, save_state, saved_epoch, snapshot_state
 from convzoo.models import create_model
 
@@ -191,15 +191,19 @@ def test_a_bad_model_configuration_is_named(config: dict, message: str) -> None:
 
 def test_a_weight_of_another_shape_or_dtype_is_named_with_both() -> None:
     model, _ = _trained()
+
+    def entries(state: dict[str, torch.Tensor]) -> dict:  # what read_header gives for a file of ``state``
+        return {name: (t.dtype, tuple(t.shape)) for name, t in state.items()}
+
     state = dict(model.state_dict())
     state["0.weight"] = state["0.weight"].double()
     with pytest.raises(CheckpointError, match=r"^f does not match its model: 0.weight is torch.float64 "
                        r"\(6, 1, 5, 5\), the model has torch.float32 \(6, 1, 5, 5\)$"):
-        checkpoint._load_weights(model, state, "f")
+        checkpoint._check_entries(model.state_dict(), entries(state), "f", "its model")
     extra = {**dict(model.state_dict()), "a": torch.zeros(1), "b": torch.zeros(1), "c": torch.zeros(1),
              "d": torch.zeros(1)}
     with pytest.raises(CheckpointError, match=r"^f does not match its model: it has unexpected a, b, c$"):
-        checkpoint._load_weights(model, extra, "f")
+        checkpoint._check_entries(model.state_dict(), entries(extra), "f", "its model")
 
 
 def test_restored_weights_stay_the_parameters_the_optimizer_updates(tmp_path: Path) -> None:
@@ -293,8 +297,8 @@ def test_a_file_whose_size_does_not_match_its_header_is_refused(tmp_path: Path, 
 def test_a_header_longer_than_the_cap_is_refused_unread(tmp_path: Path) -> None:
     path = tmp_path / "w.safetensors"
     with path.open("wb") as f:
-        f.write((checkpoint.MAX_HEADER_BYTES + 1).to_bytes(8, "little") + b"{")
-        f.truncate(checkpoint.MAX_HEADER_BYTES + 64)
+        f.write((tensorfile.MAX_HEADER_BYTES + 1).to_bytes(8, "little") + b"{")
+        f.truncate(tensorfile.MAX_HEADER_BYTES + 64)
     with pytest.raises(CheckpointError, match="at most 268,435,456 are read"):
         checkpoint.read_header(path)
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 from pathlib import Path
 
 import torch
@@ -29,113 +28,12 @@ from torch import nn
 from .errors import UserError, first_line
 from .fileio import write_bytes
 from .models import rebuild
+from .tensorfile import CheckpointError, read_header, read_tensors, refuse_pickle  # noqa: F401  (re-exported)
 
 FORMAT = "convzoo-1"
 
 # What every row of a run's history holds (``convzoo.train.fit`` writes more).
 HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds", "eval_seconds")
-
-
-class CheckpointError(UserError):
-    """A weights or checkpoint file that is missing, corrupt, tampered with, or of another kind."""
-
-
-def refuse_pickle(path: str | Path) -> None:
-    """Raise ``CheckpointError`` if ``path`` is a pickle-based PyTorch file; it is sniffed, never unpickled.
-
-    torch.save writes a zip archive (``PK\\x03\\x04``) holding a pickle; older files are a bare
-    pickle (``\\x80`` and the protocol, 2 to 5). A safetensors file starts with its header's length
-    (8 bytes, little-endian), which can begin with those same bytes, and then the header's ``{``.
-    """
-    with open(path, "rb") as f:
-        head = f.read(9)
-        size = os.fstat(f.fileno()).st_size
-    if len(head) == 9 and head[8:] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
-        return
-    if head[:4] == b"PK\x03\x04" or (head[:1] == b"\x80" and head[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
-        raise CheckpointError(f"{path} is a pickle-based PyTorch file; convzoo only opens safetensors files "
-                              "(a pickle can run code when it is opened)")
-
-
-# The largest header convzoo reads: names, dtypes and shapes of a few hundred tensors, and the
-# metadata (the model's configuration, the history of up to a million epochs).
-MAX_HEADER_BYTES = 256 << 20
-
-# safetensors' dtype names, as torch knows them.
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
-          "BOOL": torch.bool}
-
-
-def read_header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...]]], dict[str, str]]:
-    """``({name: (dtype, shape)}, metadata)`` from a safetensors file's header; no tensor is read.
-
-    Reads the 8-byte length and at most ``MAX_HEADER_BYTES`` of JSON, and checks that the tensors
-    it declares tile the rest of the file exactly (so the file is no larger than its header says):
-    what the tensors will cost is known, and can be compared with a model, before a byte of them
-    is read. Anything else is a ``CheckpointError``.
-    """
-    entries, metadata, _ = _header(path)
-    return {name: (dtype, shape) for name, (dtype, shape, _) in entries.items()}, metadata
-
-
-def _header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, ...], int]], dict[str, str], int]:
-    """``read_header``'s entries with each tensor's offset in the data, the metadata, where the data starts."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path} does not exist")
-    refuse_pickle(path)
-    try:
-        with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            length = int.from_bytes(f.read(8), "little")
-            if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
-                raise CheckpointError(f"{path} is not a safetensors file of convzoo: its header would be {length:,} "
-                                      f"bytes (the file has {size:,}; at most {MAX_HEADER_BYTES:,} are read)")
-            header = json.loads(f.read(length))
-    except OSError as exc:
-        raise CheckpointError(f"{path} cannot be read ({first_line(exc)})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
-        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not JSON)") from None
-    entries, metadata = _parse_header(header, size - 8 - length, path)
-    return entries, metadata, 8 + length
-
-
-def _parse_header(header: object, data_bytes: int, path: Path) -> tuple[dict, dict[str, str]]:
-    """The header's tensors as ``{name: (dtype, shape, offset)}``, checked to tile ``data_bytes`` exactly."""
-    if not isinstance(header, dict):
-        raise CheckpointError(f"{path} is not a readable safetensors file (its header is not a mapping)")
-    metadata = header.get("__metadata__") or {}
-    if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
-        raise CheckpointError(f"{path} is not a readable safetensors file (its metadata is not text)")
-    entries: dict[str, tuple[torch.dtype, tuple[int, ...], int]] = {}
-    spans = []
-    for name, entry in header.items():
-        if name == "__metadata__":
-            continue
-        try:
-            dtype = DTYPES[entry["dtype"]]
-            shape = tuple(entry["shape"])
-            begin, end = entry["data_offsets"]
-            if not all(type(n) is int and n >= 0 for n in (*shape, begin, end)):
-                raise ValueError
-        except (KeyError, TypeError, ValueError):
-            raise CheckpointError(f"{path} is not a readable safetensors file (tensor {name!r} is not described "
-                                  "by a known dtype, a shape and two offsets)") from None
-        if end - begin != math.prod(shape) * dtype.itemsize:
-            raise CheckpointError(f"{path} is not a readable safetensors file (tensor {name!r} has "
-                                  f"{end - begin:,} bytes for {dtype} {shape})")
-        entries[name] = (dtype, shape, begin)
-        spans.append((begin, end))
-    covered = 0
-    for begin, end in sorted(spans):
-        if begin != covered:
-            break
-        covered = end
-    if covered != data_bytes:
-        raise CheckpointError(f"{path} is not a readable safetensors file: its header describes tensors of "
-                              f"{covered:,} bytes that do not fill the {data_bytes:,} bytes after it")
-    return entries, metadata
 
 
 def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str | Path, what: str) -> None:
@@ -152,25 +50,9 @@ def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str |
 
 
 def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Every tensor of ``path`` and its metadata, checked against the checksum; call after ``read_header``.
-
-    The tensors are read by Python at the header's offsets, each into its own tensor: the memory
-    is exactly theirs, and any path opens (safetensors' reader needs the path to be UTF-8).
-    """
-    path = Path(path)
-    entries, metadata, start = _header(path)
-    tensors = {}
-    try:
-        with open(path, "rb") as f:
-            for name, (dtype, shape, offset) in sorted(entries.items(), key=lambda item: item[1][2]):
-                tensor = torch.empty(shape, dtype=dtype)
-                buffer = memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
-                f.seek(start + offset)
-                if f.readinto(buffer) != len(buffer):
-                    raise CheckpointError(f"{path} is truncated: tensor {name!r} ends past the end of the file")
-                tensors[name] = tensor
-    except OSError as exc:
-        raise CheckpointError(f"{path} is not a readable safetensors file ({first_line(exc)})") from None
+    """Every tensor of ``path`` and its metadata (``tensorfile.read_tensors``), checked against the checksum; call
+    after ``read_header``."""
+    tensors, metadata = read_tensors(path)
     if metadata.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
     if metadata.get("sha256") != _digest(tensors):
@@ -233,20 +115,6 @@ def build_from_config(config: object, path: str | Path = "the run") -> nn.Module
         raise CheckpointError(f"{path} has an invalid model configuration: {first_line(exc)}") from None
 
 
-def _load_weights(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path, *, assign: bool = False) -> None:
-    """Load ``state`` after checking that it has exactly the model's keys, shapes and dtypes."""
-    expected = model.state_dict()
-    missing, extra = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
-    if missing or extra:
-        what = f"lacks {', '.join(missing[:3])}" if missing else f"has unexpected {', '.join(extra[:3])}"
-        raise CheckpointError(f"{path} does not match its model: it {what}")
-    for key, tensor in expected.items():
-        if state[key].shape != tensor.shape or state[key].dtype != tensor.dtype:
-            raise CheckpointError(f"{path} does not match its model: {key} is {state[key].dtype} "
-                                  f"{tuple(state[key].shape)}, the model has {tensor.dtype} {tuple(tensor.shape)}")
-    model.load_state_dict(state, strict=True, assign=assign)
-
-
 def save_model(path: str | Path, model: nn.Module) -> None:
     """Write ``model``'s weights and its ``config`` (from ``create_model``) to ``path``."""
     _write(path, dict(model.state_dict()), {"model": json.dumps(model.config)})
@@ -258,13 +126,9 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> nn.Modul
     The names, dtypes and shapes in the file's header are compared with the model (built on the
     meta device) before any tensor is read: an unrelated or oversized file costs no memory.
     """
-    entries, metadata = read_header(path)
-    if metadata.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
+    entries, metadata = _convzoo_header(path)
     model = build_from_config(_json(metadata, "model", path), path)
-    _check_entries(model.state_dict(), entries, path, "its model")
-    tensors, metadata = _read(path)
-    _load_weights(model, tensors, path, assign=True)
+    _assign(path, model, entries)
     return model.to(device).eval()
 
 
@@ -274,13 +138,27 @@ def load_weights(path: str | Path, model: nn.Module) -> None:
     The file's model must be ``model``'s (name and arguments, e.g. a weights file copied from another
     run is refused) and every tensor must have its parameter's shape and dtype.
     """
-    entries, metadata = read_header(path)  # names, dtypes and shapes first: an unrelated file costs no memory
+    entries, metadata = _convzoo_header(path)
     stored = _json(metadata, "model", path)
     if stored != model.config:
         raise CheckpointError(f"{path} holds {_described(stored)}, but its run describes {_described(model.config)}: "
                               "the files come from different runs")
+    _assign(path, model, entries)
+
+
+def _convzoo_header(path: str | Path) -> tuple[dict, dict[str, str]]:
+    """``read_header`` of a file this format's ``save_model`` wrote (else ``CheckpointError``)."""
+    entries, metadata = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a convzoo {FORMAT} file (format {metadata.get('format')!r})")
+    return entries, metadata
+
+
+def _assign(path: str | Path, model: nn.Module, entries: dict) -> None:
+    """The file's tensors assigned to ``model``, once the header's names, dtypes and shapes are the model's: an
+    unrelated file costs no memory."""
     _check_entries(model.state_dict(), entries, path, "its model")
-    _load_weights(model, _read(path)[0], path, assign=True)
+    model.load_state_dict(_read(path)[0], strict=True, assign=True)
 
 
 def _described(config: object) -> str:
@@ -353,7 +231,7 @@ def load_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimi
         rng = _parse_rng(tensors)
     except (KeyError, ValueError, TypeError) as exc:
         raise CheckpointError(f"{path} is not a valid convzoo checkpoint ({type(exc).__name__}: {exc})") from None
-    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
     groups = optimizer.state_dict()["param_groups"]  # the run's own hyperparameters
     try:
         optimizer.load_state_dict({"state": optimizer_state, "param_groups": groups})
