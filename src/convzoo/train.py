@@ -177,34 +177,37 @@ def fit(
         config = replace(config, threads=threads)
     directory = RunDirectory(run_dir, writer=main)  # held by rank 0 from its creation (or the resume) to the end
     training = None
-    try:
-        with interrupt_on_signals() as hold_signals, compute_settings(config, threads), directory, \
-                _EpochWriter() as writer, closing(progress_for(progress) if main else Progress()) as view:
-            training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command, log=log,
-                              hold_signals=hold_signals)
-            view.start(config, training.start_epoch, len(training.train_batches),
-                       training.test_batches.num_examples)
-            test = train_epochs(training, writer, log=log, warn=warn, view=view)
-            # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
-            # them fails, and no rank leaves the process group while another still uses it.
-            with distributed.together("writing the final files"):
-                writer.wait()
-                return finish(training, test)
-    except KeyboardInterrupt as exc:  # the directory is already cleaned up: say what it keeps
-        raise RunInterrupted(f"{exc or 'interrupted'}; {resume_hint(directory.path if directory.opened else None)}",
-                             getattr(exc, "exit_code", 130)) from None
-    except RuntimeError as exc:
-        if rank is None or not distributed.is_peer_failure(exc):
-            raise
-        raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
-                                      "another rank probably failed (see its error)") from None
-    finally:
-        if rank is not None:
-            # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
-            # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
-            training = None
-            gc.collect()
-        distributed.destroy()
+    # The signals stay caught until the failure is told: torchrun's SIGTERM to the survivors of a failed rank
+    # becomes an interruption that says what the run directory keeps, never a silent death.
+    with interrupt_on_signals() as hold_signals:
+        try:
+            with compute_settings(config, threads), directory, _EpochWriter() as writer, \
+                    closing(progress_for(progress) if main else Progress()) as view:
+                training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command,
+                                  log=log, hold_signals=hold_signals)
+                view.start(config, training.start_epoch, len(training.train_batches),
+                           training.test_batches.num_examples)
+                test = train_epochs(training, writer, log=log, warn=warn, view=view)
+                # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
+                # them fails, and no rank leaves the process group while another still uses it.
+                with distributed.together("writing the final files"):
+                    writer.wait()
+                    return finish(training, test)
+        except KeyboardInterrupt as exc:  # the directory is already cleaned up: say what it keeps
+            hint = resume_hint(directory.path if directory.opened else None)
+            raise RunInterrupted(f"{exc or 'interrupted'}; {hint}", getattr(exc, "exit_code", 130)) from None
+        except RuntimeError as exc:
+            if rank is None or not distributed.is_peer_failure(exc):
+                raise
+            raise distributed.PeerFailure(f"lost contact with the other ranks ({first_line(exc)}); "
+                                          "another rank probably failed (see its error)") from None
+        finally:
+            if rank is not None:
+                # DDP's reducer keeps the process group alive; freed at interpreter exit instead of
+                # here, gloo's threads can abort the process (SIGABRT, "terminate called ...").
+                training = None
+                gc.collect()
+            distributed.destroy()
 
 
 def train_epochs(training: Training, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
