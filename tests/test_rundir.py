@@ -217,6 +217,12 @@ def edited(run: Path) -> Iterator[Callable[[str, Callable[[str], str]], Path]]:
     ("config.json", lambda t: t.replace('"epochs": 1', '"epochs": "1"'), "eval", "epochs must be an integer"),
     ("config.json", lambda t: t.replace('"config": {', '"config": {"colour": "red", '), "eval",
      "invalid training configuration"),
+    ("config.json", lambda t: t.replace('"seed": 0', '"seed": 1' + "0" * 5000), "eval",
+     "config.json is not valid JSON"),
+    ("metrics.jsonl", lambda t: t.replace('"epoch": 1', '"epoch": 1' + "0" * 5000), "report",
+     "metrics.jsonl is not valid JSON lines"),
+    ("result.json", lambda t: t.replace('"epochs": 1', '"epochs": 1' + "0" * 5000), "compare",
+     "result.json is not valid JSON"),
     ("config.json", lambda t: _with_key(t, "versions", ["2.13.0"]), "report", "config.json has values of the wrong "
      "type for versions"),
     ("config.json", lambda t: _with_key(t, "versions", ["2.13.0"]), "eval", "config.json has values of the wrong "
