@@ -288,18 +288,21 @@ def _writer(base: str, name: str, barrier, results) -> None:  # noqa: ANN001 (mu
     for i in range(ROUNDS):
         path = Path(base) / f"run{i}"
         barrier.wait(timeout=60)  # released together
-        outcome = "won"
+        outcome, waited = "won", False
         try:
             with rundir.RunDirectory(path) as directory:
                 directory.check(False)
                 directory.create(False)
                 (path / rundir.CHECKPOINT).write_text(name)
+                waited = True
                 barrier.wait(timeout=60)  # the other one tries while this one holds the directory
         except RunBusyError:
             outcome = "busy"
         except ConfigError:
             outcome = "exists"
-        if outcome != "won":
+        except Exception as exc:  # anything else fails the test with its name, not a hang
+            outcome = repr(exc)
+        if not waited:
             barrier.wait(timeout=60)
         results.put((i, name, outcome))
 
