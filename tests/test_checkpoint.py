@@ -303,6 +303,15 @@ def test_a_header_longer_than_the_cap_is_refused_unread(tmp_path: Path) -> None:
         checkpoint.read_header(path)
 
 
+def test_a_header_with_a_number_of_thousands_of_digits_is_refused(tmp_path: Path) -> None:
+    """Python refuses to read an integer of more than 4,300 digits with a ValueError that was not translated."""
+    header = b'{"w": {"dtype": "F32", "shape": [1' + b"0" * 5000 + b'], "data_offsets": [0, 4]}}'
+    path = tmp_path / "w.safetensors"
+    path.write_bytes(len(header).to_bytes(8, "little") + header + bytes(4))
+    with pytest.raises(CheckpointError, match="its header is not JSON"):
+        checkpoint.read_header(path)
+
+
 dims = st.lists(st.integers(min_value=-2, max_value=1 << 62), max_size=4)
 
 

@@ -135,3 +135,19 @@ def test_the_compare_page_shows_each_runs_result_and_links_its_report(
     assert (page_path.parent / href).resolve() == (run / "report.html").resolve()
     assert "Every setting is the same in all the runs." in page_path.read_text()
     assert page.images == ["train loss and test accuracy of the runs"]
+
+
+def test_an_out_naming_a_runs_own_file_is_refused_and_the_file_kept(
+    run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """Issue 23: ``compare --out RUN/config.json`` replaced the run's configuration with the page."""
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    for own in ("config.json", "result.json"):
+        code, out, err = run_cli("compare", str(copy), str(run), "--out", str(copy / own))
+        assert code == 2 and out == ""
+        assert err == f"error: --out {copy / own} would replace the run's own {own}; choose another --out\n"
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+    code, _, err = run_cli("compare", str(copy), str(run), "--out", str(copy / "compare.html"))
+    assert code == 0 and (copy / "compare.html").is_file(), err  # another name in the run directory is fine

@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from dataclasses import fields
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from convzoo.cli import build_parser
 from convzoo.cli.train import train_arguments
@@ -27,6 +29,7 @@ from convzoo.config import (
 from convzoo.errors import ConfigError
 from convzoo.models import list_models
 from convzoo.rundir import resolve_run
+from convzoo.terms import PYTHON, speaking
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
@@ -219,3 +222,57 @@ def test_the_verified_fast_recipes_value_by_value(model: str) -> None:
     # label smoothing 0.1, bfloat16 autocast, PyTorch's own initialisation.
     assert (config.optimizer, config.momentum, config.weight_decay) == ("sgd", 0.9, 5e-4)
     assert (config.schedule, config.label_smoothing, config.amp, config.init) == ("onecycle", 0.1, True, "default")
+
+
+# --- arbitrary JSON values per field (issue 23, class 6) ------------------------------------------------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
+    max_leaves=6,
+)
+FIELDS = [f.name for f in fields(TrainConfig)]
+
+
+def _round_trips(config: TrainConfig) -> None:
+    """What was accepted is written to config.json and read back as the same configuration."""
+    stored = json.loads(json.dumps(asdict(config)))
+    assert config_from_dict(stored, "config.json") == config
+
+
+@example(name="lr", value=10**400)
+@example(name="momentum", value=-(10**400))
+@example(name="epochs", value=True)
+@example(name="model", value="lenet5")
+@example(name="seed", value=2.0)
+@given(name=st.sampled_from(FIELDS), value=JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_any_json_value_in_config_json_is_refused_naming_its_key_or_round_trips(name: str, value: object) -> None:
+    """A hand-edited config.json: each value is refused with one error naming its key, or it round-trips."""
+    stored = {**asdict(TrainConfig()), name: value}
+    try:
+        config = config_from_dict(stored, "runs/x/config.json")
+    except ConfigError as error:
+        assert error.field == name
+        assert str(error).startswith(f"runs/x/config.json has an invalid training configuration: {name} ")
+        return
+    assert getattr(config, name) == value
+    _round_trips(config)
+
+
+@example(name="epochs", value=True)
+@example(name="lr", value="0.1")
+@example(name="lr", value=10**400)
+@given(name=st.sampled_from([f for f in FIELDS if f not in ("model", "recipe")]), value=JSON_VALUES)
+@settings(max_examples=300, deadline=None)
+def test_any_value_the_api_is_given_is_refused_naming_it_or_round_trips(name: str, value: object) -> None:
+    """``api.train(NAME=value)`` resolves its configuration with ``resolve_run`` before anything is created:
+    refused naming the argument, or accepted as a configuration that config.json gives back unchanged."""
+    try:
+        with speaking(PYTHON):  # as api.train words its errors
+            config, _ = resolve_run("lenet", "unused", **{name: value})
+    except ConfigError as error:
+        assert error.field == name and str(error).startswith(f"{name} ")
+        return
+    assert value is None or getattr(config, name) == value
+    _round_trips(config)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import warnings
@@ -386,3 +387,44 @@ def test_export_run_checks_the_runs_model_on_its_first_test_images(
         assert kwargs == {} and (path, fmt, size) == (out, format, 28)
         assert torch.equal(pictures, test_images[:8])
         assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
+
+
+# --- an export into a run directory (issue 23) ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("own", ["model.safetensors", "checkpoint.safetensors", "config.json"])
+def test_an_out_naming_a_runs_own_file_is_refused_and_the_file_kept(
+    own: str, run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    (copy / own).touch()  # checkpoint.safetensors is gone from a finished run: refused all the same
+    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    code, out, err = run_cli("export", str(copy), "--format", "torchscript", "--out", str(copy / own),
+                             "--data-dir", str(SLICE))
+    assert code == 2 and out == ""
+    assert err == f"error: --out {copy / own} would replace the run's own {own}; choose another --out\n"
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:DeprecationWarning")
+def test_an_export_into_the_run_holds_it_and_sweeps_what_a_killed_export_left(
+    run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    from convzoo.rundir import LOCK, RunLock
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    stale = copy / ".model.pt.0123abcd.tmp.pt"
+    stale.write_bytes(b"half an export")
+    lock = RunLock(copy)
+    lock.acquire()
+    try:
+        code, out, err = run_cli("export", str(copy), "--format", "torchscript", "--data-dir", str(SLICE))
+        assert code == 2 and out == ""
+        assert err.startswith("error: ") and err.count("\n") == 1 and f"in use by process {os.getpid()}" in err
+        assert stale.exists() and not (copy / "model.pt").exists()
+    finally:
+        lock.release()
+    code, out, err = run_cli("export", str(copy), "--format", "torchscript", "--data-dir", str(SLICE))
+    assert code == 0 and out.startswith(f"wrote {copy / 'model.pt'} (torchscript"), err
+    assert not stale.exists() and not (copy / LOCK).exists()

@@ -100,6 +100,25 @@ def test_train_tensorboard_flag_writes_next_to_the_run(tmp_path: Path,
                            "--tensorboard")
     assert code == 0, err
     assert list((tmp_path / "runs" / "tensorboard" / "a").glob("events.out.tfevents.*"))
+    board = tmp_path / "runs" / "tensorboard"
+    assert f"note: TensorBoard scalars go to {board / 'a'} (see them with: tensorboard --logdir {board})" in err
+
+
+@pytest.mark.parametrize("bad", [["--lr", "-1"], ["--data-dir", "{tmp}/nowhere"], ["--out", "{tmp}/runs/mine"]])
+def test_train_tensorboard_creates_nothing_for_a_command_that_fails_its_checks(
+    bad: list[str], tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """Issue 23: ``--tensorboard`` made its directory and event file before the run's checks refused it."""
+    pytest.importorskip("tensorboard")
+    (tmp_path / "runs" / "mine").mkdir(parents=True)
+    (tmp_path / "runs" / "mine" / "notes.txt").write_text("the user's")  # not a run: refused as --out
+    argv = ["train", "lenet", "--epochs", "1", "--limit-train", "64", "--limit-test", "50", "--data-dir", str(SLICE),
+            "--device", "cpu", "--out", str(tmp_path / "runs" / "a"), *bad, "--tensorboard"]
+    code, out, err = run_cli(*(a.format(tmp=tmp_path) for a in argv))
+    assert code == 2 and err.startswith("error: ") and err.count("\n") == 1, err
+    assert "TensorBoard" not in out + err
+    assert sorted(path.relative_to(tmp_path).as_posix() for path in tmp_path.rglob("*")) == \
+        ["runs", "runs/mine", "runs/mine/notes.txt"]
 
 
 def test_progress_for_picks_a_view() -> None:

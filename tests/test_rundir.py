@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -191,6 +192,11 @@ def test_weights_for_another_input_size_are_refused(run: Path) -> None:
         rundir.load_run(run, "cpu")
 
 
+def _with_key(text: str, key: str, value: object) -> str:
+    """config.json's text with its top-level ``key`` set to ``value`` (a hand edit)."""
+    return json.dumps({**json.loads(text), key: value})
+
+
 @pytest.fixture
 def edited(run: Path) -> Iterator[Callable[[str, Callable[[str], str]], Path]]:
     def edit(name: str, change: Callable[[str], str]) -> Path:
@@ -211,6 +217,20 @@ def edited(run: Path) -> Iterator[Callable[[str, Callable[[str], str]], Path]]:
     ("config.json", lambda t: t.replace('"epochs": 1', '"epochs": "1"'), "eval", "epochs must be an integer"),
     ("config.json", lambda t: t.replace('"config": {', '"config": {"colour": "red", '), "eval",
      "invalid training configuration"),
+    ("config.json", lambda t: t.replace('"seed": 0', '"seed": 1' + "0" * 5000), "eval",
+     "config.json is not valid JSON"),
+    ("metrics.jsonl", lambda t: t.replace('"epoch": 1', '"epoch": 1' + "0" * 5000), "report",
+     "metrics.jsonl is not valid JSON lines"),
+    ("result.json", lambda t: t.replace('"epochs": 1', '"epochs": 1' + "0" * 5000), "compare",
+     "result.json is not valid JSON"),
+    ("config.json", lambda t: _with_key(t, "versions", ["2.13.0"]), "report", "config.json has values of the wrong "
+     "type for versions"),
+    ("config.json", lambda t: _with_key(t, "versions", ["2.13.0"]), "eval", "config.json has values of the wrong "
+     "type for versions"),
+    ("config.json", lambda t: _with_key(t, "command", 7), "report", "config.json has values of the wrong type for "
+     "command"),
+    ("config.json", lambda t: _with_key(t, "command", 7), "eval", "config.json has values of the wrong type for "
+     "command"),
 ])
 def test_hand_edited_run_files_give_one_clear_error(edited, run_cli: Cli, name: str, change, command: str,
                                                     message: str) -> None:
@@ -228,6 +248,108 @@ def test_resume_with_a_damaged_config_is_refused(edited, run_cli: Cli) -> None:
     code, _, err = run_cli("train", "--resume", str(run), "--epochs", "2")
     assert code == 2
     one_error(err, "no model description")
+
+
+def test_resume_with_versions_of_the_wrong_type_is_refused_before_training(edited, run_cli: Cli) -> None:
+    """Issue 23: a ``versions`` list in config.json crashed ``--resume`` only after the remaining epochs."""
+    run = edited("config.json", lambda t: _with_key(t, "versions", ["2.13.0"]))
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "2")
+    assert code == 2 and "epoch" not in out
+    one_error(err, "config.json has values of the wrong type for versions")
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+@pytest.mark.parametrize("argv, flag", [(["train", "lenet", *TINY, "--out", ""], "--out"),
+                                        (["train", "lenet", *TINY, "--out", "  "], "--out"),
+                                        (["train", "--resume", ""], "--resume"),
+                                        (["train", "--resume", " "], "--resume")])
+def test_an_empty_run_directory_is_refused(tmp_path: Path, run_cli: Cli, argv: list[str], flag: str,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 23: ``--out ''`` meant the working directory, ``--resume ''`` too; both are one line now."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_cli(*argv)
+    assert code == 2 and out == ""
+    one_error(err, f"error: {flag} must not be empty")
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- two writers at once, and the commands that write into a finished run ------------------------------------------
+
+ROUNDS = 20
+
+
+def _writer(base: str, name: str, barrier, results) -> None:  # noqa: ANN001 (multiprocessing's proxies)
+    """One of two processes starting the same new run, ``ROUNDS`` times; puts ``(round, name, outcome)``.
+
+    The winner writes a checkpoint (a run with a completed epoch) and holds the directory until the other
+    process has tried; the other must fail without touching what the winner has.
+    """
+    for i in range(ROUNDS):
+        path = Path(base) / f"run{i}"
+        barrier.wait(timeout=60)  # released together
+        outcome, waited = "won", False
+        try:
+            with rundir.RunDirectory(path) as directory:
+                directory.check(False)
+                directory.create(False)
+                (path / rundir.CHECKPOINT).write_text(name)
+                waited = True
+                barrier.wait(timeout=60)  # the other one tries while this one holds the directory
+        except RunBusyError:
+            outcome = "busy"
+        except ConfigError:
+            outcome = "exists"
+        except Exception as exc:  # anything else fails the test with its name, not a hang
+            outcome = repr(exc)
+        if not waited:
+            barrier.wait(timeout=60)
+        results.put((i, name, outcome))
+
+
+def test_two_writers_on_one_new_directory_exactly_one_wins(tmp_path: Path) -> None:
+    """Issue 23: two processes creating one new run directory, released together, 20 times: exactly one wins each
+    round, the other is refused (busy, or the run exists), and the winner's marker and files are all there."""
+    context = multiprocessing.get_context("spawn")  # a fork of this process (threads of torch) could hang
+    barrier, results = context.Barrier(2), context.Queue()
+    writers = [context.Process(target=_writer, args=(str(tmp_path), name, barrier, results)) for name in "ab"]
+    for writer in writers:
+        writer.start()
+    outcomes = [results.get(timeout=120) for _ in range(2 * ROUNDS)]
+    for writer in writers:
+        writer.join(timeout=60)
+        assert writer.exitcode == 0
+    for i in range(ROUNDS):
+        got = {name: outcome for round_, name, outcome in outcomes if round_ == i}
+        winners = [name for name, outcome in got.items() if outcome == "won"]
+        assert len(winners) == 1 and set(got.values()) - {"won"} <= {"busy", "exists"}, (i, got)
+        path = tmp_path / f"run{i}"
+        assert (path / rundir.MARKER).is_file() and (path / rundir.CHECKPOINT).read_text() == winners[0]
+        assert sorted(entry.name for entry in path.iterdir()) == [rundir.MARKER, rundir.CHECKPOINT]
+
+
+def test_report_sweeps_the_temporary_files_a_killed_writer_left(run: Path, run_cli: Cli) -> None:
+    """Issue 23: what a killed ``report`` or ``export`` left was never swept; a command writing into the run does."""
+    stale = [run / ".report.html.1a2b3c4d.tmp.html", run / ".model.onnx.0123abcd.tmp.onnx"]
+    for path in stale:
+        path.write_bytes(b"half")
+    code, out, err = run_cli("report", str(run), "--device", "cpu")
+    assert code == 0 and out.strip() == f"wrote {run / 'report.html'}", err
+    assert not any(path.exists() for path in stale)
+
+
+def test_report_on_a_run_another_process_holds_is_refused_naming_it(run: Path) -> None:
+    lock = rundir.RunLock(run)
+    lock.acquire()
+    try:
+        before = {path.name: path.read_bytes() for path in run.iterdir() if path.name != rundir.LOCK}
+        done = subprocess.run([sys.executable, "-m", "convzoo", "report", str(run), "--device", "cpu"],
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2 and done.stdout == ""
+        one_error(done.stderr, f"is in use by process {os.getpid()}")
+        assert {path.name: path.read_bytes() for path in run.iterdir() if path.name != rundir.LOCK} == before
+    finally:
+        lock.release()
 
 
 def test_check_run_dir_names_what_it_refuses(tmp_path: Path) -> None:

@@ -105,3 +105,23 @@ def test_show_errors_are_one_line(args: list[str], message: str, run: Path, tmp_
     assert code == 2
     assert err.startswith("error: ") and err.count("\n") == 1 and message in err
     assert not out.exists() and not list(tmp_path.glob(".*tmp*"))
+
+
+# --- an --out that names a run's own file (issue 23) --------------------------------------------------------------
+
+@pytest.mark.parametrize("argv, own", [
+    (["show", "kernels", "{run}", "--out", "{run}/model.safetensors"], "model.safetensors"),
+    (["show", "curves", "{run}", "--out", "{run}/metrics.jsonl"], "metrics.jsonl"),
+    (["show", "ops", "--out", "{run}/config.json"], "config.json"),
+    (["data", "show", "--data-dir", str(SLICE), "--count", "4", "--out", "{run}/result.json"], "result.json"),
+])
+def test_an_out_naming_a_runs_own_file_is_refused_and_the_file_kept(
+    argv: list[str], own: str, run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    before = {path.name: path.read_bytes() for path in copy.iterdir()}
+    code, out, err = run_cli(*(a.format(run=copy) for a in argv))
+    assert code == 2 and out == ""
+    assert err == f"error: --out {copy / own} would replace the run's own {own}; choose another --out\n"
+    assert {path.name: path.read_bytes() for path in copy.iterdir()} == before

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -290,3 +291,41 @@ def test_every_test_image_is_evaluated_once_per_epoch(spied_run: dict) -> None:
     assert final.accuracy == spied_run["result"].test_acc == pytest.approx((predictions == labels[:150]).float().mean())
     result = json.loads((spied_run["out"] / "result.json").read_text())
     assert result["test_acc"] == pytest.approx(final.accuracy) and result["epochs"] == 2
+
+
+# --- --resume of a run whose checkpoint is gone (issue 23) ----------------------------------------------------------
+
+def test_resume_of_a_finished_run_whose_checkpoint_was_deleted_is_refused(
+    lenet_run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    """It retrained from scratch without a word: now one line, nothing trained, every file as it was."""
+    run = tmp_path / "run"
+    shutil.copytree(lenet_run, run)
+    (run / "checkpoint.safetensors").unlink()
+    before = {path.name: path.read_bytes() for path in run.iterdir()}
+    code, out, err = run_cli("train", "--resume", str(run), "--epochs", "3")
+    assert code == 2 and "epoch" not in out
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert f"{run} has no checkpoint.safetensors to continue from, though it completed epochs" in err
+    assert "--overwrite" in err
+    assert {path.name: path.read_bytes() for path in run.iterdir()} == before
+
+
+def test_resume_of_a_run_that_completed_no_epoch_starts_from_the_first(
+    tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]
+) -> None:
+    from convzoo.models import create_model
+    from convzoo.rundir import MARKER, write_config
+    from convzoo.runtime import resolve_device
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / MARKER).write_text('{"format": "convzoo-run-1"}')
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=1, limit_train=64, limit_test=32,
+                    data_dir=str(SLICE), device="cpu")
+    write_config(run, config, create_model("lenet"), resolve_device("cpu"), "convzoo train lenet")
+    code, out, err = run_cli("train", "--resume", str(run))
+    assert code == 0, err
+    assert f"resuming {run}: no epoch was completed, so it starts from the first" in out + err
+    assert [json.loads(row)["epoch"] for row in (run / "metrics.jsonl").read_text().splitlines()] == [1]
+    assert (run / "model.safetensors").is_file()

@@ -18,7 +18,7 @@ from .figures import figure_png, runs_figure
 from .fileio import write_text
 from .htmlpage import esc, img, number, page, table
 from .report import model_size
-from .rundir import read_result, read_run_config, run_histories, run_label
+from .rundir import check_output, read_result, read_run_config, run_histories, run_label
 
 COMPARE_COLUMNS = ("run", "model", "recipe", "input_size", "params", "macs", "epochs", "train_seconds", "test_acc")
 HEADINGS = {"run": "run", "model": "model", "recipe": "recipe", "input_size": "input", "params": "parameters",
@@ -68,8 +68,11 @@ def _text(value: object, key: str) -> str:
 
 
 def write_comparison(run_dirs: Sequence[str | Path], out: str | Path = "compare.html") -> tuple[Path, list[dict]]:
-    """Write one HTML page comparing ``run_dirs``; returns its path and the rows."""
-    out = Path(out)
+    """Write one HTML page comparing ``run_dirs``; returns its path and the rows.
+
+    ``out`` may not replace one of a run's own files (``rundir.check_output``): refused before any work.
+    """
+    out = check_output(out)
     rows = compare_runs(run_dirs)
     differing = differing_settings(run_dirs)
     figure = runs_figure(run_histories(run_dirs), title=f"{len(rows)} runs compared")

@@ -14,7 +14,7 @@ from typing import Any
 
 from . import terms
 from .errors import ConfigError
-from .models import INITS, get_model_spec
+from .models import INITS, UnknownModelError, get_model_spec
 
 # The book's recipe per model (d2l-zh 2.0 `train_ch6`): (learning rate, batch size, input side).
 # Plain SGD, cross-entropy, Xavier-uniform weights, 10 epochs, pixels / 255.
@@ -117,17 +117,22 @@ class TrainConfig:
 
     def problems(self) -> list[tuple[str, str]]:
         """``(field, what is wrong)`` for each value of the right type that cannot work."""
-        get_model_spec(self.model)
+        try:
+            get_model_spec(self.model)
+            unknown = ""
+        except UnknownModelError as exc:  # a config.json naming a model this convzoo lacks: its key is named
+            unknown = str(exc)
         checks = [
+            ("model", not unknown, f"must be a name from the zoo: {unknown}"),
             ("recipe", self.recipe in RECIPES, f"must be d2l or fast, got {self.recipe!r}"),
             ("epochs", self.epochs >= 1, f"must be at least 1, got {self.epochs}"),
             ("batch_size", self.batch_size >= 1, f"must be at least 1, got {self.batch_size}"),
-            ("lr", math.isfinite(self.lr) and self.lr > 0, f"must be a positive number, got {self.lr}"),
+            ("lr", _finite(self.lr) and self.lr > 0, f"must be a positive number, got {self.lr}"),
             ("optimizer", self.optimizer in OPTIMIZERS,
              f"must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"),
             ("schedule", self.schedule in SCHEDULES, f"must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}"),
-            ("momentum", math.isfinite(self.momentum) and self.momentum >= 0, f"must be >= 0, got {self.momentum}"),
-            ("weight_decay", math.isfinite(self.weight_decay) and self.weight_decay >= 0,
+            ("momentum", _finite(self.momentum) and self.momentum >= 0, f"must be >= 0, got {self.momentum}"),
+            ("weight_decay", _finite(self.weight_decay) and self.weight_decay >= 0,
              f"must be >= 0, got {self.weight_decay}"),
             ("label_smoothing", 0 <= self.label_smoothing < 1, f"must be in [0, 1), got {self.label_smoothing}"),
             ("init", self.init in INITS, f"must be one of {', '.join(INITS)}, got {self.init!r}"),
@@ -150,7 +155,7 @@ class TrainConfig:
         checks.append(("seed", abs(self.seed) <= MAX_SEED, f"must be between -2**62 and 2**62, got {self.seed}"))
         for name in ("lr", "momentum", "weight_decay"):
             value = getattr(self, name)
-            checks.append((name, not math.isfinite(value) or value <= FLOAT32_MAX,
+            checks.append((name, not _finite(value) or value <= FLOAT32_MAX,
                            f"must be at most {FLOAT32_MAX:.4g} (the largest float32), got {value}"))
         return checks
 
@@ -162,6 +167,11 @@ MAX_SIDE = 8192  # pixels: an 8192x8192 input already needs GiBs per image in th
 MAX_THREADS = 1024
 MAX_SEED = 1 << 62  # the batch order's generator takes seed + epoch as a 64-bit integer
 FLOAT32_MAX = 3.4028234663852886e38  # the learning rate lives in a float32 tensor on CUDA
+
+
+def _finite(value: float) -> bool:
+    """Whether a number is finite: an integer always is (``math.isfinite`` of one past a float's range overflows)."""
+    return isinstance(value, int) or math.isfinite(value)
 
 
 def flag_name(name: str) -> str:

@@ -40,7 +40,7 @@ from .checkpoint import build_from_config
 from .data import CLASSES, load_split, to_input
 from .errors import UserError
 from .fileio import atomic_path
-from .rundir import load_run
+from .rundir import check_output, load_run, writing_into
 from .terms import option
 
 FORMATS = ("onnx", "torchscript")
@@ -172,12 +172,17 @@ def export_model(
 def export_run(
     run_dir: str | Path, format: str = "onnx", out: str | Path | None = None, *, data_dir: str | None = None,
 ) -> ExportResult:
-    """Export a run's trained model (default ``run_dir/model.onnx`` or ``model.pt``), checked on its test images."""
+    """Export a run's trained model (default ``run_dir/model.onnx`` or ``model.pt``), checked on its test images.
+
+    ``out`` may not replace one of a run's own files (``rundir.check_output``); an export into a run directory is
+    written while holding it (``rundir.writing_into``), which sweeps what a killed export left there.
+    """
     if format not in FORMATS:
         raise ExportError(f"{option('format')} must be one of {', '.join(FORMATS)}, got {format!r}", field="format")
     if format == "onnx":
         _onnxruntime()
-    config, model, _ = load_run(run_dir, "cpu")
-    images, _ = load_split("test", data_dir or config.data_dir)
-    out = Path(out) if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}"
-    return export_model(model, out, format, images[:8], config.input_size)
+    out = check_output(out if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}")
+    with writing_into(out):
+        config, model, _ = load_run(run_dir, "cpu")
+        images, _ = load_split("test", data_dir or config.data_dir)
+        return export_model(model, out, format, images[:8], config.input_size)

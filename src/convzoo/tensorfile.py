@@ -74,10 +74,12 @@ def _header(path: str | Path) -> tuple[dict[str, tuple[torch.dtype, tuple[int, .
             if size < 8 or length > min(MAX_HEADER_BYTES, size - 8):
                 raise CheckpointError(f"{path} is not a safetensors file of convzoo: its header would be {length:,} "
                                       f"bytes (the file has {size:,}; at most {MAX_HEADER_BYTES:,} are read)")
-            header = json.loads(f.read(length))
+            text = f.read(length)
     except OSError as exc:
         raise CheckpointError(f"{path} cannot be read ({first_line(exc)})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    try:
+        header = json.loads(text)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or a number of more than 4,300 digits
         raise CheckpointError(f"{path} is not a readable safetensors file (its header is not JSON)") from None
     entries, metadata = _parse_header(header, size - 8 - length, path)
     return entries, metadata, 8 + length

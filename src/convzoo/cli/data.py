@@ -11,6 +11,7 @@ from ..data.catalog import NAMED, check_named
 from ..data.idx import check_cache
 from ..errors import DataError
 from ..escape import terminal
+from ..rundir import check_output
 from .common import parse_float, parse_int, print_json
 
 _DATA_HELP = f"a named set ({', '.join(NAMED)}; default fashion-mnist), an IDX folder or a folder of images by class"
@@ -72,6 +73,7 @@ def cmd_data(args: argparse.Namespace) -> None:
         from ..show import MAX_PICTURES, check_count
 
         check_count("count", args.count, MAX_PICTURES)
+        out = check_output(args.out)
         if args.data is None:
             images, labels = data.load_split(args.split, args.data_dir)
             classes = data.CLASSES
@@ -84,8 +86,8 @@ def cmd_data(args: argparse.Namespace) -> None:
                 images = _luma(images[: args.count])
         if len(labels) == 0:
             raise DataError(f"the {args.split} split is empty")
-        save_figure(samples_figure(images[: args.count], labels[: args.count], classes=classes), args.out)
-        print(f"wrote {terminal(args.out)}")
+        save_figure(samples_figure(images[: args.count], labels[: args.count], classes=classes), out)
+        print(f"wrote {terminal(out)}")
     elif args.data_command == "export":
         found = data.open_data(args.name, data_dir=args.data_dir)
         dest = data.export_tree(found, args.dest)

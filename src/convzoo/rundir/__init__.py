@@ -30,7 +30,7 @@ from .layout import (
     run_label,
 )
 from .load import load_run, resolve_run, resume_hint, resumed_epochs
-from .lock import RunDirectory, RunLock, held
+from .lock import RunDirectory, RunLock, held, writing_into
 from .metrics import metrics_text, read_metrics, run_histories, train_seconds, write_metrics
 from .result import read_result, write_result
 
@@ -39,5 +39,5 @@ __all__ = [
     "RunDirectory", "RunLock", "check_output", "check_run_dir", "foreign_entries", "held", "is_run_dir", "is_temporary",
     "load_run", "metrics_text", "read_metrics", "read_result", "read_run_config", "resolve_run", "resume_hint",
     "resumed_epochs", "run_histories", "run_label", "train_seconds", "update_config", "write_config", "write_metrics",
-    "write_result",
+    "write_result", "writing_into",
 ]

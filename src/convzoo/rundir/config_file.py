@@ -56,7 +56,7 @@ def read_run_config(run_dir: str | Path) -> dict:
         raise RunFileError(f"{run_dir} is not a convzoo run directory (no config.json)")
     try:
         meta = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or a number of more than 4,300 digits
         raise RunFileError(f"{path} is not valid JSON") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None

@@ -33,7 +33,8 @@ def resolve_run(model: str | None = None, out: str | Path | None = None, *, reci
         raise TypeError(f"unknown settings {sorted(unknown)}: see convzoo.config.TrainConfig")
     for name, value in (("out", out), ("model", model)):
         if isinstance(value, (str, Path)) and not str(value).strip():
-            raise ConfigError(f"{option(name)} must not be empty", field=name)
+            named = either("--resume" if resume else "--out", "out") if name == "out" else option(name)
+            raise ConfigError(f"{named} must not be empty", field=name)  # the command line's --resume is out
     if not resume:
         if model is None:
             raise ConfigError(either("train needs a MODEL (see 'convzoo models') or --resume RUN_DIR",

@@ -34,6 +34,7 @@ from .layout import (
     MARKER_FORMAT,
     RUN_FILES,
     check_run_dir,
+    is_run_dir,
     is_temporary,
     remove_temporary_files,
 )
@@ -98,6 +99,20 @@ def held(run_dir: str | Path) -> Iterator[Path]:
         yield lock.run_dir
     finally:
         lock.release()
+
+
+@contextmanager
+def writing_into(out: str | Path) -> Iterator[Path]:
+    """Hold the run directory that the output file ``out`` goes into (``held``), if it goes into one; yields ``out``.
+
+    Every command that writes a file a user names, or a picture or export into a run, writes it inside this.
+    """
+    out = Path(out)
+    if is_run_dir(out.parent):
+        with held(out.parent):
+            yield out
+    else:
+        yield out
 
 
 class RunDirectory:

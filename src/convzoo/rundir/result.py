@@ -27,7 +27,7 @@ def read_result(run_dir: str | Path) -> dict:
                            f"(continue it with {quoted(continue_command(run_dir))})")
     try:
         result = json.loads(path.read_bytes())
-    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or a number of more than 4,300 digits
         raise RunFileError(f"{path} is not valid JSON") from None
     missing = [key for key in RESULT_KEYS if not is_number(result.get(key) if isinstance(result, dict) else None)]
     if missing:
