@@ -28,7 +28,6 @@ from torch.nn.parameter import UninitializedBuffer, UninitializedParameter
 
 from convzoo import layers
 from convzoo.errors import UserError
-from convzoo.estimate import smallest_input_size
 from convzoo.models import (
     Inception,
     InputSizeError,
@@ -201,10 +200,19 @@ def native_size(name: str) -> int:
     return get_model_spec(name).input_size
 
 
+def _fits(name: str, network: nn.Module, size: int) -> bool:
+    try:
+        check_input_size(name, network, size)
+    except InputSizeError:
+        return False
+    return True
+
+
 @functools.cache
 def smallest(name: str) -> int:
-    """The smallest input side ``name`` takes, from the shape formulas (checked against forward passes below)."""
-    return smallest_input_size(name)
+    """The smallest input side ``name`` takes by the shape formulas (checked against forward passes below)."""
+    network = meta_model(name)
+    return next(size for size in range(1, native_size(name) + 1) if _fits(name, network, size))
 
 
 def small_size(name: str) -> int:
