@@ -1,4 +1,4 @@
-"""The model zoo: parameter counts by hand, the seed's printed shapes, gradients, backends, registry,
+"""The model zoo: parameter counts by hand, the chapter's printed shapes, gradients, backends, registry,
 and every block and network against the book's definition written as a function of its weights.
 
 Every per-model test runs over ``list_models()`` and reads what it needs from the registry or the
@@ -8,7 +8,7 @@ input size and parameter count of each network): a new model is its file plus on
 
 The 224x224 networks are expensive on a CPU, so most checks run them at reduced input sizes
 (the classifier is sized from the shape formula), on the ``meta`` device where only shapes
-matter, or once at the native size where the seed printed shapes.
+matter, or once at the native size where the chapter printed shapes.
 """
 
 from __future__ import annotations
@@ -307,7 +307,7 @@ def test_output_shape_with_other_classes_and_channels(name: str, backend: str) -
                             "input_size": size}
 
 
-# --- the seed's printed shapes ---------------------------------------------------------------
+# --- the chapter's printed shapes ---------------------------------------------------------------
 
 def test_lenet_layer_shapes_match_seed() -> None:
     rows = summarize(create_model("lenet"), 28).layers
@@ -708,7 +708,7 @@ def test_resnet_block_halves_the_size_in_its_first_unit_unless_it_is_the_first_b
     assert_book_definition(first, lambda w, x, t: book_resnet_block(w, x, t, 2, True), torch.randn(2, 4, 6, 6))
 
 
-# --- the seed's quiz --------------------------------------------------------------------------
+# --- the chapter's quiz --------------------------------------------------------------------------
 
 def test_quiz_fully_connected_layer_on_a_colour_image() -> None:
     fc = nn.Linear(3 * 256 * 256, 1000, device="meta")  # 196,609,000 parameters: no storage needed
