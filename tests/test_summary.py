@@ -22,17 +22,21 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from convzoo import summary as summary_module
 from convzoo.cli import main
-from convzoo.models import InputSizeError, create_model, list_models
+from convzoo.models import InputSizeError, create_model, get_model_spec, list_models
 from convzoo.summary import ModelSummary, summarize, summarize_model
 
-MODELS = ["alexnet", "googlenet", "lenet", "lenet_bn", "lenet_modern", "nin", "resnet18", "vgg11", "vgg11_small"]
-NATIVE_SIZE = {"lenet": 28, "lenet_bn": 28, "lenet_modern": 28, "alexnet": 224, "vgg11": 224, "vgg11_small": 224,
-               "nin": 224, "googlenet": 96, "resnet18": 96}
-KNOWN_PARAMS = {
-    "lenet": 61_706, "lenet_bn": 44_878, "lenet_modern": 117_418, "alexnet": 46_764_746, "vgg11": 128_806_154,
-    "vgg11_small": 43_093_322,
-    "nin": 1_992_166, "googlenet": 5_977_530, "resnet18": 11_178_378,
-}
+MODELS = list_models()  # every registered model (its hand-checked count is tests/test_models.py's HAND_COUNTS)
+
+
+def native_size(name: str) -> int:
+    return get_model_spec(name).input_size
+
+
+def own_params(name: str) -> int:
+    """The parameters the network itself holds (built on the meta device: no memory), which the summary must count."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in create_model(name).parameters())
+
 ROW_KEYS = {"name", "type", "output_shape", "params", "macs"}
 SUMMARY_KEYS = {"model", "input_shape", "layers", "total_params", "total_macs"}
 
@@ -169,7 +173,7 @@ def test_cli_summary_json_for_every_model(name: str, capsys: pytest.CaptureFixtu
     assert (code, err) == (0, "")
     data = json.loads(out)
     assert set(data) == SUMMARY_KEYS
-    size = NATIVE_SIZE[name]
+    size = native_size(name)
     assert data["model"] == name
     assert data["input_shape"] == [1, 1, size, size]
     for row in data["layers"]:
@@ -182,7 +186,7 @@ def test_cli_summary_json_for_every_model(name: str, capsys: pytest.CaptureFixtu
     assert data["layers"] == expected_rows(name, size)
     assert data["layers"][-1]["output_shape"] == [1, 10]
     assert type(data["total_params"]) is int and type(data["total_macs"]) is int
-    assert sum(r["params"] for r in data["layers"]) == data["total_params"] == KNOWN_PARAMS[name]
+    assert sum(r["params"] for r in data["layers"]) == data["total_params"] == own_params(name)
     assert sum(r["macs"] for r in data["layers"]) == data["total_macs"] == flop_counter_macs(name, size) > 0
 
 
@@ -237,13 +241,13 @@ def test_cli_models_json(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "models", "--json")
     assert (code, err) == (0, "")
     rows = json.loads(out)
-    assert [r["name"] for r in rows] == list_models() == MODELS
+    assert [r["name"] for r in rows] == list_models()
     for row in rows:
         name = row["name"]
         assert {"name", "params", "input_size", "macs"} <= set(row)
-        assert row["params"] == KNOWN_PARAMS[name]
-        assert row["input_size"] == NATIVE_SIZE[name]
-        assert row["macs"] == sum(r["macs"] for r in expected_rows(name, NATIVE_SIZE[name]))
+        assert row["params"] == own_params(name)
+        assert row["input_size"] == native_size(name)
+        assert row["macs"] == sum(r["macs"] for r in expected_rows(name, native_size(name)))
         assert isinstance(row["description"], str) and row["description"]
 
 
@@ -448,7 +452,7 @@ def test_parameters_and_macs_of_every_network_equal_the_hand_count(name: str) ->
     summary = summarize_model(name)
     assert summary.total_params == hand.params
     assert summary.total_macs == hand.macs
-    assert summary.input_shape == [1, 1, NATIVE_SIZE[name], NATIVE_SIZE[name]]
+    assert summary.input_shape == [1, 1, native_size(name), native_size(name)]
 
 
 # The README's "Models" table (parameters, MACs at the native input), as users read it.
