@@ -122,12 +122,12 @@ def test_the_compare_page_shows_each_runs_result_and_links_its_report(
 
     runs_table = page.tables[0]
     assert runs_table[0] == ["run", "model", "recipe", "input", "parameters", "MACs / image", "epochs",
-                             "train time (s)", "test accuracy"]
+                             "train time (s)", "train ex/s", "test images", "test accuracy", "ran with"]
     first, second = runs_table[1:]
     assert first[:7] == [run.name, "lenet", "d2l", "28", "61,706", "416,520", str(result["epochs"])]
-    assert shown(first[7], result["train_seconds"]) and shown(first[8], result["test_acc"])
+    assert shown(first[7], result["train_seconds"]) and shown(first[10], result["test_acc"])
     assert second[:7] == ["second", "lenet", "d2l", "28", "61,706", "416,520", "3"]
-    assert (second[7], second[8]) == ("12.25", "0.8125")
+    assert (second[7], second[10]) == ("12.25", "0.8125")
 
     # Each run's name links to its own report.html, relative to the page; a run without one is not linked.
     (href, text), = page.links
@@ -151,3 +151,24 @@ def test_an_out_naming_a_runs_own_file_is_refused_and_the_file_kept(
     assert {path.name: path.read_bytes() for path in copy.iterdir()} == before
     code, _, err = run_cli("compare", str(copy), str(run), "--out", str(copy / "compare.html"))
     assert code == 0 and (copy / "compare.html").is_file(), err  # another name in the run directory is fine
+
+
+def test_each_row_says_its_speed_how_many_test_images_scored_it_and_what_it_ran_with(
+        run: Path, tmp_path: Path, run_cli: Callable[..., tuple[int, str, str]]) -> None:
+    result = json.loads((run / "result.json").read_text())
+    rates = [json.loads(line)["examples_per_sec"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert result["test_images"] == 200 and result["ran_with"].startswith("threads: ")  # limit_test of tiny_run
+    (row,) = compare_runs([run])
+    assert (row["examples_per_sec"], row["test_images"], row["ran_with"]) == (
+        round(sum(rates) / len(rates)), 200, result["ran_with"])
+    header, line = format_table([row]).splitlines()
+    assert "train ex/s" in header and "test images" in header and f"{round(sum(rates) / len(rates)):,}" in line
+    older = tmp_path / "older"  # a run written before these were recorded
+    shutil.copytree(run, older)
+    (older / "result.json").write_text(json.dumps({k: v for k, v in result.items()
+                                                   if k not in ("test_images", "ran_with")}))
+    (row,) = compare_runs([older])
+    assert (row["test_images"], row["ran_with"]) == ("-", "-")
+    code, _, err = run_cli("compare", str(run), str(older), "--out", str(tmp_path / "c.html"))
+    page = (tmp_path / "c.html").read_text()
+    assert code == 0 and "ran with" in page and "threads: " in page

@@ -18,25 +18,33 @@ from .figures import figure_png, runs_figure
 from .fileio import write_text
 from .htmlpage import esc, img, number, page, table
 from .report import model_size
-from .rundir import check_output, read_result, read_run_config, run_histories, run_label
+from .rundir import check_output, read_metrics, read_result, read_run_config, run_histories, run_label
 
-COMPARE_COLUMNS = ("run", "model", "recipe", "input_size", "params", "macs", "epochs", "train_seconds", "test_acc")
+COMPARE_COLUMNS = ("run", "model", "recipe", "input_size", "params", "macs", "epochs", "train_seconds",
+                   "examples_per_sec", "test_images", "test_acc")
 HEADINGS = {"run": "run", "model": "model", "recipe": "recipe", "input_size": "input", "params": "parameters",
-            "macs": "MACs / image", "epochs": "epochs", "train_seconds": "train time (s)", "test_acc": "test accuracy"}
+            "macs": "MACs / image", "epochs": "epochs", "train_seconds": "train time (s)",
+            "examples_per_sec": "train ex/s", "test_images": "test images", "test_acc": "test accuracy",
+            "ran_with": "ran with"}
 
 
 def compare_runs(run_dirs: Sequence[str | Path]) -> list[dict]:
-    """One row per finished run: run, model, recipe, input size, parameters, MACs, epochs, seconds, test accuracy."""
+    """One row per finished run: run, model, recipe, input size, parameters, MACs, epochs, seconds, training
+    examples per second (the mean of its epochs'), test images scored, test accuracy, and the threads and load it
+    ran with (runs written before these were recorded show ``-``)."""
     rows = []
     for run_dir in run_dirs:
         meta = read_run_config(run_dir)
         config = meta["config"]
         result = read_result(run_dir)
         params, macs = model_size(meta)
+        rates = [row["examples_per_sec"] for row in read_metrics(run_dir)]
         rows.append({
             "run": run_label(run_dir), "run_dir": str(run_dir), "model": config.model, "recipe": config.recipe,
             "input_size": config.input_size, "params": params, "macs": macs, "epochs": result["epochs"],
             "train_seconds": result["train_seconds"], "test_acc": result["test_acc"],
+            "examples_per_sec": round(sum(rates) / len(rates)) if rates else "-",
+            "test_images": result.get("test_images", "-"), "ran_with": result.get("ran_with", "-"),
         })
     return rows
 
@@ -77,8 +85,9 @@ def write_comparison(run_dirs: Sequence[str | Path], out: str | Path = "compare.
     differing = differing_settings(run_dirs)
     figure = runs_figure(run_histories(run_dirs), title=f"{len(rows)} runs compared")
     curves = img(figure_png(figure), "train loss and test accuracy of the runs")
-    body_rows = [[_report_link(row, out)] + [esc(number(row[key])) for key in COMPARE_COLUMNS[1:]] for row in rows]
-    runs_table = table([HEADINGS[key] for key in COMPARE_COLUMNS], body_rows, left=3, escape=False)
+    columns = (*COMPARE_COLUMNS, "ran_with")
+    body_rows = [[_report_link(row, out)] + [esc(number(row[key])) for key in columns[1:]] for row in rows]
+    runs_table = table([HEADINGS[key] for key in columns], body_rows, left=3, escape=False)
     if differing:
         settings = table(["setting", *(row["run"] for row in rows)],
                          [[key, *(number(v) for v in values)] for key, values in differing.items()], left=1)

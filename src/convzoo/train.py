@@ -78,6 +78,7 @@ class Training:
     history: list[dict] = field(default_factory=list)
     watch: LossWatch | None = None  # stops the run when its loss diverges
     warnings: list[str] = field(default_factory=list)  # what the run's result records besides its numbers
+    ran_with: str = ""  # the threads and the machine's load (``runtime.thread_choice``), recorded in result.json
 
     def __post_init__(self) -> None:
         if self.watch is None:
@@ -185,6 +186,7 @@ def fit(
                     closing(progress_for(progress) if main else Progress()) as view:
                 training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command,
                                   log=log, hold_signals=hold_signals)
+                training.ran_with = why
                 view.start(config, training.start_epoch, len(training.train_batches),
                            training.test_batches.num_examples)
                 test = train_epochs(training, writer, log=log, warn=warn, view=view)
@@ -407,7 +409,8 @@ def finish(training: Training, test: Evaluation) -> Run:
     from .report import write_report  # matplotlib only once a run is done
 
     save_model(path / MODEL, training.model)
-    write_result(path, run.to_json(), dict(zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy))))
+    write_result(path, {**run.to_json(), "test_images": test.count, "ran_with": training.ran_with},
+                 dict(zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy))))
     if training.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
         images, labels = training.test_batches.images[:, 0].cpu(), training.test_batches.labels.cpu()
     else:
