@@ -9,6 +9,28 @@ from convzoo import runtime
 from convzoo.train import recipe
 
 
+@pytest.fixture(autouse=True)
+def no_count_set_for_the_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """As a process starts: no OMP_NUM_THREADS, PyTorch's own thread count."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(runtime, "_THREADS_AT_START", torch.get_num_threads())
+
+
+def test_a_count_set_for_the_process_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    def never() -> float:
+        raise AssertionError("the load is not read when the process has a count of its own")
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert runtime.thread_choice(recipe("lenet"), cores=2, load=never)[0] == threads + 1
+    finally:
+        torch.set_num_threads(threads)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    chosen, line = runtime.thread_choice(recipe("lenet"), cores=2, load=never)
+    assert chosen == threads and "OMP_NUM_THREADS" in line
+
+
 @pytest.mark.parametrize(("cores", "busy", "threads", "says"), [
     (2, 0.0, 2, "threads: 2, one per core (the machine is quiet)"),
     (2, 0.4, 2, "threads: 2, one per core (the machine is quiet)"),  # a flicker of load is no load

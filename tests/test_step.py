@@ -429,7 +429,7 @@ def test_cuda_graphs_on_the_cpu_train_as_without(tmp_path: Path) -> None:
     """The flag reaches ``fit`` on the CPU and changes nothing: the run trains as the hand-written loop does
     (the model, its initialization and the batches made by ``fit``'s own helpers, tested in test_train.py)."""
     config = recipe("lenet", cuda_graphs=True, epochs=1, batch_size=64, limit_train=200, limit_test=100,
-                    data_dir=str(SLICE), device="cpu")  # the book's: SGD at a constant rate 0.9
+                    data_dir=str(SLICE), device="cpu", threads=torch.get_num_threads())  # the book's: SGD at 0.9
     result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
     assert json.loads((tmp_path / "run" / "config.json").read_text())["config"]["cuda_graphs"] is True
 

@@ -129,13 +129,15 @@ def other_load(sample: Callable[[], tuple[int, int] | None] = _running_threads, 
     return sum(counts) / len(counts)
 
 
+_THREADS_AT_START = torch.get_num_threads()  # PyTorch's own choice, before anyone set another
 
 
 def thread_choice(config: TrainConfig, *, cores: int | None = None,
                   load: Callable[[], float | None] | None = None) -> tuple[int, str]:
     """The CPU threads a run uses and the line that says why.
 
-    ``config.threads`` when set; otherwise one thread per core that other work leaves free, at least
+    ``config.threads`` when set; a count set for this process (``OMP_NUM_THREADS``, ``torch.set_num_threads``);
+    otherwise one thread per core that other work leaves free, at least
     one (``cores``: ``usable_cores()``; ``load``: ``other_load``, read over 0.1 s). PyTorch's default, a
     thread per core, is the fastest on a quiet machine and the slowest on a busy one: its threads
     wait for each other at every operation, and one that lost its core holds up the rest
@@ -143,6 +145,9 @@ def thread_choice(config: TrainConfig, *, cores: int | None = None,
     """
     if config.threads:
         return config.threads, f"threads: {config.threads} ({option('threads')})"
+    if os.environ.get("OMP_NUM_THREADS", "").strip() or torch.get_num_threads() != _THREADS_AT_START:
+        threads = torch.get_num_threads()  # a count set for this process is kept: OMP_NUM_THREADS, set_num_threads
+        return threads, f"threads: {threads}, as set for this process (OMP_NUM_THREADS or torch.set_num_threads)"
     cores = usable_cores() if cores is None else cores
     busy = (load or other_load)()
     if busy is None:
