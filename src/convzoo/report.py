@@ -18,7 +18,6 @@ import torch
 from matplotlib.figure import Figure
 
 from .checkpoint import build_from_config
-from .data import CLASSES
 from .figures import (
     confusion_figure,
     conv_layers,
@@ -48,12 +47,13 @@ def report_figures(run: EvaluatedRun) -> dict[str, Figure]:
     config, evaluation = run.config, run.evaluation
     figures = {
         "curves": curves_figure(run.history, title=config.model),
-        "confusion": confusion_figure(evaluation.confusion, CLASSES,
+        "confusion": confusion_figure(evaluation.confusion, run.classes,
                                       title=f"{config.model}: test accuracy {evaluation.accuracy:.4f}"),
     }
     if conv_layers(run.model):
         figures["kernels"] = layer_kernels_figure(run.model)
-    figures["mistakes"] = mistakes_figure(run.images, run.labels, evaluation.predictions, title=config.model)
+    figures["mistakes"] = mistakes_figure(run.images, run.labels, evaluation.predictions, title=config.model,
+                                          classes=run.classes)
     return figures
 
 
@@ -75,7 +75,7 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
         ("input", f"{config.input_size}\u00d7{config.input_size}"), ("test images", f"{len(evaluation.predictions):,}"),
     ]
     per_class = []
-    for cls, acc in zip(CLASSES, evaluation.per_class_accuracy):
+    for cls, acc in zip(run.classes, evaluation.per_class_accuracy):
         if math.isnan(acc):  # no test image of this class
             value, bar = "\u2013", ""
         else:

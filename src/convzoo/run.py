@@ -25,7 +25,7 @@ from .evaluate import Evaluation, evaluate_model, test_split
 from .monitor import at_chance
 from .predict import Prediction, predict_images
 from .progress import Progress, progress_for
-from .rundir import load_run, read_metrics, read_result, read_run_config, train_seconds
+from .rundir import load_run, read_metrics, read_result, read_run_config, run_classes, train_seconds
 from .terms import python_door
 
 
@@ -55,6 +55,16 @@ class Run:
         return read_run_config(self.run_dir)
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names of the run's data, in label order (Fashion-MNIST's for a run written before ``--data``)."""
+        return run_classes(self.meta)
+
+    @property
+    def data(self) -> dict:
+        """What the run trained on (``config.json``'s ``"data"``: the set or folder, classes, channels, size, split)."""
+        return self.meta["data"]
+
+    @property
     @python_door
     def result(self) -> dict:
         """``result.json``: test accuracy, training time, epochs, per-class accuracy."""
@@ -76,7 +86,7 @@ class Run:
     @property
     def learned(self) -> bool:
         """Whether the final test accuracy is above chance."""
-        return not at_chance(self.test_acc)
+        return not at_chance(self.test_acc, len(self.classes))
 
     def to_json(self) -> dict:
         """What ``convzoo train --json`` prints and ``result.json`` holds besides the accuracy per class."""
@@ -84,10 +94,12 @@ class Run:
                 "epochs": self.epochs, "learned": self.learned, "warnings": self.warnings}
 
     @python_door
-    def predict(self, images: Any, *, top_k: int = 3, invert: str = "auto") -> list[Prediction]:
-        """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, probabilities, and whether
-        the image is unlike Fashion-MNIST); ``convzoo.predict.predict_images`` says what ``images`` may be."""
-        return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert)
+    def predict(self, images: Any, *, top_k: int | None = None, invert: str = "auto") -> list[Prediction]:
+        """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, default 3 or all of fewer,
+        probabilities, and, for a run on Fashion-MNIST, whether the image is unlike it);
+        ``convzoo.predict.predict_images`` says what ``images`` may be and how they are read for the run's data."""
+        return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert,
+                              data=self.data)
 
     @python_door
     def evaluate(self, data_dir: str | Path | None = None, *, progress: bool | str | Progress | None = None
@@ -105,7 +117,7 @@ class Run:
         view.start(self.config, 0, 0, len(images))  # no training steps: the view shows the evaluation alone
         try:
             evaluation = evaluate_model(self.config, self.model, images, labels, self.device,
-                                        progress=view.evaluating)
+                                        progress=view.evaluating, classes=len(self.classes))
         finally:
             view.close()
         return EvaluatedRun(self, evaluation, images, labels)
@@ -117,7 +129,7 @@ class EvaluatedRun:
 
     run: Run
     evaluation: Evaluation
-    images: torch.Tensor  # the evaluated test images, uint8 (N, 28, 28), and their labels
+    images: torch.Tensor  # the evaluated test images, uint8 (N, H, W) (gray) or (N, 3, H, W), and their labels
     labels: torch.Tensor
 
     @property
@@ -139,3 +151,7 @@ class EvaluatedRun:
     @property
     def model(self) -> nn.Module:
         return self.run.model
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.run.classes

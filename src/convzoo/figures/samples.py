@@ -54,11 +54,13 @@ def samples_figure(
 
 def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *, count: int = 24, ncols: int = 8,
-    title: str = "",
+    title: str = "", classes: Sequence[str] = CLASSES,
 ) -> Figure:
-    """The first ``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below.
-
+    """The first ``count`` misclassified ``images`` (uint8 ``(N, H, W)``; ``(N, 3, H, W)`` drawn in grey):
+    true class above, prediction below, named by ``classes`` (default: Fashion-MNIST's).
     """
+    if images.dim() == 4:
+        images = images.float().mean(1) if images.shape[1] == 3 else images[:, 0]
     wrong = torch.nonzero(predictions.cpu() != labels.cpu()).flatten()
     shown = wrong[:count].tolist()
     heading = f"{title}: {len(wrong)} of {len(labels)} test images misclassified"
@@ -82,7 +84,7 @@ def mistakes_figure(
     )
     for n, i in enumerate(shown):
         r, c = divmod(n, ncols)
-        grid.above(r, c, f"true: {CLASSES[int(labels[i])]}", fontsize=7.5, pad=3)
-        grid.below(r, c, f"pred: {CLASSES[int(predictions[i])]}", fontsize=7.5, pad=3, color="tab:red")
+        grid.above(r, c, f"true: {classes[int(labels[i])]}", fontsize=7.5, pad=3)
+        grid.below(r, c, f"pred: {classes[int(predictions[i])]}", fontsize=7.5, pad=3, color="tab:red")
     grid.fig.suptitle(heading, fontsize=10, y=1 - 0.1 / grid.fig.get_figheight())
     return grid.fig
