@@ -14,7 +14,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         print_json(result.to_json())
         return
     sizes = " and ".join(map(str, result.batch_sizes))
-    print(f"wrote {result.path} ({result.format}, input N x {result.channels} x {result.input_size} x {result.input_size}); "
+    side = result.input_size
+    print(f"wrote {result.path} ({result.format}, input N x {result.channels} x {side} x {side}); "
           f"max |logit difference| to PyTorch {result.max_abs_diff:.2g} on batches of {sizes} test images")
 
 
