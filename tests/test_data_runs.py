@@ -167,3 +167,27 @@ def test_a_relative_folder_is_recorded_by_its_absolute_path(tmp_path, monkeypatc
     config, _ = resolve_run("lenet", tmp_path / "r", data="colour")
     assert config.data == str(tmp_path / "colour")
     assert resolve_run("lenet", tmp_path / "r", data="mnist")[0].data == "mnist"
+
+
+@pytest.mark.parametrize("edit", [{"classes": "abc"}, {"classes": ["a"]}, {"classes": ["a", "b"]}, {"channels": 3},
+                                  {"classes": [1, 2, 3]}])
+def test_an_edited_data_entry_is_refused(folder_run, tmp_path, run_cli, edit):
+    _, out = folder_run
+    copy = tmp_path / "run"
+    copy.mkdir()
+    for f in out.iterdir():
+        if f.is_file():
+            (copy / f.name).write_bytes(f.read_bytes())
+    meta = json.loads((copy / "config.json").read_text())
+    meta["data"].update(edit)
+    (copy / "config.json").write_text(json.dumps(meta))
+    code, _, err = run_cli("eval", str(copy))
+    assert code == 2 and err == f"error: {copy}/config.json has values of the wrong type for data; the file was " \
+                                "edited or damaged\n"
+
+
+def test_the_command_line_names_test_fraction_as_its_flag(tmp_path, run_cli):
+    code, _, err = run_cli("train", "lenet", "--data", str(tmp_path), "--test-fraction", "1", "--out",
+                           str(tmp_path / "run"))
+    assert code == 2 and err == "error: --test-fraction must be between 0 and 1 (exclusive), got 1.0\n"
+    assert not (tmp_path / "run").exists()

@@ -25,5 +25,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--data-dir", help="directory with the Fashion-MNIST files (default: the run's)")
+    p.add_argument("--data-dir", help="where the run's data files are now (default: where they were)")
     p.set_defaults(func=cmd_export)
