@@ -48,8 +48,8 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
 
     p = commands.add_parser("predict", help="classify image files with a trained run",
                             description="Classify images: the most probable classes of each, and a warning for an "
-                                        "image that is nothing like Fashion-MNIST (a blank page, noise) for a run on it; an "
-                                        "image is read as the run's data was (docs/data.md).")
+                                        "image that is nothing like Fashion-MNIST (a blank page, noise) for a run on "
+                                        "it; an image is read as the run's data was (docs/data.md).")
     p.add_argument("run_dir")
     p.add_argument("images", nargs="+", metavar="IMAGE",
                    help="image files, folders (their image files) or globs in quotes ('photos/*.jpg', "
