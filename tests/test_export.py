@@ -196,8 +196,8 @@ def test_logits_within_the_tolerance_are_accepted_and_the_largest_difference_rep
     assert result == export.ExportResult(out, format, 28, (2, 5), result.max_abs_diff)
     assert result.max_abs_diff == pytest.approx(7e-5, abs=2e-6)  # float32 rounding and the exporter's own
     assert [p.name for p in tmp_path.iterdir()] == [out.name]
-    assert result.to_json() == {"path": str(out), "format": format, "input_size": 28, "batch_sizes": [2, 5],
-                                "max_abs_diff": result.max_abs_diff}
+    assert result.to_json() == {"path": str(out), "format": format, "input_size": 28, "channels": 1,
+                                "batch_sizes": [2, 5], "max_abs_diff": result.max_abs_diff}
 
 
 def test_a_difference_of_exactly_the_tolerance_is_accepted(

@@ -104,7 +104,18 @@ class TrainConfig:
                                   "the fastest (off saves seconds of start-up in short runs of many-layer networks)")
     limit_train: int | None = option(None, "train on the first N images", metavar="N")
     limit_test: int | None = option(None, "evaluate on the first N images", metavar="N")
-    data_dir: str | None = option(None, "directory with the four Fashion-MNIST files", resume=True, metavar="DIR")
+    data: str | None = option(None, "the data set: fashion-mnist (the default), mnist, kmnist, cifar10, a folder of "
+                                    "IDX files or a folder of images by class (DIR/<class>/... or "
+                                    "DIR/train/<class>/... with DIR/test/...); docs/data.md", metavar="DATA")
+    grayscale: bool = option(False, "convert colour images to one channel (luma)")
+    data_size: int | None = option(None, "decode every image of a folder to N x N pixels (default: its most common "
+                                         "size; a published set keeps its own), before --input-size resizes it for "
+                                         "the network", metavar="N")
+    test_fraction: float = option(0.2, "the share of each class held out for testing when a folder of images has no "
+                                       "train/ and test/ folders", metavar="F")
+    data_dir: str | None = option(None, "where the data's files are: a published set's folder (default: the cache; "
+                                        "for Fashion-MNIST, found as before), or a --data folder moved since the run "
+                                        "was trained", resume=True, metavar="DIR")
     eval_batch_size: int = option(1000, "images per evaluation batch", resume=True)
     deterministic: bool = option(False, "deterministic kernels and a fixed thread count: a resumed run ends with the "
                                         "weights of an uninterrupted one (bitwise on the CPU); can be slower")
@@ -142,6 +153,11 @@ class TrainConfig:
             ("eval_batch_size", self.eval_batch_size >= 1, f"must be >= 1, got {self.eval_batch_size}"),
             ("backend", self.backend in BACKENDS, f"must be torch or scratch, got {self.backend!r}"),
             ("threads", self.threads is None or self.threads >= 1, f"must be >= 1, got {self.threads}"),
+            ("data", self.data is None or bool(self.data.strip()), "must not be empty"),
+            ("data_size", self.data_size is None or self.data_size >= 1,
+             f"must be a positive number of pixels, got {self.data_size}"),
+            ("test_fraction", math.isfinite(self.test_fraction) and 0 < self.test_fraction < 1,
+             f"must be between 0 and 1 (exclusive), got {self.test_fraction}"),
             *self._limits(),
         ]
         return [(name, text) for name, ok, text in checks if not ok]
@@ -149,7 +165,8 @@ class TrainConfig:
     def _limits(self) -> list[tuple[str, bool, str]]:
         """The largest values that work: past them a number overflows float32 or int64, or nothing can run."""
         largest = {"epochs": MAX_EPOCHS, "batch_size": MAX_COUNT, "eval_batch_size": MAX_COUNT,
-                   "input_size": MAX_SIDE, "threads": MAX_THREADS, "limit_train": MAX_COUNT, "limit_test": MAX_COUNT}
+                   "input_size": MAX_SIDE, "data_size": MAX_SIDE, "threads": MAX_THREADS, "limit_train": MAX_COUNT,
+                   "limit_test": MAX_COUNT}
         checks = [(name, False, f"must be at most {most:,}, got {getattr(self, name):,}")
                   for name, most in largest.items() if getattr(self, name) is not None and getattr(self, name) > most]
         checks.append(("seed", abs(self.seed) <= MAX_SEED, f"must be between -2**62 and 2**62, got {self.seed}"))

@@ -22,8 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, option_fields
-from .data import load_split
-from .evaluate import scores
+from .evaluate import run_data, scores, splits
 from .models import InputSizeError, create_model, feature_size, get_model_spec
 from .network import build_model
 from .optim import make_optimizer
@@ -178,10 +177,11 @@ def time_step(config: TrainConfig, model: nn.Module, device: torch.device, *, st
     optimizer = make_optimizer(model, config, device=device)
     step = TrainStep(model, nn.CrossEntropyLoss(label_smoothing=config.label_smoothing), optimizer, device,
                      amp=config.amp)
-    x = torch.rand(config.batch_size, 1, config.input_size, config.input_size, device=device)
+    shape = getattr(model, "config", {})
+    x = torch.rand(config.batch_size, shape.get("in_channels", 1), config.input_size, config.input_size, device=device)
     if config.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    y = torch.randint(0, 10, (config.batch_size,), device=device)
+    y = torch.randint(0, shape.get("num_classes", 10), (config.batch_size,), device=device)
     model.train()
     started = time.perf_counter()
     step(x, y)
@@ -212,12 +212,12 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3, run_d
     training steps on random data; writes nothing.
     """
     device = resolve_device(config.device)
-    train_images = len(load_split("train", config.data_dir)[1][: config.limit_train])
-    test_images = len(load_split("test", config.data_dir)[1][: config.limit_test])
+    data = run_data(config)
+    train_images, test_images = (len(labels) for labels in splits(config, data)[1::2])
     threads, why = thread_choice(config)
     with compute_settings(config, threads):
-        model = build_model(config, device)
-        summary = summarize(model, config.input_size)
+        model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
+        summary = summarize(model, config.input_size, in_channels=data.channels)
         memory = memory_bytes(config, train_images, test_images)
         step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
         name = device_name(device)  # with the thread count the steps were timed with

@@ -2,11 +2,14 @@
 
     evaluate(model, batches)                          the scores of ``model`` over device batches
     evaluate_model(config, model, images, labels)     scored as a run of ``config`` evaluates (input size, TTA, ...)
+    run_data(config)                                  the data set a run of ``config`` trains on (``DataSet``)
+    splits(config, data)                              its training and test images and labels, limited as the run is
     test_split(config)                                the test images and labels a run of ``config`` is scored on
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -16,7 +19,7 @@ from torch import nn
 
 from . import distributed
 from .config import TrainConfig
-from .data import CLASSES, Batches, load_split
+from .data import CLASSES, NAMED, Batches, DataSet, open_data
 from .step import autocast
 
 
@@ -67,12 +70,19 @@ def scores(model: nn.Module, x: torch.Tensor, amp: bool = False, tta: bool = Fal
     return logits
 
 
+def num_classes(model: nn.Module) -> int:
+    """The classes ``model`` scores (its ``config["num_classes"]``, also through ``torch.compile``), default 10."""
+    config = getattr(model, "config", None) or getattr(getattr(model, "_orig_mod", None), "config", None)
+    return int(config["num_classes"]) if isinstance(config, dict) and "num_classes" in config else len(CLASSES)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = False, *,
-             progress: Callable[[int, int], None] | None = None) -> Evaluation:
+             progress: Callable[[int, int], None] | None = None, classes: int | None = None) -> Evaluation:
     """Accuracy, mean loss, confusion matrix and predictions of ``model`` over ``batches``.
 
-    ``progress(done, total)`` is called after each batch is scored (``convzoo.progress``).
+    ``progress(done, total)`` is called after each batch is scored (``convzoo.progress``); ``classes``
+    is the number of classes the confusion matrix counts (default: the model's, ``num_classes``).
 
     ``tta`` (test-time augmentation) scores each image by the mean of its logits and those of its
     left-right mirror image, the one transformation training with ``augment`` teaches the model to
@@ -84,7 +94,7 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = 
     """
     was_training = model.training
     model.eval()
-    k = len(CLASSES)
+    k = classes or num_classes(model)
     loss_sum = torch.zeros((), device=batches.device)
     confusion = torch.zeros(k * k, dtype=torch.int64, device=batches.device)
     empty = torch.zeros(0, device=batches.device)
@@ -111,16 +121,58 @@ def evaluate(model: nn.Module, batches: Batches, amp: bool = False, tta: bool = 
                       confidences)
 
 
-def test_split(config: TrainConfig, data_dir: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The test images and labels a run with ``config`` is evaluated on (uint8 ``(N, 28, 28)``, int64 ``(N,)``)."""
-    images, labels = load_split("test", data_dir or config.data_dir)
-    return images[: config.limit_test], labels[: config.limit_test]
+def _warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def run_data(config: TrainConfig, data_dir: str | None = None, *,
+             warn: Callable[[str], None] | None = _warn) -> DataSet:
+    """The data set a run of ``config`` trains on, whole (``splits`` applies ``limit_train`` and ``limit_test``).
+
+    ``data_dir`` (default ``config.data_dir``) is where a published set's files are, or where a folder
+    given as ``config.data`` is now (moved since the run). ``warn`` gets the data's warnings.
+    """
+    where = data_dir or config.data_dir
+    data, named = config.data, config.data is None or config.data in NAMED
+    if not named and where is not None:
+        data, where = where, None
+    return open_data(data, data_dir=where, grayscale=config.grayscale, size=config.data_size,
+                     test_fraction=config.test_fraction, seed=config.seed, warn=warn)
+
+
+def _first(images: torch.Tensor, labels: torch.Tensor, limit: int | None, data: DataSet,
+           seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``limit`` images of a split: the first ones of a published set or IDX folder (as before ``--data``), and of a
+    folder of images, which lists them class by class, ``limit`` drawn with ``seed`` (in their order)."""
+    if limit is None or limit >= len(labels):
+        return images, labels
+    if data.split.get("rule") == "official":
+        return images[:limit], labels[:limit]
+    keep = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed))[:limit].sort().values
+    return images[keep], labels[keep]
+
+
+def splits(config: TrainConfig, data: DataSet) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train images, train labels, test images, test labels)`` of ``data`` as a run of ``config`` uses them
+    (images uint8 ``(N, C, H, W)``), cut to ``limit_train`` and ``limit_test``."""
+    train = _first(data.train_images, data.train_labels, config.limit_train, data, config.seed)
+    test = _first(data.test_images, data.test_labels, config.limit_test, data, config.seed + 1)
+    return (*train, *test)
+
+
+def test_split(config: TrainConfig, data_dir: str | None = None, data: DataSet | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The test images and labels a run with ``config`` is evaluated on: uint8 ``(N, H, W)`` for gray images (as
+    before ``--data``), ``(N, 3, H, W)`` for colour ones; int64 ``(N,)``."""
+    images, labels = splits(config, data or run_data(config, data_dir, warn=None))[2:]
+    return (images[:, 0] if images.shape[1] == 1 else images), labels
 
 
 def evaluate_model(config: TrainConfig, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                   device: torch.device, progress: Callable[[int, int], None] | None = None) -> Evaluation:
+                   device: torch.device, progress: Callable[[int, int], None] | None = None,
+                   classes: int | None = None) -> Evaluation:
     """``model`` scored on ``images`` as the run with ``config`` evaluated (batch size, input size, TTA, autocast);
     ``progress(done, total)`` after each batch."""
     batches = Batches(images, labels, config.eval_batch_size, device=device, resize=config.input_size,
                       channels_last=config.channels_last)
-    return evaluate(model, batches, config.amp, config.tta, progress=progress)
+    return evaluate(model, batches, config.amp, config.tta, progress=progress, classes=classes)

@@ -1,8 +1,9 @@
 """Export a trained network to ONNX or TorchScript, checked against PyTorch on real test images.
 
-The exported network takes what ``convzoo.data.to_input`` makes: float32 ``(N, 1, S, S)``
-pixels / 255, resized to the run's input side ``S``; it returns ``(N, 10)`` logits in the order
-of ``convzoo.data.CLASSES``. ``N`` is free (a dynamic batch dimension).
+The exported network takes what ``convzoo.data.to_input`` makes: float32 ``(N, C, S, S)``
+pixels / 255 (``C`` the run's channels, 1 or 3), resized to the run's input side ``S``; it returns
+``(N, K)`` logits in the order of the run's classes (``Run.classes``; an ONNX file names them in its
+``convzoo.classes`` metadata). ``N`` is free (a dynamic batch dimension).
 
 * ONNX goes through PyTorch's TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``,
   opset 17). The newer ``torch.export``-based exporter (the default since PyTorch 2.9) gives the
@@ -37,10 +38,11 @@ import torch
 from torch import nn
 
 from .checkpoint import build_from_config
-from .data import CLASSES, load_split, to_input
+from .data import CLASSES, to_input
 from .errors import UserError
+from .evaluate import run_data
 from .fileio import atomic_path
-from .rundir import check_output, load_run, writing_into
+from .rundir import check_output, load_run, read_run_config, run_classes, writing_into
 from .terms import option
 
 FORMATS = ("onnx", "torchscript")
@@ -61,10 +63,11 @@ class ExportResult:
     input_size: int
     batch_sizes: tuple[int, ...]
     max_abs_diff: float  # largest |logit difference| to PyTorch over the checked images
+    channels: int = 1  # of the input
 
     def to_json(self) -> dict:
         return {"path": str(self.path), "format": self.format, "input_size": self.input_size,
-                "batch_sizes": list(self.batch_sizes), "max_abs_diff": self.max_abs_diff}
+                "channels": self.channels, "batch_sizes": list(self.batch_sizes), "max_abs_diff": self.max_abs_diff}
 
 
 def torch_twin(model: nn.Module) -> nn.Module:
@@ -87,7 +90,8 @@ def _onnxruntime():
     return onnx, onnxruntime
 
 
-def _onnx_bytes(model: nn.Module, example: torch.Tensor, input_size: int) -> bytes:
+def _onnx_bytes(model: nn.Module, example: torch.Tensor, input_size: int,
+                classes: Sequence[str] = CLASSES) -> bytes:
     onnx, _ = _onnxruntime()
     buffer = io.BytesIO()
     with warnings.catch_warnings():
@@ -98,8 +102,9 @@ def _onnx_bytes(model: nn.Module, example: torch.Tensor, input_size: int) -> byt
         )
     graph = onnx.load_from_string(buffer.getvalue())
     onnx.helper.set_model_props(graph, {
-        "convzoo.model": json.dumps(model.config), "convzoo.classes": json.dumps(list(CLASSES)),
-        "convzoo.input": f"float32 (N, 1, {input_size}, {input_size}): pixels / 255, light object on dark",
+        "convzoo.model": json.dumps(model.config), "convzoo.classes": json.dumps(list(classes)),
+        "convzoo.input": f"float32 (N, {example.shape[1]}, {input_size}, {input_size}): pixels / 255"
+                         + (", light object on dark" if list(classes) == list(CLASSES) else ""),
     })
     onnx.checker.check_model(graph)
     return graph.SerializeToString()
@@ -130,11 +135,11 @@ def run_exported(path: str | Path, format: str, x: torch.Tensor) -> np.ndarray:
 
 def export_model(
     model: nn.Module, out: str | Path, format: str, images: torch.Tensor, input_size: int,
-    *, batch_sizes: Sequence[int] = (2, 5),
+    *, batch_sizes: Sequence[int] = (2, 5), classes: Sequence[str] = CLASSES,
 ) -> ExportResult:
     """Export ``model`` (from ``create_model``) to ``out`` and check it on ``images``.
 
-    ``images``: uint8 ``(N, H, W)`` test pictures, at least ``max(batch_sizes)`` of them; each
+    ``images``: uint8 ``(N, H, W)`` or ``(N, C, H, W)`` test pictures, at least ``max(batch_sizes)`` of them; each
     batch size takes the first images, turned into network input by ``to_input(images, input_size)``.
     Raises ``ExportError`` and leaves no file at ``out`` when the export does not reproduce
     ``model`` (logits within ``TOLERANCE``, same predicted classes).
@@ -153,7 +158,8 @@ def export_model(
     largest = 0.0
     # Serialized in memory, then written by Python: a full disk is an OSError that ``atomic_path``
     # turns into one line and cleans up (``torch.jit.save`` to a file aborts the process instead).
-    data = _onnx_bytes(twin, inputs[0], input_size) if format == "onnx" else _torchscript_bytes(twin, inputs[0])
+    data = (_onnx_bytes(twin, inputs[0], input_size, classes) if format == "onnx"
+            else _torchscript_bytes(twin, inputs[0]))
     with atomic_path(out) as tmp:
         tmp.write_bytes(data)
         for x, want in zip(inputs, expected):
@@ -166,7 +172,7 @@ def export_model(
             if diff > TOLERANCE or not np.array_equal(got.argmax(1), want.argmax(1)):
                 raise ExportError(f"the exported {format} model differs from PyTorch on a batch of {len(x)} "
                                   f"(max |logit difference| {diff:.3g}, tolerance {TOLERANCE}); nothing written")
-    return ExportResult(Path(out), format, input_size, tuple(batch_sizes), largest)
+    return ExportResult(Path(out), format, input_size, tuple(batch_sizes), largest, int(inputs[0].shape[1]))
 
 
 def export_run(
@@ -184,5 +190,6 @@ def export_run(
     out = check_output(out if out is not None else Path(run_dir) / f"model{SUFFIXES[format]}")
     with writing_into(out):
         config, model, _ = load_run(run_dir, "cpu")
-        images, _ = load_split("test", data_dir or config.data_dir)
-        return export_model(model, out, format, images[:8], config.input_size)
+        images = run_data(config, data_dir, warn=None).test_images[:8]
+        return export_model(model, out, format, images, config.input_size,
+                            classes=run_classes(read_run_config(run_dir)))

@@ -9,7 +9,6 @@ import torch
 
 from . import distributed
 from .config import TrainConfig
-from .data import CLASSES
 from .errors import DivergenceError
 from .terms import setting
 
@@ -44,8 +43,9 @@ class LossWatch:
     rank; under torchrun every rank learns whether any rank diverged, so all of them stop together.
     """
 
-    def __init__(self, config: TrainConfig, resume_hint: Callable[..., str]) -> None:
+    def __init__(self, config: TrainConfig, resume_hint: Callable[..., str], *, num_classes: int = 10) -> None:
         self.config = config
+        self.num_classes = num_classes
         self.resume_hint = resume_hint
         self.start: float | None = None  # the mean loss at the first check
 
@@ -67,7 +67,7 @@ class LossWatch:
     def limit(self) -> float:
         """The mean loss that counts as diverged: ``EXPLOSION`` times the first, and never below ``EXPLOSION`` times
         chance's cross-entropy (so that a resumed run, whose loss starts low, is not stopped by noise)."""
-        return EXPLOSION * max(self.start or 0.0, math.log(len(CLASSES)))
+        return EXPLOSION * max(self.start or 0.0, math.log(self.num_classes))
 
     def _message(self, mean: float, where: tuple[int, int, int], lr: float) -> str:
         epoch, step, steps = where
@@ -97,44 +97,46 @@ class LossWatch:
 CHANCE_MARGIN = 0.02  # test accuracy within this of 1/classes counts as chance
 
 
-def at_chance(accuracy: float) -> bool:
-    return accuracy <= 1 / len(CLASSES) + CHANCE_MARGIN
+def at_chance(accuracy: float, num_classes: int = 10) -> bool:
+    return accuracy <= 1 / num_classes + CHANCE_MARGIN
 
 
-def _advice(history: list[dict], config: TrainConfig) -> str:
+def _advice(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str:
     """What to try for a run at chance. A training loss that sits at ln(classes) means the signal vanished at the
     initialisation (benchmarks/README.md, the seed sweep): a lower learning rate only lengthens that plateau."""
     fast = f" or use {setting('recipe', 'fast')}" if config.recipe != "fast" else ""
-    if abs(history[-1]["train_loss"] - math.log(len(CLASSES))) < 0.02 and config.init != "kaiming":
-        return (f"its training loss sits at ln {len(CLASSES)} = {math.log(len(CLASSES)):.3f}, where the signal "
+    if abs(history[-1]["train_loss"] - math.log(num_classes)) < 0.02 and config.init != "kaiming":
+        return (f"its training loss sits at ln {num_classes} = {math.log(num_classes):.3f}, where the signal "
                 f"vanished at initialisation: try {setting('init', 'kaiming')} (He weights){fast}")
     return f"lower the learning rate (e.g. {setting('lr', config.lr / 10)}){fast}"
 
 
-def not_learning(history: list[dict], config: TrainConfig) -> str | None:
+def not_learning(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str | None:
     """The warning for a run whose test accuracy stayed at chance level (<= 1/classes + 0.02) in every epoch of
     ``history``, else None."""
-    chance = 1 / len(CLASSES)
+    chance = 1 / num_classes
     accuracies = [row["test_acc"] for row in history]
-    if not accuracies or not all(at_chance(a) for a in accuracies):
+    if not accuracies or not all(at_chance(a, num_classes) for a in accuracies):
         return None
     return (f"{config.model} is not learning: test accuracy has stayed at chance ({chance:.2f}) for "
-            f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); {_advice(history, config)}")
+            f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); "
+            f"{_advice(history, config, num_classes)}")
 
 
-def fell_back(history: list[dict], config: TrainConfig) -> str | None:
+def fell_back(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str | None:
     """The warning for a run whose latest epoch is at chance after an earlier one was above it, else None."""
     accuracies = [row["test_acc"] for row in history]
-    if len(accuracies) < 2 or not at_chance(accuracies[-1]) or all(at_chance(a) for a in accuracies[:-1]):
+    if len(accuracies) < 2 or not at_chance(accuracies[-1], num_classes) or all(at_chance(a, num_classes)
+                                                                                 for a in accuracies[:-1]):
         return None
     best = max(range(len(accuracies)), key=accuracies.__getitem__)
     return (f"{config.model} fell back to chance: test accuracy {accuracies[-1]:.4f} in epoch {len(accuracies)}, "
-            f"after {accuracies[best]:.4f} in epoch {best + 1}; {_advice(history, config)}")
+            f"after {accuracies[best]:.4f} in epoch {best + 1}; {_advice(history, config, num_classes)}")
 
 
-def finished_at_chance(history: list[dict], config: TrainConfig) -> str | None:
+def finished_at_chance(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str | None:
     """The warning for a run that ended at chance (said at its end, however it got there), else None."""
-    if not history or not at_chance(history[-1]["test_acc"]):
+    if not history or not at_chance(history[-1]["test_acc"], num_classes):
         return None
     return (f"{config.model} finished at chance: test accuracy {history[-1]['test_acc']:.4f} after "
             f"{len(history)} epoch{'s' if len(history) != 1 else ''}; the model did not learn")

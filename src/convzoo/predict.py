@@ -1,5 +1,12 @@
 """Classifying images with a trained model: the top classes, and whether an image is unlike Fashion-MNIST.
 
+An image is read as the run's data was (``read_pixels``): for a run on a folder of images or on
+colour data (CIFAR-10), with the data's channels and size, as ``convzoo.data.folder`` decodes the
+folder, never inverted (unless ``invert="yes"``); for a run on gray IDX data (Fashion-MNIST, MNIST,
+Kuzushiji-MNIST, an IDX folder: light objects on a dark background), as one gray image of the
+data's size, inverted when its border is mostly light (``invert="auto"``). Only a run on
+Fashion-MNIST checks whether an image is unlike its data: the reference ranges are Fashion-MNIST's.
+
     find_images(["shoe.jpg", "photos/", "scans/*.png"])   files, folders and globs -> image files
     predict_images(model, config, device, images)         files, folders, globs, tensors, PIL images -> Predictions
     classify(model, config, pixels, device, top_k=3)      uint8 pixels -> one ``Prediction`` per image
@@ -21,11 +28,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 from torch import nn
 
 from .config import TrainConfig
-from .data import CLASSES, to_input
+from .data import CLASSES, FASHION_DESCRIPTION, to_input
+from .data.folder import read_image
 from .errors import ConfigError
 from .escape import terminal
 from .evaluate import scores
@@ -266,8 +277,9 @@ def unlike_training_data(pixels: torch.Tensor) -> list[str | None]:
 
 @torch.no_grad()
 def probabilities(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Class probabilities ``(N, 10)`` of uint8 pixels ``(N, H, W)``, scored as the run evaluated (input size,
-    autocast, test-time augmentation), in batches of the run's evaluation batch size; on the CPU."""
+    """Class probabilities ``(N, classes)`` of uint8 pixels ``(N, H, W)`` or ``(N, C, H, W)``, scored as the run
+    evaluated (input size, autocast, test-time augmentation), in batches of the run's evaluation batch size; on the
+    CPU."""
     was_training = model.training
     model.eval()
     out = []
@@ -280,37 +292,94 @@ def probabilities(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, d
     return torch.cat(out)
 
 
-def check_top_k(top_k: int) -> None:
-    """Refuse a count of top classes that is not between 1 and the number of classes."""
-    if not 1 <= top_k <= len(CLASSES):
-        raise ConfigError(f"{option('top_k')} must be between 1 and {len(CLASSES)}, got {top_k}", field="top_k")
+TOP_K = 3  # top classes shown per image by default (all of them for a run of fewer classes)
+
+
+def check_top_k(top_k: int, most: int = len(CLASSES)) -> None:
+    """Refuse a count of top classes that is not between 1 and ``most``, the run's number of classes."""
+    if not 1 <= top_k <= most:
+        raise ConfigError(f"{option('top_k')} must be between 1 and {most:,}, got {top_k}", field="top_k")
 
 
 def classify(model: nn.Module, config: TrainConfig, pixels: torch.Tensor, device: torch.device, *,
-             names: Sequence[str] | None = None, top_k: int = 3) -> list[Prediction]:
-    """One ``Prediction`` per image of uint8 pixels ``(N, H, W)`` (``convzoo.images.as_pixels``).
+             names: Sequence[str] | None = None, top_k: int | None = None, classes: Sequence[str] = CLASSES,
+             check_unlike: bool = True) -> list[Prediction]:
+    """One ``Prediction`` per image of uint8 pixels ``(N, H, W)`` (``convzoo.images.as_pixels``) or
+    ``(N, C, H, W)`` (``read_pixels``).
 
-    ``names`` label the images (default ``image 0``, ``image 1``, ...); ``top_k`` classes are kept per image.
+    ``names`` label the images (default ``image 0``, ``image 1``, ...); ``top_k`` classes are kept per image (at
+    most the number of ``classes``, the run's class names; default ``TOP_K``, or all of fewer); ``check_unlike``:
+    judge each (gray) image against Fashion-MNIST's ranges (only for a run on Fashion-MNIST).
     """
-    check_top_k(top_k)
+    top_k = min(TOP_K, len(classes)) if top_k is None else top_k
+    check_top_k(top_k, len(classes))
     names = list(names) if names is not None else [f"image {i}" for i in range(len(pixels))]
     if len(names) != len(pixels):
         raise ValueError(f"{len(names)} names for {len(pixels)} images")
     top_p, top_i = probabilities(model, config, pixels, device).topk(top_k, dim=1)
-    reasons = unlike_training_data(pixels)
-    return [Prediction(name, [(int(i), float(p)) for i, p in zip(labels, probs)], why)
+    gray = pixels if pixels.dim() == 3 else pixels[:, 0] if pixels.shape[1] == 1 else None
+    reasons = unlike_training_data(gray) if check_unlike and gray is not None else [None] * len(pixels)
+    return [Prediction(name, [(int(i), float(p)) for i, p in zip(labels, probs)], why, tuple(classes))
             for name, labels, probs, why in zip(names, top_i, top_p, reasons)]
 
 
-def predict_images(model: nn.Module, config: TrainConfig, device: torch.device, images: object, *, top_k: int = 3,
-                   invert: str = "auto") -> list[Prediction]:
+def reads_as_folder(data: dict) -> bool:
+    """Whether a run's images are read as its folder was decoded (a folder of images, or colour data) rather than
+    as gray light-on-dark IDX images."""
+    return data.get("split", {}).get("rule") in ("folders", "stratified") or data.get("channels") == 3
+
+
+def read_pixels(item: object, data: dict, invert: str = "auto") -> torch.Tensor:
+    """One item (a file, a PIL image, a tensor or array) as uint8 pixels the run ``data`` (its description) takes:
+    ``(N, H, W)`` for a run on gray IDX data, else ``(N, C, S, S)`` with the data's channels and size."""
+    size, channels = int(data["size"]), int(data["channels"])
+    if not reads_as_folder(data):
+        return as_pixels(item, invert=invert, size=size)
+    if invert not in ("auto", "yes", "no"):
+        raise ConfigError(f"{option('invert')} must be auto, yes or no, got {invert!r}", field="invert")
+    if isinstance(item, (str, Path)):
+        if not Path(item).is_file():
+            raise ImageError(f"{item}: no such file")
+        pixels = read_image(item, channels, size)[None]
+    elif channels == 1:
+        pixels = as_pixels(item, invert="no", size=size)[:, None]
+    else:
+        pixels = _colour(item, size)
+    return 255 - pixels if invert == "yes" else pixels
+
+
+def _colour(item: object, size: int) -> torch.Tensor:
+    """A PIL image or a uint8 ``(3, H, W)`` / ``(N, 3, H, W)`` tensor or array as uint8 ``(N, 3, size, size)``."""
+    if isinstance(item, Image.Image):
+        item = torch.from_numpy(np.asarray(item.convert("RGB")).copy()).permute(2, 0, 1)
+    elif isinstance(item, np.ndarray):
+        item = torch.from_numpy(np.ascontiguousarray(item))
+    if not isinstance(item, torch.Tensor) or item.dtype != torch.uint8 or item.dim() not in (3, 4) \
+            or item.shape[-3] != 3 or min(item.shape[-2:]) < 1:
+        shape = tuple(item.shape) if isinstance(item, torch.Tensor) else type(item).__name__
+        raise ImageError(f"a run on colour images takes files, PIL images or uint8 (3, H, W) or (N, 3, H, W) "
+                         f"tensors, got {shape}")
+    x = item.reshape(-1, 3, *item.shape[-2:])
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
+                          antialias=True).round().clamp(0, 255).to(torch.uint8)
+    return x
+
+
+def predict_images(model: nn.Module, config: TrainConfig, device: torch.device, images: object, *,
+                   top_k: int | None = None, invert: str = "auto", data: dict | None = None) -> list[Prediction]:
     """Classify ``images`` with a run's ``model``: one ``Prediction`` each, in order.
 
     ``images``: a path (a file, a folder of images, a glob such as ``"photos/*.jpg"``), a PIL image, a
     tensor or NumPy array of one image or a batch (any dtype and layout that
-    ``convzoo.images.as_pixels`` takes), or a list of these. ``invert``: ``auto`` makes a dark object
-    on a light background light on dark, as Fashion-MNIST is; ``yes``; ``no``.
+    ``convzoo.images.as_pixels`` takes), or a list of these. ``data``: the run's data (``Run.data``; default
+    Fashion-MNIST), which says how images are read (the module's docstring). ``invert``: ``auto`` makes a dark
+    object on a light background light on dark, as Fashion-MNIST is (for a run on gray IDX data; never for a
+    folder of images); ``yes``; ``no``.
     """
+    data = data if data is not None else FASHION_DESCRIPTION
+    if top_k is not None:
+        check_top_k(top_k, len(data["classes"]))
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     if not items:
         raise ConfigError("no images given", field="images")
@@ -320,7 +389,8 @@ def predict_images(model: nn.Module, config: TrainConfig, device: torch.device, 
     for item in items:
         for one in find_images([item]) if isinstance(item, str) or (isinstance(item, Path) and not item.is_file()) \
                 else [item]:
-            batch = as_pixels(one, invert=invert)
+            batch = read_pixels(one, data, invert)
             names += [str(one)] if isinstance(one, Path) else [f"image {len(names) + i}" for i in range(len(batch))]
             pixels.append(batch)
-    return classify(model, config, torch.cat(pixels), device, names=names, top_k=top_k)
+    return classify(model, config, torch.cat(pixels), device, names=names, top_k=top_k,
+                    classes=data["classes"], check_unlike=data.get("data") == "fashion-mnist")

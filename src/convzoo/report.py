@@ -18,7 +18,6 @@ import torch
 from matplotlib.figure import Figure
 
 from .checkpoint import build_from_config
-from .data import CLASSES
 from .figures import (
     confusion_figure,
     conv_layers,
@@ -48,13 +47,14 @@ def report_figures(run: EvaluatedRun) -> dict[str, Figure]:
     config, evaluation = run.config, run.evaluation
     figures = {
         "curves": curves_figure(run.history, title=config.model),
-        "confusion": confusion_figure(evaluation.confusion, CLASSES,
+        "confusion": confusion_figure(evaluation.confusion, run.classes,
                                       title=f"{config.model}: test accuracy {evaluation.accuracy:.4f}"),
     }
     if conv_layers(run.model):
         figures["kernels"] = layer_kernels_figure(run.model)
     figures["mistakes"] = mistakes_figure(run.images, run.labels, evaluation.predictions, title=config.model,
-                                          losses=evaluation.losses, confidences=evaluation.confidences)
+                                          losses=evaluation.losses, confidences=evaluation.confidences,
+                                          classes=run.classes)
     return figures
 
 
@@ -76,7 +76,7 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
         ("input", f"{config.input_size}\u00d7{config.input_size}"), ("test images", f"{len(evaluation.predictions):,}"),
     ]
     per_class = []
-    for cls, acc in zip(CLASSES, evaluation.per_class_accuracy):
+    for cls, acc in zip(run.classes, evaluation.per_class_accuracy):
         if math.isnan(acc):  # no test image of this class
             value, bar = "\u2013", ""
         else:
@@ -91,7 +91,7 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
 
     pairs = evaluation.most_confused(5)
     confused = table(["true class", "taken for", "test images"],
-                     [[CLASSES[t], CLASSES[p], f"{n:,}"] for t, p, n in pairs], left=2) if pairs else ""
+                     [[run.classes[t], run.classes[p], f"{n:,}"] for t, p, n in pairs], left=2) if pairs else ""
     command = esc(meta.get("command", ""))
     cards_html = "".join(f"<div class=card><b>{esc(value)}</b><span>{esc(key)}</span></div>" for key, value in cards)
     body = f"""<h1>{esc(config.model)} \u00b7 {esc(config.recipe)} recipe</h1>

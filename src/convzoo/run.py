@@ -23,13 +23,13 @@ import torch
 from torch import nn
 
 from .config import TrainConfig
-from .data import CLASSES
+from .escape import terminal
 from .evaluate import Evaluation, evaluate_model, test_split
 from .export import ExportResult, export_run
 from .monitor import at_chance
 from .predict import Prediction, predict_images
 from .progress import Progress, progress_for
-from .rundir import load_run, read_metrics, read_result, read_run_config, train_seconds
+from .rundir import load_run, read_metrics, read_result, read_run_config, run_classes, train_seconds
 from .terms import python_door
 
 if TYPE_CHECKING:
@@ -62,6 +62,16 @@ class Run:
         return read_run_config(self.run_dir)
 
     @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names of the run's data, in label order (Fashion-MNIST's for a run written before ``--data``)."""
+        return run_classes(self.meta)
+
+    @property
+    def data(self) -> dict:
+        """What the run trained on (``config.json``'s ``"data"``: the set or folder, classes, channels, size, split)."""
+        return self.meta["data"]
+
+    @property
     @python_door
     def result(self) -> dict:
         """``result.json``: test accuracy, training time, epochs, per-class accuracy."""
@@ -83,7 +93,7 @@ class Run:
     @property
     def learned(self) -> bool:
         """Whether the final test accuracy is above chance."""
-        return not at_chance(self.test_acc)
+        return not at_chance(self.test_acc, len(self.classes))
 
     def to_json(self) -> dict:
         """What ``convzoo train --json`` prints and ``result.json`` holds besides the accuracy per class."""
@@ -91,10 +101,12 @@ class Run:
                 "epochs": self.epochs, "learned": self.learned, "warnings": self.warnings}
 
     @python_door
-    def predict(self, images: Any, *, top_k: int = 3, invert: str = "auto") -> list[Prediction]:
-        """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, probabilities, and whether
-        the image is unlike Fashion-MNIST); ``convzoo.predict.predict_images`` says what ``images`` may be."""
-        return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert)
+    def predict(self, images: Any, *, top_k: int | None = None, invert: str = "auto") -> list[Prediction]:
+        """Classify ``images``: one ``Prediction`` each (top ``top_k`` classes, default 3 or all of fewer,
+        probabilities, and, for a run on Fashion-MNIST, whether the image is unlike it);
+        ``convzoo.predict.predict_images`` says what ``images`` may be and how they are read for the run's data."""
+        return predict_images(self.model, self.config, self.device, images, top_k=top_k, invert=invert,
+                              data=self.data)
 
     @python_door
     def show_results(self, count: int = 16, *, data_dir: str | Path | None = None) -> Figure:
@@ -106,9 +118,10 @@ class Run:
         scored = self.evaluated(data_dir)
         evaluation = scored.evaluation
         for true, taken, images in evaluation.most_confused(5):
-            print(f"{CLASSES[true]} taken for {CLASSES[taken]}: {images:,} test images")
+            print(f"{terminal(self.classes[true])} taken for {terminal(self.classes[taken])}: {images:,} test images")
         return mistakes_figure(scored.images, scored.labels, evaluation.predictions, count=count,
-                               title=self.config.model, losses=evaluation.losses, confidences=evaluation.confidences)
+                               title=self.config.model, losses=evaluation.losses, confidences=evaluation.confidences,
+                               classes=self.classes)
 
     @python_door
     def export(self, format: str = "onnx", out: str | Path | None = None, *, data_dir: str | Path | None = None
@@ -133,7 +146,7 @@ class Run:
         view.start(self.config, 0, 0, len(images))  # no training steps: the view shows the evaluation alone
         try:
             evaluation = evaluate_model(self.config, self.model, images, labels, self.device,
-                                        progress=view.evaluating)
+                                        progress=view.evaluating, classes=len(self.classes))
         finally:
             view.close()
         return EvaluatedRun(self, evaluation, images, labels)
@@ -145,7 +158,7 @@ class EvaluatedRun:
 
     run: Run
     evaluation: Evaluation
-    images: torch.Tensor  # the evaluated test images, uint8 (N, 28, 28), and their labels
+    images: torch.Tensor  # the evaluated test images, uint8 (N, H, W) (gray) or (N, 3, H, W), and their labels
     labels: torch.Tensor
 
     @property
@@ -167,3 +180,7 @@ class EvaluatedRun:
     @property
     def model(self) -> nn.Module:
         return self.run.model
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.run.classes

@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from .data import CLASSES
 from .errors import ConfigError
 from .evaluate import Evaluation
 from .figures import (
@@ -30,7 +29,7 @@ from .figures import (
 )
 from .images import load_image
 from .run import Run
-from .rundir import check_output, load_run, read_run_config, run_histories
+from .rundir import check_output, load_run, read_run_config, run_classes, run_histories
 from .terms import option
 
 MAX_PICTURES = 1000  # images in one grid: more cannot be told apart on a screen, and the PNG grows past 100 MB
@@ -56,9 +55,14 @@ def show_features(run_dir: str | Path, image: str | Path, out: str | Path | None
     check_count("channels", channels, MAX_CHANNELS)
     out = check_output(out or Path(run_dir) / "features.png")
     config, model, _ = load_run(run_dir, "cpu")
-    pixels = load_image(image, invert=invert)
+    meta = read_run_config(run_dir)
+    if meta["data"]["channels"] != 1:
+        raise ConfigError(f"{run_dir} was trained on colour images: show features draws the feature maps of runs "
+                          "on gray images only", field="image")
+    pixels = load_image(image, invert=invert, size=meta["data"]["size"])
     title = f"{config.model} on {Path(image).name} (input {config.input_size}\u00d7{config.input_size})"
-    fig = features_figure(model, pixels, config.input_size, channels=channels, title=title)
+    fig = features_figure(model, pixels, config.input_size, channels=channels, title=title,
+                          classes=run_classes(meta))
     return save_figure(fig, out)
 
 
@@ -70,7 +74,7 @@ def show_mistakes(run_dir: str | Path, out: str | Path | None = None, *, count: 
     scored = Run.open(run_dir, device).evaluated(data_dir)
     evaluation = scored.evaluation
     fig = mistakes_figure(scored.images, scored.labels, evaluation.predictions, count=count, title=scored.config.model,
-                          losses=evaluation.losses, confidences=evaluation.confidences)
+                          losses=evaluation.losses, confidences=evaluation.confidences, classes=scored.classes)
     return save_figure(fig, out)
 
 
@@ -81,10 +85,10 @@ def show_confusion(run_dir: str | Path, out: str | Path | None = None, *, device
     The run is evaluated on ``device`` unless its ``evaluation`` is given.
     """
     out = check_output(out or Path(run_dir) / "confusion.png")
-    config = read_run_config(run_dir)["config"]
+    meta = read_run_config(run_dir)
     evaluation = evaluation or Run.open(run_dir, device).evaluate(data_dir, progress=False)
-    title = f"{config.model}: test accuracy {evaluation.accuracy:.4f}"
-    return save_figure(confusion_figure(evaluation.confusion, CLASSES, title=title), out)
+    title = f"{meta['config'].model}: test accuracy {evaluation.accuracy:.4f}"
+    return save_figure(confusion_figure(evaluation.confusion, run_classes(meta), title=title), out)
 
 
 def show_curves(run_dirs: Sequence[str | Path], out: str | Path = "curves-compared.png") -> Path:

@@ -31,9 +31,9 @@ from torch import nn
 from . import distributed
 from .checkpoint import load_state, save_model, snapshot_state, write_state
 from .config import TrainConfig, recipe  # noqa: F401  (recipe: the README's `from convzoo.train import recipe, fit`)
-from .data import CLASSES, Batches, load_split
+from .data import Batches, DataSet
 from .errors import ConfigError, DataError, RunFileError, RunInterrupted, first_line
-from .evaluate import Evaluation, evaluate, test_split
+from .evaluate import Evaluation, evaluate, run_data, splits, test_split
 from .fileio import write_text
 from .monitor import STALL_EPOCHS, LossWatch, divergence_check_interval, fell_back, finished_at_chance, not_learning
 from .network import build_model
@@ -48,6 +48,7 @@ from .rundir import (
     RESULT,
     RunDirectory,
     metrics_text,
+    read_run_config,
     resume_hint,
     update_config,
     write_config,
@@ -79,10 +80,12 @@ class Training:
     watch: LossWatch | None = None  # stops the run when its loss diverges
     warnings: list[str] = field(default_factory=list)  # what the run's result records besides its numbers
     ran_with: str = ""  # the threads and the machine's load (``runtime.thread_choice``), recorded in result.json
+    classes: tuple[str, ...] = ()  # the data's class names, in label order
 
     def __post_init__(self) -> None:
         if self.watch is None:
-            self.watch = LossWatch(self.config, lambda **changes: resume_hint(self.run_dir.path, **changes))
+            self.watch = LossWatch(self.config, lambda **changes: resume_hint(self.run_dir.path, **changes),
+                                   num_classes=len(self.classes) or 10)
 
     @property
     def main(self) -> bool:
@@ -216,7 +219,7 @@ def train_epochs(training: Training, writer: _EpochWriter, *, log: Callable[[str
                  view: Progress) -> Evaluation:
     """The epochs from ``training.start_epoch`` to the last, each checkpointed while the next trains; the last
     evaluation."""
-    config, test = training.config, None
+    config, test, classes = training.config, None, len(training.classes) or 10
     for epoch in range(training.start_epoch, config.epochs):
         row, test = train_one_epoch(training, epoch, view)
         training.history.append(row)
@@ -227,13 +230,13 @@ def train_epochs(training: Training, writer: _EpochWriter, *, log: Callable[[str
             f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
             f"{row['examples_per_sec']:,.0f} ex/s")
         view.epoch_done(row)
-        if len(training.history) == STALL_EPOCHS and (message := not_learning(training.history, config)):
+        if len(training.history) == STALL_EPOCHS and (message := not_learning(training.history, config, classes)):
             warn(message)
-        elif message := fell_back(training.history, config):
+        elif message := fell_back(training.history, config, classes):
             warn(message)
     if test is None:  # resumed after the last epoch: only the final files were missing
-        test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta)
-    if message := finished_at_chance(training.history, config):  # never silently, whatever was said before
+        test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, classes=classes)
+    if message := finished_at_chance(training.history, config, classes):  # never silently, whatever was said before
         warn(message)
         training.warnings.append(message)
     return test
@@ -247,18 +250,33 @@ def set_up(config: TrainConfig, run_dir: RunDirectory, rank: distributed.Rank | 
     with distributed.together("setting up the run"):
         check_fits(replace(config, batch_size=max(config.batch_size // _world(rank), 1)), device)
         run_dir.resume() if resume else run_dir.check(overwrite)
-        model = build_model(config, device)
-        train_batches, test_batches = load_batches(config, device, rank, min_last=2 if has_batch_norm(model) else 1)
+        data = run_data(config, warn=_warn if rank is None or rank.is_main else None)
+        if resume:
+            _check_same_data(run_dir.path, data)
+        model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
+        train_batches, test_batches = load_batches(config, device, rank, min_last=2 if has_batch_norm(model) else 1,
+                                                   data=data)
         optimizer = make_optimizer(model, config, device=device, graphable=graphs)
         start_epoch, history = _resumed_state(config, run_dir, model, optimizer, log) if resume else (0, [])
     with distributed.together("creating the run directory"), hold_signals():
-        _record(config, run_dir, model, device, command, resume=resume, overwrite=overwrite, history=history)
+        _record(config, run_dir, model, device, command, resume=resume, overwrite=overwrite, history=history,
+                data=data.describe())
     step_model, eval_model = _wrap(model, config, device, rank)
     loss_fn = nn.CrossEntropyLoss(label_smoothing=config.label_smoothing)
     step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs,
                      batch_size=config.batch_size)
     return Training(config, run_dir, rank, device, model, eval_model, optimizer, step, train_batches, test_batches,
-                    start_epoch, history)
+                    start_epoch, history, classes=data.classes)
+
+
+def _check_same_data(path: Path, data: DataSet) -> None:
+    """Refuse to resume a run on data of other classes or channels than it was trained on (a folder changed)."""
+    recorded = read_run_config(path)["data"]
+    if tuple(recorded["classes"]) != data.classes or recorded["channels"] != data.channels:
+        raise DataError(f"{path} was trained on {len(recorded['classes'])} classes of {recorded['channels']}-channel "
+                        f"images ({', '.join(recorded['classes'][:5])}...); its data now has {data.num_classes} "
+                        f"classes of {data.channels}-channel images ({', '.join(data.classes[:5])}...): the run "
+                        "continues only on the data it started with", field="data")
 
 
 def _world(rank: distributed.Rank | None) -> int:
@@ -298,7 +316,7 @@ def _resumed_state(config: TrainConfig, run_dir: RunDirectory, model: nn.Module,
 
 
 def _record(config: TrainConfig, run_dir: RunDirectory, model: nn.Module, device: torch.device, command: str | None,
-            *, resume: bool, overwrite: bool, history: list[dict]) -> None:
+            *, resume: bool, overwrite: bool, history: list[dict], data: dict | None = None) -> None:
     """Create the run directory with its config.json, or record a resumed run's config (a new epochs, lr)."""
     if resume:
         if run_dir.writer:
@@ -308,7 +326,7 @@ def _record(config: TrainConfig, run_dir: RunDirectory, model: nn.Module, device
         return
     run_dir.create(overwrite)
     if run_dir.writer:
-        write_config(run_dir.path, config, model, device, command)
+        write_config(run_dir.path, config, model, device, command, data)
 
 
 def _wrap(model: nn.Module, config: TrainConfig, device: torch.device,
@@ -332,17 +350,15 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Rank | None,
-                 min_last: int = 1) -> tuple[Batches, Batches]:
+                 min_last: int = 1, data: DataSet | None = None) -> tuple[Batches, Batches]:
     """The training batches (this rank's share of each global batch) and this rank's shard of the test set.
 
     ``min_last``: the fewest images per process a training batch may hold; a last partial batch
     with fewer is dropped (every epoch draws another order, so no image is left out for good).
-    Batch norm needs 2: with one image its statistics are undefined.
+    Batch norm needs 2: with one image its statistics are undefined. ``data``: the run's data set
+    (default: read, ``evaluate.run_data``).
     """
-    train_x, train_y = load_split("train", config.data_dir)
-    test_x, test_y = load_split("test", config.data_dir)
-    train_x, train_y = train_x[: config.limit_train], train_y[: config.limit_train]
-    test_x, test_y = test_x[: config.limit_test], test_y[: config.limit_test]
+    train_x, train_y, test_x, test_y = splits(config, data if data is not None else run_data(config))
     world = _world(rank)
     if config.batch_size % world:
         raise ConfigError(f"{setting('batch_size', config.batch_size)} is the global batch: it must divide by the "
@@ -390,7 +406,8 @@ def train_one_epoch(training: Training, epoch: int, view: Progress) -> tuple[dic
     train_loss, train_acc = step.loss_sum.item() / seen, step.correct.item() / seen  # one sync per epoch
     seconds = time.perf_counter() - started
     evaluated = time.perf_counter()
-    test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, progress=view.evaluating)
+    test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, progress=view.evaluating,
+                    classes=len(training.classes) or None)
     row = {
         "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
         "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
@@ -410,9 +427,10 @@ def finish(training: Training, test: Evaluation) -> Run:
 
     save_model(path / MODEL, training.model)
     write_result(path, {**run.to_json(), "test_images": test.count, "ran_with": training.ran_with},
-                 dict(zip(CLASSES, (round(a, 4) for a in test.per_class_accuracy))))
+                 dict(zip(training.classes, (round(a, 4) for a in test.per_class_accuracy))))
     if training.rank is None:  # the test images training held; a rank of a torchrun job holds only its shard
-        images, labels = training.test_batches.images[:, 0].cpu(), training.test_batches.labels.cpu()
+        images, labels = training.test_batches.images.cpu(), training.test_batches.labels.cpu()
+        images = images[:, 0] if images.shape[1] == 1 else images.contiguous()
     else:
         images, labels = test_split(training.config)
     write_report(EvaluatedRun(run, test, images, labels), pictures=True)

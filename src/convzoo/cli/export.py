@@ -15,7 +15,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         print_json(result.to_json())
         return
     sizes = " and ".join(map(str, result.batch_sizes))
-    print(f"wrote {terminal(result.path)} ({result.format}, input N x 1 x {result.input_size} x {result.input_size}); "
+    side = result.input_size
+    print(f"wrote {terminal(result.path)} ({result.format}, input N x {result.channels} x {side} x {side}); "
           f"max |logit difference| to PyTorch {result.max_abs_diff:.2g} on batches of {sizes} test images")
 
 
@@ -25,5 +26,5 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--format", choices=FORMATS, default="onnx", help="onnx (default) or torchscript")
     p.add_argument("--out", help="file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--data-dir", help="directory with the Fashion-MNIST files (default: the run's)")
+    p.add_argument("--data-dir", help="where the run's data files are now (default: where they were)")
     p.set_defaults(func=cmd_export)

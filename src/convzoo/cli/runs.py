@@ -67,7 +67,7 @@ def add_commands(commands: argparse._SubParsersAction) -> None:
     def run_options(p: argparse.ArgumentParser, *, evaluates: bool) -> None:
         if evaluates:
             p.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-        p.add_argument("--data-dir", help="directory with the Fashion-MNIST files (default: the run's)")
+        p.add_argument("--data-dir", help="where the run's data files are now (default: where they were)")
 
     p = commands.add_parser("show", help="draw what a run learned, or the operations (PNG)")
     pictures = p.add_subparsers(dest="show_command", required=True, parser_class=type(p))

@@ -101,7 +101,7 @@ def show_plan(plan: Plan, *, resume: bool, as_json: bool) -> None:
 
 
 def add_commands(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("train", help="train a model on Fashion-MNIST")
+    p = commands.add_parser("train", help="train a model on Fashion-MNIST (or --data)")
     p.add_argument("model", nargs="?", help="a name from 'convzoo models' (optional with --resume)")
     p.add_argument("--recipe", help="d2l (the book's, default) or fast")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last epoch")

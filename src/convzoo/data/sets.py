@@ -15,6 +15,7 @@ always give the same split.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -66,6 +67,20 @@ class DataSet:
         """What a run records about its data (JSON-ready)."""
         return {"data": self.name, "classes": list(self.classes), "channels": self.channels, "size": self.size,
                 "train": len(self.train_labels), "test": len(self.test_labels), "split": dict(self.split)}
+
+
+def data_name(data: str | None) -> str | None:
+    """How a run records ``data``: None and a published set's name as they are, a path made absolute.
+
+    So the run reads the same folder whatever the working directory of a later ``eval`` or resume.
+    """
+    if data is None or data in NAMED:
+        return data
+    return os.path.abspath(os.path.expanduser(data))
+
+
+FASHION_DESCRIPTION = {"data": "fashion-mnist", "classes": list(NAMED["fashion-mnist"].classes), "channels": 1,
+                       "size": 28, "split": {"rule": "official"}}  # what a run written before --data trained on
 
 
 def _stderr(message: str) -> None:

@@ -7,6 +7,7 @@ for every model of the zoo.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -116,9 +117,10 @@ def layer_kernels_figure(model: nn.Module, layer: str | None = None) -> Figure:
 @torch.no_grad()
 def features_figure(
     model: nn.Module, image: torch.Tensor, input_size: int, *, channels: int = 8, max_layers: int = 10,
-    title: str = "",
+    title: str = "", classes: Sequence[str] = CLASSES,
 ) -> Figure:
-    """Feature maps for one uint8 ``(H, W)`` image: the first ``channels`` outputs of each conv layer.
+    """Feature maps for one uint8 ``(H, W)`` image: the first ``channels`` outputs of each conv layer; the top
+    classes named by ``classes`` (default: Fashion-MNIST's).
 
     A forward hook on every ``nn.Conv2d`` records its output (before the activation). Networks with
     more than ``max_layers`` conv layers show that many, evenly spaced from the first to the last.
@@ -153,8 +155,8 @@ def features_figure(
     h, w = image.shape
     resized = f"\nresized to {input_size}\u00d7{input_size}" if (h, w) != (input_size, input_size) else ""
     ax_in.set_title(f"input {h}\u00d7{w}{resized}", fontsize=8)
-    best = probs.topk(3)
-    lines = [f"{plot_text(CLASSES[int(i)])}: {float(p):.1%}" for p, i in zip(best.values, best.indices)]
+    best = probs.topk(min(3, len(probs)))
+    lines = [f"{plot_text(classes[int(i)])}: {float(p):.1%}" for p, i in zip(best.values, best.indices)]
     ax_text.set_axis_off()
     ax_text.text(0.02, 0.5, "network's top classes\n" + "\n".join(lines), va="center", fontsize=9)
     for sub, name in zip(rows, names):

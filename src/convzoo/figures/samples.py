@@ -57,13 +57,17 @@ def samples_figure(
 def mistakes_figure(
     images: torch.Tensor, labels: torch.Tensor, predictions: torch.Tensor, *, count: int = 24, ncols: int = 8,
     title: str = "", losses: torch.Tensor | None = None, confidences: torch.Tensor | None = None,
+    classes: Sequence[str] = CLASSES,
 ) -> Figure:
-    """``count`` misclassified ``images`` (uint8 ``(N, H, W)``): true class above, prediction below.
+    """``count`` misclassified ``images`` (uint8 ``(N, H, W)``; ``(N, 3, H, W)`` drawn in grey): true class above,
+    prediction below, named by ``classes`` (default: Fashion-MNIST's).
 
     With each image's ``losses`` they are the mistakes of highest loss, highest first (those the network
     was surest of, as fastai's ``plot_top_losses``), else the first ones; with ``confidences``, each
     prediction shows its probability.
     """
+    if images.dim() == 4:
+        images = images.float().mean(1) if images.shape[1] == 3 else images[:, 0]
     wrong = torch.nonzero(predictions.cpu() != labels.cpu()).flatten()
     if losses is not None:
         wrong = wrong[torch.argsort(losses.cpu()[wrong], descending=True, stable=True)]
@@ -90,9 +94,9 @@ def mistakes_figure(
     )
     for n, i in enumerate(shown):
         r, c = divmod(n, ncols)
-        grid.above(r, c, f"true: {plot_text(CLASSES[int(labels[i])])}", fontsize=7.5, pad=3)
+        grid.above(r, c, f"true: {plot_text(classes[int(labels[i])])}", fontsize=7.5, pad=3)
         sure = f" {float(confidences[i]):.0%}" if confidences is not None else ""
-        grid.below(r, c, f"pred: {plot_text(CLASSES[int(predictions[i])])}{sure}", fontsize=7.5, pad=3,
+        grid.below(r, c, f"pred: {plot_text(classes[int(predictions[i])])}{sure}", fontsize=7.5, pad=3,
                    color="tab:red")
     grid.fig.suptitle(heading, fontsize=10, y=1 - 0.1 / grid.fig.get_figheight())
     return grid.fig

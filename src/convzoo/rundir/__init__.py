@@ -10,7 +10,7 @@ The weights files (``model.safetensors``, ``checkpoint.safetensors``) are writte
 atomically (``convzoo.fileio``); the readers turn a missing or damaged file into a one-line ``RunFileError``.
 """
 
-from .config_file import read_run_config, update_config, write_config
+from .config_file import read_run_config, run_classes, update_config, write_config
 from .layout import (
     CHECKPOINT,
     CONFIG,
@@ -38,6 +38,6 @@ __all__ = [
     "CHECKPOINT", "CONFIG", "LOCK", "MARKER", "MARKER_FORMAT", "METRICS", "MODEL", "REPORT", "RESULT", "RUN_FILES",
     "RunDirectory", "RunLock", "check_output", "check_run_dir", "foreign_entries", "held", "is_run_dir", "is_temporary",
     "load_run", "metrics_text", "read_metrics", "read_result", "read_run_config", "resolve_run", "resume_hint",
-    "resumed_epochs", "run_histories", "run_label", "train_seconds", "update_config", "write_config", "write_metrics",
-    "write_result", "writing_into",
+    "resumed_epochs", "run_classes", "run_histories", "run_label", "train_seconds", "update_config", "write_config",
+    "write_metrics", "write_result", "writing_into",
 ]

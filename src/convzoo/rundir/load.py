@@ -11,6 +11,7 @@ from torch import nn
 from ..checkpoint import saved_epoch
 from ..config import RENAMED, TrainConfig, resume_changes
 from ..config import recipe as recipe_config
+from ..data import data_name
 from ..errors import ConfigError, RunFileError
 from ..network import build_model
 from ..runtime import resolve_device
@@ -28,6 +29,8 @@ def resolve_run(model: str | None = None, out: str | Path | None = None, *, reci
     ``out``'s ``config.json`` with the changes ``--resume`` allows (``config.resume_changes``).
     """
     given = {RENAMED.get(name, name): value for name, value in given.items()}
+    if isinstance(given.get("data"), str) and given["data"].strip():
+        given["data"] = data_name(given["data"])  # a folder recorded by its absolute path
     unknown = set(given) - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise TypeError(f"unknown settings {sorted(unknown)}: see convzoo.config.TrainConfig")
@@ -66,13 +69,14 @@ def load_run(run_dir: str | Path, device: str = "auto") -> tuple[TrainConfig, nn
     The weights must be those of the run's configuration: a ``model.safetensors`` of another model or
     input size (a file copied from another run) is refused rather than evaluated as if it were this run.
     """
-    config = read_run_config(run_dir)["config"]
-    dev = resolve_device(device)
+    meta = read_run_config(run_dir)
+    config, dev = meta["config"], resolve_device(device)
     path = Path(run_dir) / MODEL
     if not path.is_file():
         raise RunFileError(f"{run_dir} has no model.safetensors: the run has not finished "
                            f"(continue it with {quoted(continue_command(run_dir))})")
-    return config, build_model(config, dev, weights=path), dev
+    shape = {key: meta["model"][key] for key in ("num_classes", "in_channels") if key in meta["model"]}
+    return config, build_model(config, dev, weights=path, **shape), dev
 
 
 def resume_hint(run_dir: Path | None, **changes: object) -> str:
