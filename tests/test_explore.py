@@ -172,9 +172,11 @@ def test_every_model_of_the_zoo_can_be_explored(name, tmp_path, one_thread):
     """An untrained network of each registered model: its prediction, bounded maps, fields and a Grad-CAM map."""
     from convzoo.config import recipe
     from convzoo.explore.network import MAX_CHANNELS, MAX_LAYERS, MAX_SIDE, RunExplorer
+    from convzoo.rundir import write_config
 
     config = recipe(name, data_dir=str(Path(__file__).parent / "data" / "fashion-mnist-slice"), device="cpu")
     model = create_model(name, input_size=config.input_size).eval()
+    write_config(tmp_path, config, model, torch.device("cpu"), "test")  # what a run directory holds: its classes
     explorer = RunExplorer(api.Run(tmp_path, config, model, torch.device("cpu")))
     pixels, label = explorer.test_image(5)
     answer = explorer.analyze(pixels, channels=MAX_CHANNELS, label=label)

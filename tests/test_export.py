@@ -367,10 +367,11 @@ def test_export_run_checks_the_runs_model_on_its_first_test_images(
 ) -> None:
     """The run's model loaded on the CPU, the first 8 test images from ``data_dir`` (else the run's), the run's
     input side, ``run_dir/model.onnx`` or ``model.pt`` unless told."""
-    loads, splits, exports = [], [], []
-    load_run, load = export.load_run, export.load_split
+    loads, data_dirs, exports = [], [], []
+    load_run, run_data = export.load_run, export.run_data
     monkeypatch.setattr(export, "load_run", lambda *a: loads.append(a) or load_run(*a))
-    monkeypatch.setattr(export, "load_split", lambda *a: splits.append(a) or load(*a))
+    monkeypatch.setattr(export, "run_data", lambda config, data_dir, **k: data_dirs.append(data_dir)
+                        or run_data(config, data_dir, **k))
     monkeypatch.setattr(export, "export_model", lambda *a, **k: exports.append((a, k)) or "done")
     elsewhere = tmp_path / "data"
     shutil.copytree(SLICE, elsewhere)
@@ -378,14 +379,14 @@ def test_export_run_checks_the_runs_model_on_its_first_test_images(
     assert export.export_run(str(run), "torchscript", data_dir=str(elsewhere)) == "done"
     assert export.export_run(run, "onnx", str(tmp_path / "m.onnx")) == "done"
     assert loads == [(run, "cpu"), (str(run), "cpu"), (run, "cpu")]
-    assert splits == [("test", str(SLICE)), ("test", str(elsewhere)), ("test", str(SLICE))]
+    assert data_dirs == [None, str(elsewhere), None]  # None: the run's own
     test_images = load_split("test", SLICE)[0]
     model = load_model(run / "model.safetensors")
     for (args, kwargs), out, format in zip(exports, [run / "model.onnx", run / "model.pt", tmp_path / "m.onnx"],
                                            ["onnx", "torchscript", "onnx"], strict=True):
         trained, path, fmt, pictures, size = args
-        assert kwargs == {} and (path, fmt, size) == (out, format, 28)
-        assert torch.equal(pictures, test_images[:8])
+        assert kwargs == {"classes": tuple(CLASSES)} and (path, fmt, size) == (out, format, 28)
+        assert torch.equal(pictures[:, 0], test_images[:8])
         assert all(torch.equal(a, b) for a, b in zip(trained.state_dict().values(), model.state_dict().values()))
 
 
