@@ -277,3 +277,19 @@ def test_any_value_the_api_is_given_is_refused_naming_it_or_round_trips(name: st
         return
     assert value is None or getattr(config, name) == value
     _round_trips(config)
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    import argparse
+
+    def missing(parser: argparse.ArgumentParser, path: str) -> list[str]:
+        found = []
+        for action in parser._actions:  # noqa: SLF001
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for name, sub in action.choices.items():
+                    found += missing(sub, f"{path} {name}")
+            elif not action.help and action.dest != "help":
+                found.append(f"{path} {action.option_strings or action.dest}")
+        return found
+
+    assert missing(build_parser(), "convzoo") == []

@@ -19,6 +19,7 @@ A mistake the user can make ends in one line ``error: ...`` on stderr and exit s
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -38,11 +39,38 @@ COMMAND_GROUPS = (zoo, train, evaluate, data, runs, export, explore)
 def build_parser() -> Parser:
     parser = Parser(prog="convzoo", description="Classic CNNs and their operations, trained on Fashion-MNIST.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
-    parser.add_argument("--version", action="version", version=version_line())
+    parser.add_argument("--version", action="version", version=version_line(), help="print the versions and exit")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     for group in COMMAND_GROUPS:
         group.add_commands(commands)
+    _fill_help(parser)
     return parser
+
+
+# What the options several commands share mean, said once (an option with its own help keeps it).
+SHARED_HELP = {
+    "run_dir": "a run's directory (what 'convzoo train' wrote)",
+    "run_dirs": "runs' directories (what 'convzoo train' wrote)",
+    "model": "a name from 'convzoo models'",
+    "device": "auto (default: CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps",
+    "data_dir": "the directory of the data set's files (default: the run's, else the usual places)",
+    "json": "print JSON instead of text",
+    "split": "train (default) or test",
+    "count": "how many images",
+    "name": "a published data set",
+    "in_channels": "input channels (default 1)",
+    "num_classes": "classes (default 10)",
+}
+
+
+def _fill_help(parser: argparse.ArgumentParser) -> None:
+    """Give every option and argument of every command a help text (``SHARED_HELP`` where its own is missing)."""
+    for action in parser._actions:  # noqa: SLF001  (argparse keeps them there)
+        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+            for sub in action.choices.values():
+                _fill_help(sub)
+        elif action.help is None and action.dest in SHARED_HELP:
+            action.help = SHARED_HELP[action.dest]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
