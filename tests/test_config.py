@@ -26,6 +26,7 @@ from convzoo.config import (
     resumable,
     resume_changes,
 )
+from convzoo.data import data_name
 from convzoo.errors import ConfigError
 from convzoo.models import list_models
 from convzoo.rundir import resolve_run
@@ -264,6 +265,7 @@ def test_any_json_value_in_config_json_is_refused_naming_its_key_or_round_trips(
 @example(name="epochs", value=True)
 @example(name="lr", value="0.1")
 @example(name="lr", value=10**400)
+@example(name="data", value="0")  # a folder's name: recorded as its absolute path
 @given(name=st.sampled_from([f for f in FIELDS if f not in ("model", "recipe")]), value=JSON_VALUES)
 @settings(max_examples=300, deadline=None)
 def test_any_value_the_api_is_given_is_refused_naming_it_or_round_trips(name: str, value: object) -> None:
@@ -275,6 +277,8 @@ def test_any_value_the_api_is_given_is_refused_naming_it_or_round_trips(name: st
     except ConfigError as error:
         assert error.field == name and str(error).startswith(f"{name} ")
         return
+    if name == "data" and isinstance(value, str) and value.strip():
+        value = data_name(value)  # a folder is recorded by its absolute path, a named set by its name
     assert value is None or getattr(config, name) == value
     _round_trips(config)
 
