@@ -60,3 +60,14 @@ def test_make_demo_installs_only_what_running_needs() -> None:
 def test_python_m_convzoo_version() -> None:
     result = subprocess.run([sys.executable, "-m", "convzoo", "--version"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.startswith(f"convzoo {convzoo.__version__} (torch ")
+
+
+def test_the_command_starts_without_matplotlib() -> None:
+    """Start-up time: only the commands that draw import matplotlib (about half a second of every start)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, convzoo.cli, convzoo.api; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib'))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True).stdout
+    assert out.strip() == "[]"
