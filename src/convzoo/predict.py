@@ -107,8 +107,9 @@ class Prediction:
         The image's name is shown as ``convzoo.escape.terminal`` writes it: a file name cannot
         send escape sequences to the terminal or break the line.
         """
-        others = ", ".join(f"{name} {p:.1%}" for name, p in self.top[1:])
-        line = f"{terminal(self.image)}: {self.class_name} {self.probability:.1%}" + (f" ({others})" if others else "")
+        others = ", ".join(f"{terminal(name)} {p:.1%}" for name, p in self.top[1:])
+        line = (f"{terminal(self.image)}: {terminal(self.class_name)} {self.probability:.1%}"
+                + (f" ({others})" if others else ""))
         if self.unlike_training_data:
             line += f"  [unlike the training data: {self.unlike_training_data}]"
         return line

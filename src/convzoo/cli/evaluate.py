@@ -27,7 +27,7 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(f"test accuracy {result.accuracy:.4f} on {result.count:,} images (loss {result.loss:.4f})")
     width = max(12, *(len(name) for name in per_class))
     for name, acc in per_class.items():
-        print(f"  {name:<{width}} {acc:.4f}")
+        print(f"  {terminal(name):<{width}} {acc:.4f}")
     print(f"confusion matrix: {terminal(out)}")
 
 
