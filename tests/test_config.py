@@ -54,7 +54,7 @@ def test_every_field_has_a_flag_and_every_flag_reaches_the_config() -> None:
               "channels_last": False, "amp": True, "compile": False, "cuda_graphs": False, "autotune": False,
               "limit_train": 100, "limit_test": 50, "data_dir": str(SLICE), "eval_batch_size": 25,
               "deterministic": True, "threads": 1, "data": "mnist", "grayscale": True, "data_size": 32,
-              "test_fraction": 0.25}
+              "test_fraction": 0.25, "val_fraction": 0.1}
     flagged = {f.name for f in option_fields()}
     assert flagged == {f.name for f in fields(TrainConfig)} - {"model", "recipe"}
     assert set(values) == flagged, "a new field needs a value in this test"

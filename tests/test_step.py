@@ -436,7 +436,7 @@ def test_cuda_graphs_on_the_cpu_train_as_without(tmp_path: Path) -> None:
     torch.manual_seed(config.seed)
     model = create_model("lenet", input_size=28)
     init_weights(model, config.init)
-    train, _ = load_batches(config, torch.device("cpu"), None)
+    train, _, _ = load_batches(config, torch.device("cpu"), None)
     model.to(memory_format=torch.channels_last)
     train.set_epoch(0)
     assert [len(y) for _, y in train] == [64, 64, 64, 8]

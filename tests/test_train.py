@@ -145,12 +145,12 @@ def test_speed_switches_train_and_save_a_model_that_evaluates_the_same(
 
 
 def test_a_failed_background_checkpoint_write_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import convzoo.train as train
+    import convzoo.rundir.epochs as epochs
 
     def no_space(_path: object, _snapshot: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(train, "write_state", no_space)
+    monkeypatch.setattr(epochs, "write_state", no_space)
     config = recipe("lenet", epochs=2, batch_size=32, limit_train=64, limit_test=32, data_dir=str(SLICE),
                     device="cpu")
     with pytest.raises(OSError, match="No space left"):

@@ -1,6 +1,7 @@
 """Mutation testing of the core with mutmut, one group of modules at a time (``make mutate``).
 
     python tools/mutation.py run [GROUP ...] [--max-children N] [--sample]   mutate and test (all groups by default)
+    python tools/mutation.py run GROUP --survivors                 test again the survivors (after new tests)
     python tools/mutation.py report [GROUP ...] [--survivors]      the score per module, the survivors
 
 Each group is a set of modules judged by the tests written for them (``GROUPS``): a mutant of
@@ -12,9 +13,10 @@ at the first failure. Tests marked ``slow`` (several seconds each) are left out 
 
 A group works in ``mutants/GROUP/``: a ``pyproject.toml`` written from ``GROUPS`` (mutmut reads its
 settings from the working directory's), links to ``src`` and ``tests``, and mutmut's own copy in
-``mutants/GROUP/mutants/``. Running a group again re-tests only the mutants whose function or tests
-changed. ``--sample`` tests a fifth of the mutants (those numbered 1, 6, 11, ... in each function) for
-a quicker estimate. The score, over the mutants tested:
+``mutants/GROUP/mutants/``. Running a group again re-tests only the mutants whose function changed: a
+verdict stands while its function does, so after adding tests, ``run GROUP --survivors`` tests the
+surviving mutants (and those no test reached) again. ``--sample`` tests a fifth of the mutants (those
+numbered 1, 6, 11, ... in each function) for a quicker estimate. The score, over the mutants tested:
 
     score = killed / (mutants tested - equivalent)
 
@@ -63,6 +65,14 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                  ["tests/test_progress.py", "tests/test_runtime.py"]),
     "distributed": (["src/convzoo/distributed.py"], ["tests/test_distributed.py"]),
     "explore": (["src/convzoo/explore/*"], ["tests/test_explore.py"]),
+    "api": (["src/convzoo/api.py"], ["tests/test_api.py"]),
+    # the command line, judged by the tests that run its commands in-process (the run_cli fixture)
+    "cli": (["src/convzoo/cli/*"], ["tests/test_rundir.py", "tests/test_config.py", "tests/test_data_runs.py",
+                                    "tests/test_sets.py", "tests/test_catalog.py", "tests/test_compare.py",
+                                    "tests/test_predict.py", "tests/test_show.py", "tests/test_export.py",
+                                    "tests/test_filesystem.py", "tests/test_train.py", "tests/test_report.py",
+                                    "tests/test_estimate.py", "tests/test_summary.py", "tests/test_resources.py",
+                                    "tests/test_explore.py", "tests/test_cli_fuzz.py", "tests/test_api.py"]),
 }
 SAMPLE = "*__mutmut_*[16]"  # a fifth of the mutants: those numbered 1, 6, 11, ... in each function
 
@@ -97,13 +107,25 @@ def prepare(group: str) -> Path:
     return work
 
 
-def run(groups: list[str], max_children: int, sample: bool = False) -> int:
+def survivors(group: str) -> list[str]:
+    """The mutants of ``group`` that survived or that no test reached, less those listed as equivalent."""
+    equivalent = read_equivalent()
+    return [name for codes in read_results(group).values() for name, code in codes.items()
+            if status(code) in ("survived", "no tests") and name not in equivalent]
+
+
+def run(groups: list[str], max_children: int, sample: bool = False, again: bool = False) -> int:
     # one thread per mutant's tests; hypothesis stops at the first failing example (tests/conftest.py)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "HYPOTHESIS_PROFILE": "mutation"}
     mutmut = Path(sys.executable).with_name("mutmut")
     for group in groups:
         print(f"== {group}: {', '.join(GROUPS[group][0])} against {', '.join(GROUPS[group][1])}", flush=True)
         names = [SAMPLE] if sample else []
+        if again:
+            names = survivors(group)
+            print(f"   testing {len(names)} surviving mutants again", flush=True)
+            if not names:
+                continue
         code = subprocess.call([str(mutmut), "run", "--max-children", str(max_children), *names], cwd=prepare(group),
                                env=env, stdout=subprocess.DEVNULL)
         if code:
@@ -189,7 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["run", "report"])
     parser.add_argument("groups", nargs="*", metavar="GROUP", help=f"of {', '.join(GROUPS)} (default: all)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 1, help="mutants tested at once")
-    parser.add_argument("--survivors", action="store_true", help="list the surviving mutants")
+    parser.add_argument("--survivors", action="store_true",
+                        help="report: list the surviving mutants; run: test only them again")
     parser.add_argument("--sample", action="store_true",
                         help="run: test a fifth of the mutants (a quicker estimate); report: only those")
     args = parser.parse_args(argv)
@@ -198,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown group {unknown[0]!r}; the groups are {', '.join(GROUPS)}")
     groups = args.groups or list(GROUPS)
     if args.command == "run":
-        return run(groups, args.max_children, args.sample)
+        return run(groups, args.max_children, args.sample, args.survivors)
     return report(groups, args.survivors, args.sample)
 
 

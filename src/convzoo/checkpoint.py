@@ -32,8 +32,25 @@ from .tensorfile import CheckpointError, read_header, read_tensors, refuse_pickl
 
 FORMAT = "convzoo-1"
 
-# What every row of a run's history holds (``convzoo.train.fit`` writes more).
-HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "test_acc", "seconds", "eval_seconds")
+# What every row of a run's history holds (``convzoo.train.fit`` writes more), besides the accuracy the epoch
+# was scored with: on the test set (``test_acc``), or on the validation split a run holds out (``val_acc``).
+HISTORY_KEYS = ("epoch", "train_loss", "train_acc", "seconds", "eval_seconds")
+SCORED_ON = {"test_acc": "test", "val_acc": "validation"}
+SHORT = {"test": "test", "validation": "val"}  # a split's name in a compact line: ``val acc 0.8812``
+
+
+def epoch_score(row: dict) -> tuple[str, float]:
+    """What an epoch of a run's history was scored on (``"test"`` or ``"validation"``) and its accuracy."""
+    key = next((key for key in SCORED_ON if key in row), "test_acc")
+    return SCORED_ON[key], row[key]
+
+
+def is_history_row(row: object) -> bool:
+    """Whether ``row`` holds a number for each of ``HISTORY_KEYS`` and for exactly one of ``SCORED_ON``'s keys."""
+    if not isinstance(row, dict):
+        return False
+    numbers = {key for key, value in row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)}
+    return set(HISTORY_KEYS) <= numbers and len(numbers & set(SCORED_ON)) == 1
 
 
 def _check_entries(expected: dict[str, torch.Tensor], entries: dict, path: str | Path, what: str) -> None:
@@ -291,9 +308,7 @@ def _parse_progress(metadata: dict[str, str], path: str | Path) -> tuple[int, li
     if epoch < 0 or not isinstance(history, list) or len(history) != epoch:
         raise ValueError(f"epoch {epoch} does not match its history")
     for i, row in enumerate(history):
-        if not isinstance(row, dict) or row.get("epoch") != i + 1 or not all(
-            isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) for k in HISTORY_KEYS
-        ):
+        if not is_history_row(row) or row["epoch"] != i + 1:
             raise ValueError(f"history row {i + 1} is not a row of metrics")
     return epoch, history
 

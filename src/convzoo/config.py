@@ -113,6 +113,9 @@ class TrainConfig:
                                          "the network", metavar="N")
     test_fraction: float = option(0.2, "the share of each class held out for testing when a folder of images has no "
                                        "train/ and test/ folders", metavar="F")
+    val_fraction: float = option(0.0, "hold out this share of each class of the training set as a validation split, "
+                                      "score each epoch on it and the test set once at the end (default 0: each "
+                                      "epoch is scored on the test set, as the book does)", metavar="F")
     data_dir: str | None = option(None, "where the data's files are: a published set's folder (default: the cache; "
                                         "for Fashion-MNIST, found as before), or a --data folder moved since the run "
                                         "was trained", resume=True, metavar="DIR")
@@ -158,6 +161,8 @@ class TrainConfig:
              f"must be a positive number of pixels, got {self.data_size}"),
             ("test_fraction", math.isfinite(self.test_fraction) and 0 < self.test_fraction < 1,
              f"must be between 0 and 1 (exclusive), got {self.test_fraction}"),
+            ("val_fraction", math.isfinite(self.val_fraction) and 0 <= self.val_fraction < 1,
+             f"must be at least 0 and below 1, got {self.val_fraction}"),
             *self._limits(),
         ]
         return [(name, text) for name, ok, text in checks if not ok]

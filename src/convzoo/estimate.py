@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, option_fields
-from .evaluate import run_data, scores, splits
+from .evaluate import run_data, scores, splits, validation_split
 from .models import InputSizeError, create_model, feature_size, get_model_spec
 from .network import build_model
 from .optim import make_optimizer
@@ -55,6 +55,7 @@ class Plan:
     seconds: float  # the whole run: training and every epoch's evaluation
     run_dir: str | None = None  # where the run would be written
     threads: str = ""  # the thread count the steps were timed with, and why (``runtime.thread_choice``)
+    val_images: int = 0  # held out of the training images and scored after each epoch (``val_fraction``)
     door: str = field(default_factory=door, repr=False)  # whose words the plan prints in (``convzoo.terms``)
 
     def to_json(self) -> dict:
@@ -67,6 +68,12 @@ class Plan:
         """The plan as ``convzoo train --dry-run`` prints it, in the words of the door that made it."""
         with speaking(self.door):
             return self._format()
+
+    def _scored(self) -> str:
+        if self.val_images:
+            return (f"{self.val_images:,} validation images scored after each epoch, {self.test_images:,} test "
+                    "images once at the end")
+        return f"{self.test_images:,} test images scored after each epoch"
 
     def _format(self) -> str:
         config, mib = self.config, 2**20
@@ -82,7 +89,7 @@ class Plan:
                  f"parameters       {self.params:,}",
                  f"MACs per image   {self.macs:,} at {config.input_size}x{config.input_size} (FLOPs = 2 x MACs)",
                  f"training         {self.epochs} epoch(s) x {self.steps_per_epoch:,} steps of {config.batch_size} "
-                 f"({self.train_images:,} images); {self.test_images:,} test images scored after each epoch",
+                 f"({self.train_images:,} images); {self._scored()}",
                  f"memory on {self.device:<6} about {sum(self.memory.values()) / mib:,.0f} MiB: data "
                  f"{self.memory['data'] / mib:,.1f}, weights with gradients and optimizer state "
                  f"{self.memory['weights'] / mib:,.1f}, activations of a batch {self.memory['activations'] / mib:,.1f}",
@@ -213,17 +220,20 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3, run_d
     """
     device = resolve_device(config.device)
     data = run_data(config)
-    train_images, test_images = (len(labels) for labels in splits(config, data)[1::2])
+    train_x, train_y, _, test_y = splits(config, data)
+    val_images = len(validation_split(config, train_x, train_y)[3]) if config.val_fraction else 0
+    train_images, test_images = len(train_y) - val_images, len(test_y)
     threads, why = thread_choice(config)
     with compute_settings(config, threads):
         model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
         summary = summarize(model, config.input_size, in_channels=data.channels)
-        memory = memory_bytes(config, train_images, test_images)
+        memory = memory_bytes(config, train_images + val_images, test_images)
         step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
         name = device_name(device)  # with the thread count the steps were timed with
     steps_per_epoch = -(-train_images // config.batch_size)
     epochs = max(config.epochs - done_epochs, 0)
-    seconds = run_seconds(config, epochs, steps_per_epoch, test_images, step_seconds, eval_seconds)
+    seconds = run_seconds(config, epochs, steps_per_epoch, val_images or test_images, step_seconds, eval_seconds)
+    seconds += test_images * eval_seconds if val_images and epochs else 0  # the test set, scored once at the end
     return Plan(config, str(device), name, summary.total_params, summary.total_macs, train_images,
                 test_images, steps_per_epoch, epochs, memory, step_seconds, eval_seconds, seconds,
-                None if run_dir is None else str(run_dir), why)
+                None if run_dir is None else str(run_dir), why, val_images)

@@ -4,6 +4,7 @@
     evaluate_model(config, model, images, labels)     scored as a run of ``config`` evaluates (input size, TTA, ...)
     run_data(config)                                  the data set a run of ``config`` trains on (``DataSet``)
     splits(config, data)                              its training and test images and labels, limited as the run is
+    validation_split(config, images, labels)          the training split less the validation images it holds out
     test_split(config)                                the test images and labels a run of ``config`` is scored on
 """
 
@@ -19,7 +20,7 @@ from torch import nn
 
 from . import distributed
 from .config import TrainConfig
-from .data import CLASSES, NAMED, Batches, DataSet, open_data
+from .data import CLASSES, NAMED, Batches, DataSet, open_data, stratified_split
 from .step import autocast
 
 
@@ -158,6 +159,15 @@ def splits(config: TrainConfig, data: DataSet) -> tuple[torch.Tensor, torch.Tens
     train = _first(data.train_images, data.train_labels, config.limit_train, data, config.seed)
     test = _first(data.test_images, data.test_labels, config.limit_test, data, config.seed + 1)
     return (*train, *test)
+
+
+def validation_split(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(train images, train labels, validation images, validation labels)``: ``config.val_fraction`` of each class
+    of the training split held out (at least one image of each class left for training), drawn with the seed, the
+    rest kept in their order."""
+    held = torch.from_numpy(stratified_split(labels.numpy(), config.val_fraction, config.seed + 2)).bool()
+    return images[~held], labels[~held], images[held], labels[held]
 
 
 def test_split(config: TrainConfig, data_dir: str | None = None, data: DataSet | None = None

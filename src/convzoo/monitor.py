@@ -8,6 +8,7 @@ from collections.abc import Callable
 import torch
 
 from . import distributed
+from .checkpoint import epoch_score
 from .config import TrainConfig
 from .errors import DivergenceError
 from .terms import setting
@@ -115,28 +116,35 @@ def not_learning(history: list[dict], config: TrainConfig, num_classes: int = 10
     """The warning for a run whose test accuracy stayed at chance level (<= 1/classes + 0.02) in every epoch of
     ``history``, else None."""
     chance = 1 / num_classes
-    accuracies = [row["test_acc"] for row in history]
+    accuracies = [epoch_score(row)[1] for row in history]
     if not accuracies or not all(at_chance(a, num_classes) for a in accuracies):
         return None
-    return (f"{config.model} is not learning: test accuracy has stayed at chance ({chance:.2f}) for "
+    return (f"{config.model} is not learning: {_scored_on(history)} accuracy has stayed at chance ({chance:.2f}) for "
             f"{len(accuracies)} epochs ({', '.join(f'{a:.4f}' for a in accuracies)}); "
             f"{_advice(history, config, num_classes)}")
 
 
 def fell_back(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str | None:
     """The warning for a run whose latest epoch is at chance after an earlier one was above it, else None."""
-    accuracies = [row["test_acc"] for row in history]
+    accuracies = [epoch_score(row)[1] for row in history]
     if len(accuracies) < 2 or not at_chance(accuracies[-1], num_classes) or all(at_chance(a, num_classes)
                                                                                  for a in accuracies[:-1]):
         return None
     best = max(range(len(accuracies)), key=accuracies.__getitem__)
-    return (f"{config.model} fell back to chance: test accuracy {accuracies[-1]:.4f} in epoch {len(accuracies)}, "
-            f"after {accuracies[best]:.4f} in epoch {best + 1}; {_advice(history, config, num_classes)}")
+    return (f"{config.model} fell back to chance: {_scored_on(history)} accuracy {accuracies[-1]:.4f} in epoch "
+            f"{len(accuracies)}, after {accuracies[best]:.4f} in epoch {best + 1}; "
+            f"{_advice(history, config, num_classes)}")
 
 
 def finished_at_chance(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str | None:
     """The warning for a run that ended at chance (said at its end, however it got there), else None."""
-    if not history or not at_chance(history[-1]["test_acc"], num_classes):
+    if not history or not at_chance(epoch_score(history[-1])[1], num_classes):
         return None
-    return (f"{config.model} finished at chance: test accuracy {history[-1]['test_acc']:.4f} after "
+    split, accuracy = epoch_score(history[-1])
+    return (f"{config.model} finished at chance: {split} accuracy {accuracy:.4f} after "
             f"{len(history)} epoch{'s' if len(history) != 1 else ''}; the model did not learn")
+
+
+def _scored_on(history: list[dict]) -> str:
+    """``test`` or ``validation``: what the epochs of ``history`` were scored on."""
+    return epoch_score(history[-1])[0]

@@ -29,6 +29,7 @@ from typing import TextIO
 
 import torch
 
+from .checkpoint import SHORT, epoch_score
 from .config import TrainConfig
 from .errors import ConfigError
 from .escape import html_text
@@ -48,6 +49,11 @@ class Progress:
     def stage(self) -> str:
         """What is running: ``epoch 3/10``, or ``evaluation`` when the view shows only that."""
         return f"epoch {self.epoch + 1}/{self.config.epochs}" if self.steps else "evaluation"
+
+    @property
+    def scored_on(self) -> str:
+        """What an evaluation scores: ``test`` or, for the epochs of a run that holds one out, ``validation``."""
+        return "validation" if self.steps and self.config.val_fraction else "test"
 
     def step(self, done: int, seen: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
         """``done`` steps of the current epoch are trained, on ``seen`` images; the sums are on the device."""
@@ -157,7 +163,7 @@ class TerminalBar(Progress):
 
     def evaluating(self, done: int, total: int) -> None:
         if done == 1:
-            self._open(total, f"{self.stage} test" if self.steps else "test set", "batch")
+            self._open(total, f"{self.stage} {SHORT[self.scored_on]}" if self.steps else "test set", "batch")
         self._bar.update()
         if done == total:
             self._close_bar()
@@ -187,7 +193,7 @@ class LogLines(_Paced):
         if done == 1:  # the evaluation's clock: a line only once it has run for ``interval``
             self._shown = time.perf_counter()
         elif done < total and self.due():
-            self._print(f"{self.stage}  scoring the test set: batch {done}/{total}")
+            self._print(f"{self.stage}  scoring the {self.scored_on} set: batch {done}/{total}")
 
 
 class NotebookView(_Paced):
@@ -216,7 +222,8 @@ class NotebookView(_Paced):
         from .figures import figure_png, live_curves_figure
 
         title = f"{self.config.model}, {self.config.recipe} recipe"
-        return figure_png(live_curves_figure(self._train, self._test, self.config.epochs, title=title))
+        return figure_png(live_curves_figure(self._train, self._test, self.config.epochs, title=title,
+                                             scored_on=self.scored_on))
 
     def _text(self, text: str) -> str:
         return f"<pre style='margin: 0'>{html_text(text)}</pre>"
@@ -233,16 +240,18 @@ class NotebookView(_Paced):
 
     def evaluating(self, done: int, total: int) -> None:
         if self.due(done == total):
-            self._line.update(self._html(self._text(f"{self.stage}  scoring the test set: batch {done}/{total}")))
+            self._line.update(self._html(self._text(f"{self.stage}  scoring the {self.scored_on} set: batch "
+                                                    f"{done}/{total}")))
 
     def epoch_done(self, row: dict) -> None:
         super().epoch_done(row)
         self._train.append((row["epoch"], row["train_loss"], row["train_acc"]))
-        self._test.append((row["epoch"], row["test_acc"]))
+        split, accuracy = epoch_score(row)
+        self._test.append((row["epoch"], accuracy))
         self._redraw()
         self._line.update(self._html(self._text(
             f"epoch {row['epoch']}/{self.config.epochs}  loss {row['train_loss']:.4f}  train acc "
-            f"{row['train_acc']:.4f}  test acc {row['test_acc']:.4f}  {row['seconds']:.1f} s")))
+            f"{row['train_acc']:.4f}  {SHORT[split]} acc {accuracy:.4f}  {row['seconds']:.1f} s")))
 
 
 class Forecast(Progress):
@@ -316,8 +325,9 @@ class TensorBoard(Progress):
 
     def epoch_done(self, row: dict) -> None:
         super().epoch_done(row)
-        for name in ("train_loss", "train_acc", "test_acc", "lr", "examples_per_sec"):
-            self._writer.add_scalar(f"epoch/{name}", row[name], row["epoch"])
+        for name in ("train_loss", "train_acc", "test_acc", "val_acc", "lr", "examples_per_sec"):
+            if name in row:
+                self._writer.add_scalar(f"epoch/{name}", row[name], row["epoch"])
         self._writer.flush()
 
     def close(self) -> None:

@@ -75,6 +75,8 @@ def write_report(run: EvaluatedRun, *, pictures: bool = False) -> Path:
         ("train time", seconds(train_time)), ("parameters", f"{params:,}"), ("MACs / image", f"{macs:,}"),
         ("input", f"{config.input_size}\u00d7{config.input_size}"), ("test images", f"{len(evaluation.predictions):,}"),
     ]
+    if history and "val_acc" in history[-1]:  # the epochs were scored on a validation split, the test set once
+        cards.insert(1, ("validation accuracy (last epoch)", f"{history[-1]['val_acc']:.4f}"))
     per_class = []
     for cls, acc in zip(run.classes, evaluation.per_class_accuracy):
         if math.isnan(acc):  # no test image of this class

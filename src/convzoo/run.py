@@ -79,8 +79,16 @@ class Run:
 
     @property
     def test_acc(self) -> float:
-        """The final test accuracy (``metrics.jsonl`` rounds it to 6 digits; training's own evaluation does not)."""
-        return self.evaluation.accuracy if self.evaluation is not None else self.history[-1]["test_acc"]
+        """The final test accuracy (``metrics.jsonl`` rounds it to 6 digits; training's own evaluation does not; a run
+        that scored its epochs on a validation split has it in ``result.json`` only)."""
+        if self.evaluation is not None:
+            return self.evaluation.accuracy
+        return self.history[-1]["test_acc"] if "test_acc" in self.history[-1] else self.result["test_acc"]
+
+    @property
+    def val_acc(self) -> float | None:
+        """The last epoch's accuracy on the validation split the run held out (``val_fraction``), else None."""
+        return self.history[-1].get("val_acc") if self.history else None
 
     @property
     def epochs(self) -> int:
@@ -97,8 +105,10 @@ class Run:
 
     def to_json(self) -> dict:
         """What ``convzoo train --json`` prints and ``result.json`` holds besides the accuracy per class."""
-        return {"run_dir": str(self.run_dir), "test_acc": self.test_acc, "train_seconds": round(self.train_seconds, 3),
-                "epochs": self.epochs, "learned": self.learned, "warnings": self.warnings}
+        validation = {} if self.val_acc is None else {"val_acc": self.val_acc}
+        return {"run_dir": str(self.run_dir), "test_acc": self.test_acc, **validation,
+                "train_seconds": round(self.train_seconds, 3), "epochs": self.epochs, "learned": self.learned,
+                "warnings": self.warnings}
 
     @python_door
     def predict(self, images: Any, *, top_k: int | None = None, invert: str = "auto") -> list[Prediction]:

@@ -2,7 +2,8 @@
 
     set_up            the device, the model and its weights, the batches, the optimizer, the step,
                       the run directory (or the resumed run's state)
-    train_one_epoch   every batch through ``TrainStep``, then the test set through ``evaluate``
+    train_one_epoch   every batch through ``TrainStep``, then the test set (or the validation split the
+                      run holds out, ``val_fraction``) through ``evaluate``
     finish            the final weights, ``result.json`` and the report
 
 Speed by design: both splits live on the training device as uint8 tensors, batches are cut by
@@ -19,8 +20,6 @@ import gc
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import closing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,12 +28,11 @@ import torch
 from torch import nn
 
 from . import distributed
-from .checkpoint import load_state, save_model, snapshot_state, write_state
+from .checkpoint import SHORT, epoch_score, load_state, save_model, snapshot_state
 from .config import TrainConfig, recipe  # noqa: F401  (recipe: the README's `from convzoo.train import recipe, fit`)
 from .data import Batches, DataSet
 from .errors import ConfigError, DataError, RunFileError, RunInterrupted, first_line
-from .evaluate import Evaluation, evaluate, run_data, splits, test_split
-from .fileio import write_text
+from .evaluate import Evaluation, evaluate, run_data, splits, test_split, validation_split
 from .monitor import STALL_EPOCHS, LossWatch, divergence_check_interval, fell_back, finished_at_chance, not_learning
 from .network import build_model
 from .optim import lr_factor, make_optimizer
@@ -46,8 +44,8 @@ from .rundir import (
     METRICS,
     MODEL,
     RESULT,
+    EpochWriter,
     RunDirectory,
-    metrics_text,
     read_run_config,
     resume_hint,
     update_config,
@@ -81,6 +79,7 @@ class Training:
     warnings: list[str] = field(default_factory=list)  # what the run's result records besides its numbers
     ran_with: str = ""  # the threads and the machine's load (``runtime.thread_choice``), recorded in result.json
     classes: tuple[str, ...] = ()  # the data's class names, in label order
+    val_batches: Batches | None = None  # the validation split each epoch is scored on (``val_fraction``)
 
     def __post_init__(self) -> None:
         if self.watch is None:
@@ -91,51 +90,10 @@ class Training:
     def main(self) -> bool:
         return self.rank is None or self.rank.is_main
 
-
-class _EpochWriter:
-    """Writes an epoch's checkpoint, then metrics.jsonl, on one background thread while the next epoch trains.
-
-    One write at a time: ``submit`` first waits for the previous one. Each file is written
-    atomically and the checkpoint first, so after any crash metrics.jsonl is at most one epoch
-    behind the checkpoint (what ``fit(resume=True)`` repairs). A failed write is raised by the
-    next ``submit`` or ``wait``; ``close`` only waits (the run is already failing).
-    """
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="convzoo-checkpoint")
-        self._pending: Future | None = None
-
-    def __enter__(self) -> _EpochWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def submit(self, run_dir: Path, snapshot: tuple, history: list[dict]) -> None:
-        self.wait()
-        text = metrics_text(history)
-        self._pending = self._pool.submit(_write_epoch, run_dir, snapshot, text)
-
-    def wait(self) -> None:
-        pending, self._pending = self._pending, None
-        while pending is not None:
-            try:  # in slices: SIGINT/SIGTERM stay deliverable to the training thread
-                pending.result(timeout=0.1)
-                return
-            except FutureTimeout:
-                continue
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        except Exception:  # noqa: BLE001  (the run is already failing; its own error is the one to report)
-            pass
-        self._pool.shutdown(wait=True)
-
-
-def _write_epoch(run_dir: Path, snapshot: tuple, metrics: str) -> None:
-    write_state(run_dir / CHECKPOINT, snapshot)
-    write_text(run_dir / METRICS, metrics)
+    @property
+    def epoch_batches(self) -> Batches:
+        """What each epoch is scored on: the validation split the run holds out, else the test set."""
+        return self.test_batches if self.val_batches is None else self.val_batches
 
 
 def _quiet(_message: str) -> None:
@@ -185,13 +143,13 @@ def fit(
     # becomes an interruption that says what the run directory keeps, never a silent death.
     with interrupt_on_signals() as hold_signals:
         try:
-            with compute_settings(config, threads), directory, _EpochWriter() as writer, \
+            with compute_settings(config, threads), directory, EpochWriter() as writer, \
                     closing(progress_for(progress) if main else Progress()) as view:
                 training = set_up(config, directory, rank, resume=resume, overwrite=overwrite, command=command,
                                   log=log, hold_signals=hold_signals)
                 training.ran_with = why
                 view.start(config, training.start_epoch, len(training.train_batches),
-                           training.test_batches.num_examples)
+                           training.epoch_batches.num_examples)
                 test = train_epochs(training, writer, log=log, warn=warn, view=view)
                 # The other ranks wait for rank 0's files, so that the job fails on every rank if writing
                 # them fails, and no rank leaves the process group while another still uses it.
@@ -215,27 +173,31 @@ def fit(
             distributed.destroy()
 
 
-def train_epochs(training: Training, writer: _EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
+def train_epochs(training: Training, writer: EpochWriter, *, log: Callable[[str], None], warn: Callable[[str], None],
                  view: Progress) -> Evaluation:
     """The epochs from ``training.start_epoch`` to the last, each checkpointed while the next trains; the last
     evaluation."""
     config, test, classes = training.config, None, len(training.classes) or 10
     for epoch in range(training.start_epoch, config.epochs):
         row, test = train_one_epoch(training, epoch, view)
+        split, accuracy = epoch_score(row)
         training.history.append(row)
         if training.main:  # copied now, written while the next epoch trains
             snapshot = snapshot_state(training.model, training.optimizer, epoch=epoch + 1, history=training.history)
             writer.submit(training.run_dir.path, snapshot, training.history)
         log(f"epoch {row['epoch']:>3}/{config.epochs}  loss {row['train_loss']:.4f}  train acc "
-            f"{row['train_acc']:.4f}  test acc {test.accuracy:.4f}  {row['seconds']:.1f} s  "
+            f"{row['train_acc']:.4f}  {SHORT[split]} acc {accuracy:.4f}  {row['seconds']:.1f} s  "
             f"{row['examples_per_sec']:,.0f} ex/s")
         view.epoch_done(row)
         if len(training.history) == STALL_EPOCHS and (message := not_learning(training.history, config, classes)):
             warn(message)
         elif message := fell_back(training.history, config, classes):
             warn(message)
-    if test is None:  # resumed after the last epoch: only the final files were missing
+    if test is None or training.val_batches is not None:  # resumed after the last epoch, or a validation split
         test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, classes=classes)
+        if training.val_batches is not None:
+            log(f"the test set, scored once: accuracy {test.accuracy:.4f} on {test.count:,} images (the epochs were "
+                f"scored on {training.val_batches.num_examples:,} validation images)")
     if message := finished_at_chance(training.history, config, classes):  # never silently, whatever was said before
         warn(message)
         training.warnings.append(message)
@@ -254,8 +216,8 @@ def set_up(config: TrainConfig, run_dir: RunDirectory, rank: distributed.Rank | 
         if resume:
             _check_same_data(run_dir.path, data)
         model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
-        train_batches, test_batches = load_batches(config, device, rank, min_last=2 if has_batch_norm(model) else 1,
-                                                   data=data)
+        train_batches, test_batches, val_batches = load_batches(config, device, rank, data=data,
+                                                                min_last=2 if has_batch_norm(model) else 1)
         optimizer = make_optimizer(model, config, device=device, graphable=graphs)
         start_epoch, history = _resumed_state(config, run_dir, model, optimizer, log) if resume else (0, [])
     with distributed.together("creating the run directory"), hold_signals():
@@ -266,7 +228,7 @@ def set_up(config: TrainConfig, run_dir: RunDirectory, rank: distributed.Rank | 
     step = TrainStep(step_model, loss_fn, optimizer, device, amp=config.amp, cuda_graph=graphs,
                      batch_size=config.batch_size)
     return Training(config, run_dir, rank, device, model, eval_model, optimizer, step, train_batches, test_batches,
-                    start_epoch, history, classes=data.classes)
+                    start_epoch, history, classes=data.classes, val_batches=val_batches)
 
 
 def _check_same_data(path: Path, data: DataSet) -> None:
@@ -350,8 +312,9 @@ def has_batch_norm(model: nn.Module) -> bool:
 
 
 def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Rank | None,
-                 min_last: int = 1, data: DataSet | None = None) -> tuple[Batches, Batches]:
-    """The training batches (this rank's share of each global batch) and this rank's shard of the test set.
+                 min_last: int = 1, data: DataSet | None = None) -> tuple[Batches, Batches, Batches | None]:
+    """The training batches (this rank's share of each global batch), this rank's shard of the test set, and of
+    the validation split held out of the training split (None unless ``config.val_fraction``).
 
     ``min_last``: the fewest images per process a training batch may hold; a last partial batch
     with fewer is dropped (every epoch draws another order, so no image is left out for good).
@@ -359,6 +322,12 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
     (default: read, ``evaluate.run_data``).
     """
     train_x, train_y, test_x, test_y = splits(config, data if data is not None else run_data(config))
+    val = None
+    if config.val_fraction:
+        train_x, train_y, *val = validation_split(config, train_x, train_y)
+        if len(val[1]) == 0:
+            raise ConfigError(f"{setting('val_fraction', config.val_fraction)} holds out no image of the "
+                              f"{len(train_y):,} training images: raise it", field="val_fraction")
     world = _world(rank)
     if config.batch_size % world:
         raise ConfigError(f"{setting('batch_size', config.batch_size)} is the global batch: it must divide by the "
@@ -375,14 +344,21 @@ def load_batches(config: TrainConfig, device: torch.device, rank: distributed.Ra
     train = Batches(train_x, train_y, config.batch_size, shuffle=True, seed=config.seed, device=device,
                     resize=config.input_size, augment=config.augment, rank=0 if rank is None else rank.rank,
                     world_size=world, channels_last=config.channels_last, min_last=min_last)
-    part = distributed.shard(len(test_x), rank)
-    test = Batches(test_x[part], test_y[part], config.eval_batch_size, device=device, resize=config.input_size,
+    val_batches = None if val is None else _scored(config, *val, device, rank)
+    return train, _scored(config, test_x, test_y, device, rank), val_batches
+
+
+def _scored(config: TrainConfig, images: torch.Tensor, labels: torch.Tensor, device: torch.device,
+            rank: distributed.Rank | None) -> Batches:
+    """This rank's shard of a split that is scored (the test set, the validation split), in evaluation batches."""
+    part = distributed.shard(len(labels), rank)
+    return Batches(images[part], labels[part], config.eval_batch_size, device=device, resize=config.input_size,
                    channels_last=config.channels_last)
-    return train, test
 
 
 def train_one_epoch(training: Training, epoch: int, view: Progress) -> tuple[dict, Evaluation]:
-    """Train ``training`` for epoch ``epoch`` (from 0), then evaluate it: the epoch's metrics row and the evaluation."""
+    """Train ``training`` for epoch ``epoch`` (from 0), then evaluate it (on the test set, or the validation split):
+    the epoch's metrics row and the evaluation."""
     config, step, batches = training.config, training.step, training.train_batches
     batches.set_epoch(epoch)
     if training.rank is not None:  # dropout masks: reproducible per rank and epoch, different across ranks
@@ -406,14 +382,15 @@ def train_one_epoch(training: Training, epoch: int, view: Progress) -> tuple[dic
     train_loss, train_acc = step.loss_sum.item() / seen, step.correct.item() / seen  # one sync per epoch
     seconds = time.perf_counter() - started
     evaluated = time.perf_counter()
-    test = evaluate(training.eval_model, training.test_batches, config.amp, config.tta, progress=view.evaluating,
-                    classes=len(training.classes) or None)
+    scored = evaluate(training.eval_model, training.epoch_batches, config.amp, config.tta, progress=view.evaluating,
+                      classes=len(training.classes) or None)
     row = {
         "epoch": epoch + 1, "train_loss": round(train_loss, 6), "train_acc": round(train_acc, 6),
-        "test_acc": round(test.accuracy, 6), "lr": lr, "seconds": round(seconds, 3),
+        "test_acc" if training.val_batches is None else "val_acc": round(scored.accuracy, 6), "lr": lr,
+        "seconds": round(seconds, 3),
         "examples_per_sec": round(seen / seconds, 1), "eval_seconds": round(time.perf_counter() - evaluated, 3),
     }
-    return row, test
+    return row, scored
 
 
 def finish(training: Training, test: Evaluation) -> Run:

@@ -85,7 +85,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     if args.json:
         print_json(run.to_json())
     else:
-        print(f"test accuracy {run.test_acc:.4f} after {run.epochs} epochs, {run.train_seconds:.1f} s")
+        validation = "" if run.val_acc is None else f" (validation accuracy {run.val_acc:.4f})"
+        print(f"test accuracy {run.test_acc:.4f}{validation} after {run.epochs} epochs, {run.train_seconds:.1f} s")
         print(f"run directory: {terminal(run.run_dir)}  (open {terminal(run.run_dir / 'report.html')}: curves, "
               "confusion matrix, mistakes)")
 

@@ -19,12 +19,12 @@ from ..errors import DataError
 from .batches import Batches, to_input
 from .catalog import NAMED, fetch_named
 from .idx import read_idx
-from .sets import FASHION_DESCRIPTION, DataSet, data_name, open_data
+from .sets import FASHION_DESCRIPTION, DataSet, data_name, open_data, stratified_split
 from .source import CLASSES, DEFAULT_MIRROR, FILES, check, fetch, find_data_dir, load_split
 from .tree import export_tree
 
 __all__ = [
     "CLASSES", "DEFAULT_MIRROR", "FASHION_DESCRIPTION", "FILES", "NAMED", "Batches", "DataError", "DataSet", "check",
     "data_name", "export_tree", "fetch", "fetch_named", "find_data_dir", "load_split", "open_data", "read_idx",
-    "to_input",
+    "stratified_split", "to_input",
 ]

@@ -11,12 +11,14 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from ..checkpoint import SHORT, epoch_score
 from ..escape import plot_label, plot_text
 from .base import place_axes
 
 
 def curves_figure(history: Sequence[dict], *, title: str = "") -> Figure:
-    """The book's training plot: train loss, train accuracy and test accuracy per epoch (``metrics.jsonl`` rows).
+    """The book's training plot: train loss, train accuracy and test accuracy per epoch (``metrics.jsonl`` rows;
+    the validation accuracy for a run that holds a validation split out).
 
     The loss (no upper bound) is on the left axis, the accuracies (0 to 1) on a labelled right one;
     one legend names all three lines.
@@ -28,8 +30,9 @@ def curves_figure(history: Sequence[dict], *, title: str = "") -> Figure:
     lines = ax.plot(epochs, [row["train_loss"] for row in history], "-o", ms=3, label="train loss")
     lines += acc_ax.plot(epochs, [row["train_acc"] for row in history], "--o", ms=3, color="tab:orange",
                          label="train acc")
-    lines += acc_ax.plot(epochs, [row["test_acc"] for row in history], "-.o", ms=3, color="tab:green",
-                         label="test acc")
+    scored_on = epoch_score(history[0])[0] if history else "test"
+    lines += acc_ax.plot(epochs, [epoch_score(row)[1] for row in history], "-.o", ms=3, color="tab:green",
+                         label=f"{SHORT[scored_on]} acc")
     ax.set_xlabel("epoch")
     ax.set_ylabel("train loss")
     acc_ax.set_ylabel("accuracy")
@@ -70,15 +73,18 @@ def confusion_figure(matrix: np.ndarray, classes: Sequence[str], *, title: str =
 
 
 def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> Figure:
-    """Train loss and test accuracy per epoch of several runs (``{label: metrics rows}``), a colour per run."""
+    """Train loss and test accuracy per epoch of several runs (``{label: metrics rows}``), a colour per run (the
+    validation accuracy of runs that hold a validation split out)."""
     fig = Figure(figsize=(10, 4.2), layout="constrained")
     ax_loss, ax_acc = fig.subplots(1, 2)
     last = max((r["epoch"] for rows in histories.values() for r in rows), default=1)
     for label, rows in histories.items():
         epochs = [r["epoch"] for r in rows]
         (line,) = ax_loss.plot(epochs, [r["train_loss"] for r in rows], "-o", ms=3, label=plot_label(label))
-        ax_acc.plot(epochs, [r["test_acc"] for r in rows], "-o", ms=3, color=line.get_color())
-    for ax, name in ((ax_loss, "train loss"), (ax_acc, "test accuracy")):
+        ax_acc.plot(epochs, [epoch_score(r)[1] for r in rows], "-o", ms=3, color=line.get_color())
+    scored_on = {epoch_score(r)[0] for rows in histories.values() for r in rows} or {"test"}
+    held_out = f"{scored_on.pop()} accuracy" if len(scored_on) == 1 else "test or validation accuracy"
+    for ax, name in ((ax_loss, "train loss"), (ax_acc, held_out)):
         ax.set_xlabel("epoch")
         ax.set_title(name, fontsize=10)
         ax.grid(alpha=0.3)
@@ -90,11 +96,12 @@ def runs_figure(histories: Mapping[str, Sequence[dict]], *, title: str = "") -> 
 
 
 def live_curves_figure(train: Sequence[tuple[float, float, float]], test: Sequence[tuple[int, float]], epochs: int,
-                       *, title: str = "") -> Figure:
+                       *, title: str = "", scored_on: str = "test") -> Figure:
     """The book's ``Animator`` plot of a run in progress, drawn again as it trains.
 
     ``train`` holds ``(epoch, loss, accuracy)`` points at fractions of an epoch (the running means
-    of the epoch so far), ``test`` ``(epoch, accuracy)`` at the end of each epoch; the x axis spans
+    of the epoch so far), ``test`` ``(epoch, accuracy)`` at the end of each epoch (on the test set, or the
+    validation split: ``scored_on``); the x axis spans
     all ``epochs`` from the start, so that the curves grow into it.
     """
     fig = Figure(figsize=(5.5, 3.6))
@@ -104,7 +111,7 @@ def live_curves_figure(train: Sequence[tuple[float, float, float]], test: Sequen
         ax.plot(at, loss, "-", label="train loss")
         ax.plot(at, acc, "--", label="train acc")
     if test:
-        ax.plot(*zip(*test), "-.o", ms=3, label="test acc")
+        ax.plot(*zip(*test), "-.o", ms=3, label=f"{SHORT[scored_on]} acc")
     ax.set_xlabel("epoch")
     ax.set_xlim(0, max(epochs, 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))

@@ -7,12 +7,13 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..checkpoint import HISTORY_KEYS
+from ..checkpoint import HISTORY_KEYS, SCORED_ON
 from ..errors import RunFileError
 from ..fileio import write_text
 from .layout import METRICS, run_label
 
-# What every metrics.jsonl row holds (rows of runs before eval_seconds was recorded lack only that).
+# What every metrics.jsonl row holds (rows of runs before eval_seconds was recorded lack only that), besides one
+# of the accuracies ``checkpoint.SCORED_ON`` names.
 METRIC_KEYS = tuple(key for key in HISTORY_KEYS if key != "eval_seconds")
 
 
@@ -38,7 +39,10 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     except (ValueError, RecursionError) as exc:  # not JSON, not UTF-8, or a number of more than 4,300 digits
         raise RunFileError(f"{path} is not valid JSON lines ({exc})") from None
     for i, row in enumerate(rows):
-        missing = [key for key in METRIC_KEYS if not is_number(row.get(key) if isinstance(row, dict) else None)]
+        row = row if isinstance(row, dict) else {}
+        missing = [key for key in METRIC_KEYS if not is_number(row.get(key))]
+        if sum(is_number(row.get(key)) for key in SCORED_ON) != 1:
+            missing.append(" or ".join(SCORED_ON))
         if missing:
             raise RunFileError(f"{path}: line {i + 1} is not a row of metrics (no number for {', '.join(missing)}); "
                                "the file was edited or damaged")
