@@ -29,6 +29,23 @@ def test_the_estimate_counts_weights_data_and_activations() -> None:
     assert estimate_memory(recipe("lenet", limit_train=100, limit_test=10)).data == 110 * (784 + 8)
 
 
+def test_the_estimate_counts_the_run_s_own_data_colour_and_classes() -> None:
+    """A folder of 3 x 32 x 32 colour images in 5 classes (500 + 100 images): its bytes, LeNet's first layer on 3
+    channels and its last on 5 classes, and the 3-channel input an image keeps for the backward pass."""
+    from convzoo.data import DataSet
+
+    data = DataSet("colour", tuple("abcde"), torch.zeros(500, 3, 32, 32, dtype=torch.uint8),
+                   torch.zeros(500, dtype=torch.int64), torch.zeros(100, 3, 32, 32, dtype=torch.uint8),
+                   torch.zeros(100, dtype=torch.int64))
+    estimate = estimate_memory(recipe("lenet"), data)
+    assert estimate.data == 600 * (3 * 32 * 32 + 8)
+    # LeNet's parameters on 3 channels and 5 classes: the first conv has 6*3*25+6, the last layer 84*5+5
+    assert estimate.weights == 4 * 2 * (61_706 + 6 * 2 * 25 - 5 * 84 - 5)
+    plain = estimate_memory(recipe("lenet"))
+    assert estimate.per_train_image - plain.per_train_image == 4 * (2 * 784 - 5)  # 2 more input planes, 5 fewer logits
+    assert estimate_memory(recipe("lenet", limit_train=50, limit_test=500), data).data == 150 * (3 * 32 * 32 + 8)
+
+
 def test_activations_grow_with_the_square_of_the_input_side() -> None:
     small = estimate_memory(recipe("alexnet", resize=96)).per_train_image
     large = estimate_memory(recipe("alexnet", resize=192)).per_train_image

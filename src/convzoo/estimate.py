@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .config import TrainConfig, option_fields
+from .data import DataSet
 from .evaluate import run_data, scores, splits, validation_split
 from .models import InputSizeError, create_model, feature_size, get_model_spec
 from .network import build_model
@@ -161,10 +162,11 @@ def smallest_input_size(model: str) -> int:
     return get_model_spec(model).input_size
 
 
-def memory_bytes(config: TrainConfig, train_images: int, test_images: int) -> dict[str, int]:
+def memory_bytes(config: TrainConfig, train_images: int, test_images: int, data: DataSet | None = None
+                 ) -> dict[str, int]:
     """Estimated device memory of a run (``convzoo.resources.estimate_memory``): the uint8 splits, the weights
     with gradients and optimizer state, and what one training batch keeps for the backward pass."""
-    estimate = estimate_memory(replace(config, limit_train=train_images, limit_test=test_images))
+    estimate = estimate_memory(replace(config, limit_train=train_images, limit_test=test_images), data)
     return {"data": estimate.data, "weights": estimate.weights,
             "activations": estimate.per_train_image * config.batch_size}
 
@@ -227,7 +229,7 @@ def plan_run(config: TrainConfig, *, done_epochs: int = 0, steps: int = 3, run_d
     with compute_settings(config, threads):
         model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
         summary = summarize(model, config.input_size, in_channels=data.channels)
-        memory = memory_bytes(config, train_images + val_images, test_images)
+        memory = memory_bytes(config, train_images + val_images, test_images, data)
         step_seconds, eval_seconds = time_step(config, model, device, steps=steps)
         name = device_name(device)  # with the thread count the steps were timed with
     steps_per_epoch = -(-train_images // config.batch_size)

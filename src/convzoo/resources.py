@@ -18,13 +18,14 @@ from dataclasses import dataclass
 import torch
 
 from .config import TrainConfig
+from .data import DataSet
 from .errors import ConfigError
 from .models import create_model
 from .summary import summarize
 from .terms import option, setting
 
 GIB = 1024 ** 3
-TRAIN_IMAGES, TEST_IMAGES, IMAGE_BYTES = 60_000, 10_000, 28 * 28
+TRAIN_IMAGES, TEST_IMAGES, IMAGE_BYTES = 60_000, 10_000, 28 * 28  # Fashion-MNIST: the data when none is given
 
 
 @dataclass
@@ -41,21 +42,27 @@ class MemoryEstimate:
                                               eval_batch_size * self.per_eval_image)
 
 
-def estimate_memory(config: TrainConfig) -> MemoryEstimate:
-    """The memory estimate of ``config``'s run (its model at its input size, its data)."""
+def estimate_memory(config: TrainConfig, data: DataSet | None = None) -> MemoryEstimate:
+    """The memory estimate of ``config``'s run (its model at its input size, its data: ``data``'s images, channels
+    and classes, default Fashion-MNIST's 60,000 + 10,000 images of 1 x 28 x 28 in 10 classes)."""
+    channels, classes = (1, 10) if data is None else (data.channels, data.num_classes)
+    image_bytes = IMAGE_BYTES if data is None else math.prod(data.train_images.shape[1:])
+    train_images, test_images = (TRAIN_IMAGES, TEST_IMAGES) if data is None else (len(data.train_labels),
+                                                                                  len(data.test_labels))
     with torch.device("meta"):
-        model = create_model(config.model, backend="torch", input_size=config.input_size)
-    summary = summarize(model, config.input_size)
+        model = create_model(config.model, backend="torch", input_size=config.input_size, in_channels=channels,
+                             num_classes=classes)
+    summary = summarize(model, config.input_size, in_channels=channels)
     outputs = [math.prod(row.output_shape[1:]) for row in summary.layers]
-    input_size = config.input_size * config.input_size
+    input_size = channels * config.input_size * config.input_size
     state = {"sgd": 1 if config.momentum > 0 else 0, "adamw": 2}[config.optimizer]
     value = 2 if config.amp else 4  # bytes of an activation: bfloat16 under autocast
-    n_train = min(config.limit_train or TRAIN_IMAGES, TRAIN_IMAGES)
-    n_test = min(config.limit_test or TEST_IMAGES, TEST_IMAGES)
+    n_train = min(config.limit_train or train_images, train_images)
+    n_test = min(config.limit_test or test_images, test_images)
     pairs = [a + b for a, b in zip([input_size, *outputs], outputs)]
     return MemoryEstimate(
         weights=4 * summary.total_params * (2 + state),
-        data=(n_train + n_test) * (IMAGE_BYTES + 8),  # uint8 pixels and an int64 label
+        data=(n_train + n_test) * (image_bytes + 8),  # uint8 pixels and an int64 label
         per_train_image=value * (input_size + sum(outputs)),
         per_eval_image=value * max(pairs, default=input_size),
     )
@@ -80,9 +87,11 @@ def available_memory(device: torch.device) -> int | None:
         return None
 
 
-def check_fits(config: TrainConfig, device: torch.device, available: int | None = None) -> MemoryEstimate:
-    """Refuse a run that cannot fit in ``device``'s free memory, naming the flag and the largest value that fits."""
-    estimate = estimate_memory(config)
+def check_fits(config: TrainConfig, device: torch.device, available: int | None = None,
+               data: DataSet | None = None) -> MemoryEstimate:
+    """Refuse a run that cannot fit in ``device``'s free memory, naming the flag and the largest value that fits
+    (``data``: the run's data set, default Fashion-MNIST)."""
+    estimate = estimate_memory(config, data)
     available = available_memory(device) if available is None else available
     if available is None:
         return estimate

@@ -210,9 +210,9 @@ def set_up(config: TrainConfig, run_dir: RunDirectory, rank: distributed.Rank | 
     device = _device(config, rank)
     graphs = uses_cuda_graphs(config, device, distributed=rank is not None)
     with distributed.together("setting up the run"):
-        check_fits(replace(config, batch_size=max(config.batch_size // _world(rank), 1)), device)
         run_dir.resume() if resume else run_dir.check(overwrite)
         data = run_data(config, warn=_warn if rank is None or rank.is_main else None)
+        check_fits(replace(config, batch_size=max(config.batch_size // _world(rank), 1)), device, data=data)
         if resume:
             _check_same_data(run_dir.path, data)
         model = build_model(config, device, num_classes=data.num_classes, in_channels=data.channels)
