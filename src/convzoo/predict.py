@@ -215,7 +215,7 @@ def _match(base: Path, parts: Sequence[str]) -> Iterator[Path]:
         for folder in _real_folders(base):
             yield from _match(folder, rest)
             if not rest:
-                yield from (p for p in _folder_files(folder))
+                yield from (p for p in _folder_files(folder) if not p.name.startswith("."))  # as glob: no hidden files
     elif glob.has_magic(head):
         try:
             with os.scandir(base) as entries:
