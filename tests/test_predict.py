@@ -404,6 +404,22 @@ def test_glob_matches_as_pythons_glob_without_links(tree: Path, pattern: str) ->
     assert set(_glob(f"{tree}/{pattern}")) == expected
 
 
+def test_a_folder_that_cannot_be_listed_is_passed_over(tree: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As glob: a folder below that cannot be read (permissions; the tests run as root, so it is faked) gives
+    nothing, and the folders after it are still searched."""
+    scandir = os.scandir
+
+    def refusing(path: object) -> object:
+        if Path(path) == tree / "other":
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(os, "scandir", refusing)
+    assert find_images([f"{tree}/**/*.png"]) == [tree / "a.png", tree / "sub" / "b.png",
+                                                 tree / "sub" / "deep" / "d.png"]
+    assert find_images([f"{tree}/*/*.png"]) == [tree / "sub" / "b.png"]
+
+
 def test_a_trailing_double_star_leaves_hidden_files_out(tree: Path) -> None:
     assert find_images([f"{tree}/**"]) == [tree / "a.png", tree / "other" / "g.jpg", tree / "sub" / "b.png",
                                              tree / "sub" / "deep" / "d.png"]
@@ -547,6 +563,8 @@ def test_classify_names_defaults_and_which_images_are_judged() -> None:
     assert p.classes == tuple(CLASSES)
     (p, _) = classify(_Recorder(2), config, blank, cpu, classes=["cat", "dog"])
     assert len(p.top_labels) == 2 and p.classes == ("cat", "dog")  # top 3 of 2 classes: both
+    with pytest.raises(ValueError, match="^--top-k must be between 1 and 2, got 3$"):
+        classify(_Recorder(2), config, blank, cpu, classes=["cat", "dog"], top_k=3)
     assert [q.unlike_training_data for q in classify(_Recorder(), config, blank, cpu, check_unlike=False)] == [None] * 2
     gray = classify(_Recorder(), config, blank[:, None], cpu)  # (N, 1, H, W): judged as gray
     assert [q.unlike_training_data for q in gray] == ["blank: one flat tone, no object"] * 2
@@ -624,6 +642,8 @@ def test_a_colour_run_takes_pil_images_tensors_and_arrays() -> None:
     assert torch.equal(read_pixels(Image.new("L", (8, 8), 40), COLOUR), torch.full((1, 3, 8, 8), 40, dtype=torch.uint8))
     assert torch.equal(read_pixels(rgb, COLOUR), rgb[None])
     assert torch.equal(read_pixels(rgb.numpy()[:, :, ::-1], COLOUR), rgb[None])  # a strided array
+    assert torch.equal(read_pixels(rgb[:, :1, :3], COLOUR), rgb[None])  # one pixel high: still an image
+    assert torch.equal(read_pixels(rgb[:, :3, :1], COLOUR), rgb[None])
     batch = torch.stack([rgb, 255 - rgb])
     assert torch.equal(read_pixels(batch, COLOUR), batch)
     assert torch.equal(read_pixels(batch, COLOUR, invert="yes"), 255 - batch)
@@ -654,7 +674,7 @@ def test_a_colour_image_is_resized_bilinearly_and_antialiased() -> None:
     # 2x2 -> 8: the source pixels' centres fall at outputs 1.5 and 5.5; between, output j is (j - 1.5) / 4 of the way
     small = torch.tensor([[0, 255], [255, 0]], dtype=torch.uint8).expand(3, 2, 2)
     ramp = [0, 0, 32, 96, 159, 223, 255, 255]  # 255 * (j - 1.5) / 4 rounded: 31.9, 95.6, 159.4, 223.1
-    assert read_pixels(small, COLOUR)[0, 1, 0].tolist() == ramp
+    assert read_pixels(small, COLOUR)[0, 1, 0].tolist() == ramp and read_pixels(small, COLOUR).dtype == torch.uint8
     assert read_pixels(small, COLOUR)[0, 2, :, 0].tolist() == ramp
     # columns 255, 0, 0, 0, ... shrunk 4 times: a triangle of half-width 4 around 4j + 2 weighs 4j and 4j + 4
     # 0.625 and 0.375 of 4, a quarter; at the edges the weights that fall outside are dropped (3.5 in all)
