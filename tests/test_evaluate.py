@@ -293,7 +293,7 @@ def test_run_data_reads_the_runs_data_where_it_is_now(tmp_path: Path, capsys: py
 
     slice_dir = str(Path(__file__).parent / "data" / "fashion-mnist-slice")
     data = run_data(recipe("lenet", device="cpu", data_dir=slice_dir))
-    assert (len(data.train_labels), len(data.test_labels), data.size) == (2000, 1000, 28)
+    assert (data.name, len(data.train_labels), len(data.test_labels), data.size) == ("fashion-mnist", 2000, 1000, 28)
     images, labels = test_split(recipe("lenet", device="cpu", limit_test=3), slice_dir)
     assert images.shape == (3, 28, 28) and torch.equal(images, data.test_images[:3, 0])
     # a folder of images, moved since the run: 6 + 5 images of two classes, 5.png the same pixels as 0.png
@@ -316,5 +316,8 @@ def test_run_data_reads_the_runs_data_where_it_is_now(tmp_path: Path, capsys: py
     run_data(config)  # warnings to stderr by default
     assert capsys.readouterr().err == f"warning: {duplicate}\n"
     assert test_split(config)[0].shape == (4, 4, 4) and capsys.readouterr().err == ""  # test_split: silent
+    config = recipe("lenet", device="cpu", data=str(tmp_path / "was-here"), seed=3, test_fraction=0.4)
+    images, labels = test_split(config, str(folder))  # the folder where it is now, given to test_split
+    assert images.shape == (4, 3, 6, 6) and labels.tolist() == [0, 0, 1, 1] and capsys.readouterr().err == ""
     other = run_data(recipe("lenet", device="cpu", data=str(folder), test_fraction=0.2), data_dir=None)
     assert (other.channels, other.size, len(other.test_labels)) == (3, 6, 1 + 1)  # as given: colour, the common size
