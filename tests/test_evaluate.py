@@ -151,6 +151,9 @@ def test_top_losses_order_ties_and_count() -> None:
     assert e.top_losses() == [1, 3, 0, 4]
     assert e.top_losses(2) == [1, 3] and e.top_losses(0) == []
     assert e.top_losses(mistakes_only=False) == [2, 1, 3, 0, 4]
+    ties = _evaluation([[1]], losses=torch.ones(40), labels=torch.zeros(40, dtype=torch.int64))
+    ties.predictions = torch.ones(40, dtype=torch.int64)
+    assert ties.top_losses(5) == [0, 1, 2, 3, 4]  # equal losses in the images' order (a stable sort)
     for missing in ({"losses": torch.ones(5)}, {"labels": torch.ones(5)}, {}):
         with pytest.raises(ValueError, match="^this evaluation has no per-image losses$"):
             _evaluation([[1]], **missing).top_losses()
