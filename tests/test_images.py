@@ -3,6 +3,7 @@ upright as a photo viewer shows them."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 from pathlib import Path
 
@@ -261,3 +262,90 @@ def test_an_array_from_a_pil_image_is_taken_without_a_warning() -> None:
         warnings.simplefilter("error")
         pixels = as_pixels(np.asarray(Image.fromarray(_framed(0))), invert="no")
     assert pixels[0].numpy().tolist() == _framed(0).tolist()
+
+
+# --- the layouts, the values and the inversion, exactly -------------------------------------------
+
+def test_an_image_with_no_pixels_is_refused_and_one_pixel_wide_is_not() -> None:
+    for size in ((0, 5), (5, 0)):
+        with pytest.raises(ImageError, match="^empty image$"):
+            image_pixels(Image.new("L", size))
+    for size in ((1, 5), (5, 1)):
+        assert image_pixels(Image.new("L", size, 100), invert="no").tolist() == [[100] * 28] * 28
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((5, 6, 3), (1, 3)),  # (H, W, 3) with more than 4 rows: one RGB image
+    ((5, 6, 4), (1, 4)),  # RGBA
+    ((4, 6, 3), (4, 1)),  # 4 rows or fewer: gray images (N, H, W), 4 of 6x3
+    ((2, 6, 6, 1), (2, 1)),  # (N, H, W, 1)
+    ((2, 6, 6, 3), (2, 3)),
+    ((2, 6, 6, 4), (2, 4)),
+    ((5, 1, 6, 6), (5, 1)),
+    ((6, 6, 6), (6, 1)),
+])
+def test_which_layout_a_shape_is_read_as(shape: tuple[int, ...], expected: tuple[int, int]) -> None:
+    from convzoo.images import _batch_layout
+
+    x = _batch_layout(torch.zeros(shape))
+    assert tuple(x.shape[:2]) == expected and x.dim() == 4
+
+
+@pytest.mark.parametrize("shape", [(3,), (1, 1, 6, 6, 3), (2, 6, 6, 2), (2, 2, 6, 6)])
+def test_an_unknown_layout_is_named_exactly(shape: tuple[int, ...]) -> None:
+    with pytest.raises(ImageError) as error:
+        as_pixels(torch.zeros(shape))
+    assert str(error.value) == (f"images of shape {shape}: expected (H, W), (C, H, W), (H, W, C), (N, H, W) or "
+                                "(N, C, H, W) with 1 or 3 channels")
+
+
+def test_three_rows_of_pictures_are_ambiguous_and_say_so() -> None:
+    with pytest.raises(ImageError) as error:
+        as_pixels(torch.zeros(3, 28, 28))
+    assert str(error.value) == ("images of shape (3, 28, 28) are three gray images or one RGB image: give (3, 1, H, W) "
+                                "for the first, (1, 3, H, W) or (H, W, 3) for the second")
+
+
+def test_complex_numbers_are_refused() -> None:
+    with pytest.raises(ImageError) as error:
+        as_pixels(torch.zeros(1, 28, 28, dtype=torch.complex64))
+    assert str(error.value) == "images must be real numbers, got torch.complex64"
+
+
+def test_values_outside_the_range_are_cut_and_not_a_number_is_black() -> None:
+    """Floats in [0, 1] are scaled by 255 (0.4 -> 102); NaN and infinities are 0 (so the rest still lies in [0, 1]);
+    floats up to 2 are read as 0..255; integers below 0 are 0, above 255 are 255."""
+    floats = torch.full((28, 28), 0.4)
+    floats[0, :3] = torch.tensor([math.nan, math.inf, -math.inf])
+    expected = np.full((28, 28), 102)
+    expected[0, :3] = 0
+    assert as_pixels(floats, invert="no")[0].numpy().tolist() == expected.tolist()
+    assert as_pixels(torch.tensor([[2.0, 0.0], [1.5, 0.5]]), invert="no", size=2)[0].tolist() == [[2, 0], [2, 0]]
+    integers = torch.tensor([[-20, 300], [10, 255]])
+    assert as_pixels(integers, invert="no", size=2)[0].tolist() == [[0, 255], [10, 255]]
+    red = torch.zeros(1, 3, 2, 2, dtype=torch.int64)
+    red[:, 0] = 300  # 255 red: 76, not 0.299 * 300 = 90
+    assert as_pixels(red, invert="no", size=2)[0].tolist() == [[76, 76], [76, 76]]
+
+
+def test_a_bool_mask_is_0_or_255() -> None:
+    mask = torch.tensor([[True, False], [False, True]])
+    pixels = as_pixels(mask, invert="no", size=2)
+    assert pixels.dtype == torch.uint8 and pixels[0].tolist() == [[255, 0], [0, 255]]
+
+
+def test_nearly_transparent_is_nearly_white() -> None:
+    """Black at alpha 1 over white: 255 * (1 - 1/255) = 254."""
+    rgba = torch.zeros(5, 6, 4, dtype=torch.uint8)  # (H, W, 4): one RGBA image
+    rgba[..., 3] = 1
+    assert as_pixels(rgba, invert="no", size=2)[0].tolist() == [[254, 254], [254, 254]]
+
+
+def test_each_image_of_a_batch_is_inverted_by_its_own_border() -> None:
+    """Green (0, 255, 0) is luma 149.7, light: inverted to 105; 200 is inverted to 55; 0 and red (76) are kept."""
+    gray = torch.tensor([200, 0, 0, 200], dtype=torch.uint8)[:, None, None].expand(4, 28, 28)
+    assert as_pixels(gray)[:, 0, 0].tolist() == [55, 0, 0, 55]
+    colours = torch.zeros(3, 3, 28, 28, dtype=torch.uint8)
+    colours[0, 1] = 255  # green
+    colours[2, 0] = 255  # red
+    assert as_pixels(colours)[:, 0, 0].tolist() == [105, 0, 76]

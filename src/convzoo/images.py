@@ -182,4 +182,4 @@ def _tensor_pixels(t: torch.Tensor, invert: str, size: int) -> torch.Tensor:
         x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     flip = torch.full_like(border, invert == "yes", dtype=torch.bool) if invert != "auto" else border > 127
     x = torch.where(flip.view(-1, 1, 1, 1), 255 - x, x)
-    return x.round().clamp(0, 255).to(torch.uint8)[:, 0]
+    return x.round().to(torch.uint8)[:, 0]  # in 0..255: clamped above, then only averaged (bilinear) and inverted

@@ -201,7 +201,7 @@ def _glob(pattern: str) -> Iterator[Path]:
     fixed = 0
     while fixed < len(parts) and not glob.has_magic(parts[fixed]):
         fixed += 1
-    base = Path(*parts[:fixed]) if fixed else Path()
+    base = Path(*parts[:fixed])  # Path() when the first part is a pattern
     yield from _match(base, parts[fixed:])
 
 
@@ -215,7 +215,7 @@ def _match(base: Path, parts: Sequence[str]) -> Iterator[Path]:
         for folder in _real_folders(base):
             yield from _match(folder, rest)
             if not rest:
-                yield from (p for p in _folder_files(folder))
+                yield from (p for p in _folder_files(folder) if not p.name.startswith("."))  # as glob: no hidden files
     elif glob.has_magic(head):
         try:
             with os.scandir(base) as entries:
@@ -363,7 +363,7 @@ def _colour(item: object, size: int) -> torch.Tensor:
     x = item.reshape(-1, 3, *item.shape[-2:])
     if x.shape[-2:] != (size, size):
         x = F.interpolate(x.float(), size=(size, size), mode="bilinear", align_corners=False,
-                          antialias=True).round().clamp(0, 255).to(torch.uint8)
+                          antialias=True).round().to(torch.uint8)  # bilinear: within the pixels' 0..255
     return x
 
 
