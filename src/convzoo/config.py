@@ -203,12 +203,12 @@ def flag_name(name: str) -> str:
 
 def option_fields() -> list[Field]:
     """The ``TrainConfig`` fields that are ``train`` flags, in declaration order."""
-    return [f for f in fields(TrainConfig) if f.metadata.get("flag", True)]
+    return [f for f in fields(TrainConfig) if f.metadata["flag"]]
 
 
 def resumable() -> tuple[str, ...]:
     """The fields ``--resume`` may change: the run's length, its learning rate and where it runs."""
-    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume"))
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata["resume"])
 
 
 def recipe_fields() -> set[str]:
