@@ -539,3 +539,12 @@ def test_an_option_is_a_field_with_its_default_and_what_the_train_command_needs(
                                    "flag": False}
     assert dict(option(None, "plain").metadata) == {"help": "plain", "resume": False, "choices": None,
                                                     "metavar": None, "flag": True}
+
+
+def test_a_value_that_cannot_work_is_one_problem_however_many_checks_it_fails() -> None:
+    """NaN and infinity are not positive, not >= 0, and not past float32's largest either: one problem each."""
+    assert TrainConfig(lr=float("nan")).problems() == [("lr", "must be a positive number, got nan")]
+    assert TrainConfig(momentum=float("inf")).problems() == [("momentum", "must be >= 0, got inf")]
+    assert TrainConfig(weight_decay=float("-inf")).problems() == [("weight_decay", "must be >= 0, got -inf")]
+    assert TrainConfig(lr=float("inf"), epochs=0).problems() == [("epochs", "must be at least 1, got 0"),
+                                                                  ("lr", "must be a positive number, got inf")]

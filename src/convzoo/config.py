@@ -271,7 +271,7 @@ def type_problems(config: TrainConfig) -> list[tuple[str, str]]:
     problems = []
     for f in fields(config):
         value, names = getattr(config, f.name), str(f.type).split(" | ")
-        allowed = tuple(t for name in names for t in _TYPES.get(name, ()))
+        allowed = tuple(t for name in names for t in _TYPES[name])
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             kinds = " or ".join({"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
                                  "None": "None"}[name] for name in names)
