@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from convzoo.cli import build_parser
 from convzoo.cli.train import train_arguments
@@ -217,8 +218,9 @@ def test_the_smallest_input_of_each_network() -> None:
 def test_a_plan_with_a_validation_split_counts_it_apart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("convzoo.estimate.time_step", lambda config, model, device, steps: (0.5, 0.002))
     config = recipe("lenet", epochs=2, data_dir=str(SLICE), device="cpu", batch_size=100, val_fraction=0.1,
-                    limit_test=500)
+                    limit_test=500, threads=1)
     plan = plan_run(config)
+    assert plan.threads == "threads: 1 (--threads)" and plan.device_name.endswith(" (1 threads)")
     # 2,000 training images, a tenth of each class held out (201, rounded class by class)
     assert (plan.train_images, plan.val_images, plan.test_images, plan.steps_per_epoch) == (1799, 201, 500, 18)
     assert (plan.step_seconds, plan.eval_image_seconds) == (0.5, 0.002)
@@ -234,3 +236,100 @@ def test_a_plan_with_a_validation_split_counts_it_apart(tmp_path: Path, monkeypa
     whole = plan_run(replace(config, val_fraction=0.0))  # every epoch scored on the test set, none held out
     assert (whole.train_images, whole.val_images, whole.steps_per_epoch) == (2000, 0, 20)
     assert whole.seconds == pytest.approx(2 * (10 + 1.0))
+
+
+class Clock:
+    """``time.perf_counter`` that moves only when a step or a scoring pass runs (``tick``)."""
+
+    def __init__(self) -> None:
+        self.now = 64.0  # times in binary fractions: exact sums
+
+    def __call__(self) -> float:
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainConfig, steps: int = 3,
+          in_channels: int = 1, num_classes: int = 10) -> tuple[tuple[float, float], list, list]:
+    """``time_step`` with a step that takes ``step_seconds`` and a scoring pass 0.125 s: the result, the training
+    batches (x, y) the steps were given and the batches scored."""
+    import convzoo.estimate as estimate
+    from convzoo.models import create_model
+
+    clock, stepped, scored = Clock(), [], []
+
+    class Step:
+        def __init__(self, model, loss, optimizer, device, amp) -> None:  # noqa: ANN001
+            assert (loss.label_smoothing, amp) == (config.label_smoothing, config.amp)
+
+        def __call__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+            stepped.append((x, y))
+            clock.tick(step_seconds)
+
+    def score(model, batch, amp, tta) -> None:  # noqa: ANN001
+        assert (amp, tta) == (config.amp, config.tta) and not model.training
+        scored.append(batch)
+        clock.tick(0.125)
+
+    monkeypatch.setattr(estimate.time, "perf_counter", clock)
+    monkeypatch.setattr(estimate, "TrainStep", Step)
+    monkeypatch.setattr(estimate, "scores", score)
+    model = create_model("lenet", in_channels=in_channels, num_classes=num_classes)
+    return estimate.time_step(config, model, torch.device("cpu"), steps=steps), stepped, scored
+
+
+def test_a_quick_step_is_warmed_up_once_then_timed_up_to_steps_times(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = recipe("lenet", batch_size=8, eval_batch_size=1000)
+    (step_seconds, image_seconds), stepped, scored = timed(monkeypatch, 0.5, config)
+    assert len(stepped) == 1 + 3 and step_seconds == 0.5
+    assert len(scored) == 2 and len(scored[0]) == 8  # a warm-up and a timed pass over the batch
+    assert image_seconds == 0.125 / 8
+    x, y = stepped[0]
+    assert x.shape == (8, 1, 28, 28) and x.is_contiguous(memory_format=torch.channels_last)
+    assert y.shape == (8,) and y.dtype == torch.int64 and 0 <= int(y.min()) and int(y.max()) < 10
+    assert 0 <= float(x.min()) and float(x.max()) < 1
+
+
+def test_steps_stop_being_timed_after_2_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = recipe("lenet", batch_size=4)
+    (step_seconds, _), stepped, _ = timed(monkeypatch, 0.875, config, steps=5)
+    assert len(stepped) == 1 + 3 and step_seconds == 0.875  # 0.875, 1.75, then 2.625 s: past 2 s
+    (step_seconds, _), stepped, _ = timed(monkeypatch, 1.0, config, steps=5)
+    assert len(stepped) == 1 + 2 and step_seconds == 1.0  # 2.0 s is not under 2 s
+
+
+def test_a_first_step_of_2_seconds_or_more_is_the_estimate(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = recipe("lenet", batch_size=4)
+    (step_seconds, _), stepped, _ = timed(monkeypatch, 2.0, config)
+    assert (len(stepped), step_seconds) == (1, 2.0)
+    (step_seconds, _), stepped, _ = timed(monkeypatch, 1.875, config, steps=1)
+    assert (len(stepped), step_seconds) == (2, 1.875)
+
+
+def test_scoring_is_timed_on_at_most_64_images_of_the_evaluation_batch(monkeypatch: pytest.MonkeyPatch) -> None:
+    config = recipe("lenet", batch_size=100, eval_batch_size=1000, amp=True, tta=True, label_smoothing=0.1,
+                    channels_last=False)
+    (_, image_seconds), stepped, scored = timed(monkeypatch, 0.1, config)
+    assert [len(b) for b in scored] == [64, 64] and image_seconds == 0.125 / 64
+    assert stepped[0][0].is_contiguous()
+    (_, image_seconds), _, scored = timed(monkeypatch, 0.1, recipe("lenet", batch_size=100, eval_batch_size=10))
+    assert [len(b) for b in scored] == [10, 10] and image_seconds == 0.125 / 10
+
+
+def test_the_steps_take_the_images_and_classes_of_the_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    _, stepped, _ = timed(monkeypatch, 0.1, recipe("lenet", batch_size=300, input_size=32), in_channels=3,
+                          num_classes=2)
+    x, y = stepped[0]
+    assert x.shape == (300, 3, 32, 32) and set(y.tolist()) == {0, 1}
+
+
+def test_a_network_that_takes_no_smaller_input_keeps_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo.models import InputSizeError
+
+    def never(network, size):  # noqa: ANN001, ANN202
+        raise InputSizeError("too small")
+
+    monkeypatch.setattr("convzoo.estimate.feature_size", never)
+    assert smallest_input_size("lenet") == 28
