@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -100,7 +100,7 @@ def a_plan(config: TrainConfig, **changes: object) -> Plan:
     """A plan with round numbers (nothing timed): 3 epochs of 8 steps, 1,000 images, 6 MiB, 6 min 40 s."""
     values = {"config": config, "device": "cpu", "device_name": "CPU (2 threads)", "params": 61_706, "macs": 416_520,
               "train_images": 1000, "test_images": 1000, "steps_per_epoch": 8, "epochs": 3,
-              "memory": {"data": 3 * MIB, "weights": MIB // 2, "activations": 5 * MIB // 2}, "step_seconds": 0.0123,
+              "memory": {"data": 3 * MIB, "weights": MIB // 2, "activations": 5 * MIB // 2}, "step_seconds": 0.25,
               "eval_image_seconds": 0.00045, "seconds": 400.0, "threads": "2 threads (the cores)"}
     return Plan(**{**values, **changes})  # type: ignore[arg-type]
 
@@ -120,7 +120,7 @@ def test_the_plan_word_for_word() -> None:
         "training         3 epoch(s) x 8 steps of 128 (1,000 images); 1,000 test images scored after each epoch",
         "memory on cpu    about 6 MiB: data 3.0, weights with gradients and optimizer state 0.5, activations of a "
         "batch 2.5",
-        "time on cpu      about 6 min 40 s (12.3 ms a training step, 0.45 ms to score a test image; measured on CPU "
+        "time on cpu      about 6 min 40 s (250.0 ms a training step, 0.45 ms to score a test image; measured on CPU "
         "(2 threads))",
         "timed with 2 threads (the cores)",
         "quicker: --limit-test 2000, --recipe fast, --epochs 2, a GPU (--device cuda)",
@@ -144,18 +144,22 @@ def test_a_plan_made_in_python_reads_as_the_call_that_gives_it() -> None:
         "1,000 test images once at the end",
         "memory on cpu    about 6 MiB: data 3.0, weights with gradients and optimizer state 0.5, activations of a "
         "batch 2.5",
-        "time on cpu      about 1 min 40 s (12.3 ms a training step, 0.45 ms to score a test image; measured on CPU "
+        "time on cpu      about 1 min 40 s (250.0 ms a training step, 0.45 ms to score a test image; measured on CPU "
         "(2 threads))",
         "timed with 2 threads",
     ])
-    assert "door" not in plan.to_json() and plan.to_json()["val_images"] == 100
+    stored = plan.to_json()
+    assert set(stored) == {"config", "device", "device_name", "params", "macs", "train_images", "test_images",
+                           "steps_per_epoch", "epochs", "memory", "step_seconds", "eval_image_seconds", "seconds",
+                           "run_dir", "threads", "val_images"}  # not the door: the words, not the plan
+    assert stored["val_images"] == 100 and stored["config"] == asdict(LENET)
 
 
 def test_a_plan_on_a_gpu_leaves_out_the_threads_and_a_short_run_the_quicker_options() -> None:
     lines = a_plan(LENET, device="cuda:0", device_name="NVIDIA H100", seconds=300.0).format().splitlines()
     assert lines[-2] == ("memory on cuda:0 about 6 MiB: data 3.0, weights with gradients and optimizer state 0.5, "
                          "activations of a batch 2.5")
-    assert lines[-1] == ("time on cuda:0   about 5 min 00 s (12.3 ms a training step, 0.45 ms to score a test image; "
+    assert lines[-1] == ("time on cuda:0   about 5 min 00 s (250.0 ms a training step, 0.45 ms to score a test image; "
                          "measured on NVIDIA H100)")
     assert a_plan(LENET, threads="").format().splitlines()[-2].startswith("time on cpu ")
     assert a_plan(LENET, seconds=301.0).format().splitlines()[-1].startswith("quicker: ")
@@ -333,3 +337,10 @@ def test_a_network_that_takes_no_smaller_input_keeps_its_own(monkeypatch: pytest
 
     monkeypatch.setattr("convzoo.estimate.feature_size", never)
     assert smallest_input_size("lenet") == 28
+
+    def from_27(network, size):  # noqa: ANN001, ANN202
+        if size < 27:
+            raise InputSizeError("too small")
+
+    monkeypatch.setattr("convzoo.estimate.feature_size", from_27)
+    assert smallest_input_size("lenet") == 27  # the sides up to the network's own are tried
