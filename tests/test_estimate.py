@@ -344,3 +344,21 @@ def test_a_network_that_takes_no_smaller_input_keeps_its_own(monkeypatch: pytest
 
     monkeypatch.setattr("convzoo.estimate.feature_size", from_27)
     assert smallest_input_size("lenet") == 27  # the sides up to the network's own are tried
+
+
+def test_the_plan_builds_the_runs_network_on_its_device_with_the_threads_it_chose(monkeypatch: pytest.MonkeyPatch
+                                                                                   ) -> None:
+    import convzoo.estimate as estimate
+
+    built, build_model = [], estimate.build_model
+
+    def build(config, device, *, num_classes=None, in_channels=None):  # noqa: ANN001, ANN202
+        built.append((device, num_classes, in_channels))
+        return build_model(config, device, num_classes=num_classes, in_channels=in_channels)
+
+    monkeypatch.setattr(estimate, "build_model", build)
+    monkeypatch.setattr(estimate, "thread_choice", lambda config: (3, "threads: 3 (chosen here)"))
+    monkeypatch.setattr(estimate, "time_step", lambda config, model, device, steps: (0.5, 0.002))
+    plan = plan_run(recipe("lenet", data_dir=str(SLICE), device="cpu", limit_train=100, limit_test=100))
+    assert built == [(torch.device("cpu"), 10, 1)]
+    assert plan.threads == "threads: 3 (chosen here)" and plan.device_name.endswith(" (3 threads)")
