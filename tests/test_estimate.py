@@ -362,3 +362,13 @@ def test_the_plan_builds_the_runs_network_on_its_device_with_the_threads_it_chos
     plan = plan_run(recipe("lenet", data_dir=str(SLICE), device="cpu", limit_train=100, limit_test=100))
     assert built == [(torch.device("cpu"), 10, 1)]
     assert plan.threads == "threads: 3 (chosen here)" and plan.device_name.endswith(" (3 threads)")
+
+
+def test_a_gpu_step_is_timed_to_its_end_and_a_cpu_step_needs_no_wait(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo.estimate import _synchronize
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", waited.append)
+    _synchronize(torch.device("cpu"))
+    _synchronize(torch.device("cuda", 1))
+    assert waited == [torch.device("cuda", 1)]
