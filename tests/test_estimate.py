@@ -255,7 +255,7 @@ class Clock:
         self.now += seconds
 
 
-def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainConfig, steps: int = 3,
+def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainConfig, steps: int | None = None,
           in_channels: int = 1, num_classes: int = 10) -> tuple[tuple[float, float], list, list]:
     """``time_step`` with a step that takes ``step_seconds`` and a scoring pass 0.125 s: the result, the training
     batches (x, y) the steps were given and the batches scored."""
@@ -281,7 +281,8 @@ def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainCon
     monkeypatch.setattr(estimate, "TrainStep", Step)
     monkeypatch.setattr(estimate, "scores", score)
     model = create_model("lenet", in_channels=in_channels, num_classes=num_classes)
-    return estimate.time_step(config, model, torch.device("cpu"), steps=steps), stepped, scored
+    given = {} if steps is None else {"steps": steps}  # 3 timed steps unless told
+    return estimate.time_step(config, model, torch.device("cpu"), **given), stepped, scored
 
 
 def test_a_quick_step_is_warmed_up_once_then_timed_up_to_steps_times(monkeypatch: pytest.MonkeyPatch) -> None:
