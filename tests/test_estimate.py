@@ -359,9 +359,11 @@ def test_the_plan_builds_the_runs_network_on_its_device_with_the_threads_it_chos
 
     monkeypatch.setattr(estimate, "build_model", build)
     monkeypatch.setattr(estimate, "thread_choice", lambda config: (3, "threads: 3 (chosen here)"))
-    monkeypatch.setattr(estimate, "time_step", lambda config, model, device, steps: (0.5, 0.002))
+    timed_steps = []
+    monkeypatch.setattr(estimate, "time_step", lambda config, model, device, steps: timed_steps.append(steps) or (0.5,
+                                                                                                           0.002))
     plan = plan_run(recipe("lenet", data_dir=str(SLICE), device="cpu", limit_train=100, limit_test=100))
-    assert built == [(torch.device("cpu"), 10, 1)]
+    assert built == [(torch.device("cpu"), 10, 1)] and timed_steps == [3]
     assert plan.threads == "threads: 3 (chosen here)" and plan.device_name.endswith(" (3 threads)")
 
 
