@@ -360,8 +360,12 @@ def test_the_plan_builds_the_runs_network_on_its_device_with_the_threads_it_chos
     monkeypatch.setattr(estimate, "build_model", build)
     monkeypatch.setattr(estimate, "thread_choice", lambda config: (3, "threads: 3 (chosen here)"))
     timed_steps = []
-    monkeypatch.setattr(estimate, "time_step", lambda config, model, device, steps: timed_steps.append(steps) or (0.5,
-                                                                                                           0.002))
+
+    def time_step(config, model, device, steps):  # noqa: ANN001, ANN202
+        timed_steps.append(steps)
+        return 0.5, 0.002
+
+    monkeypatch.setattr(estimate, "time_step", time_step)
     plan = plan_run(recipe("lenet", data_dir=str(SLICE), device="cpu", limit_train=100, limit_test=100))
     assert built == [(torch.device("cpu"), 10, 1)] and timed_steps == [3]
     assert plan.threads == "threads: 3 (chosen here)" and plan.device_name.endswith(" (3 threads)")
