@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from convzoo.cli import build_parser
 from convzoo.cli.train import train_arguments
@@ -256,7 +257,8 @@ class Clock:
 
 
 def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainConfig, steps: int | None = None,
-          in_channels: int = 1, num_classes: int = 10) -> tuple[tuple[float, float], list, list]:
+          in_channels: int = 1, num_classes: int = 10, model: nn.Module | None = None
+          ) -> tuple[tuple[float, float], list, list]:
     """``time_step`` with a step that takes ``step_seconds`` and a scoring pass 0.125 s: the result, the training
     batches (x, y) the steps were given and the batches scored."""
     import convzoo.estimate as estimate
@@ -280,7 +282,7 @@ def timed(monkeypatch: pytest.MonkeyPatch, step_seconds: float, config: TrainCon
     monkeypatch.setattr(estimate.time, "perf_counter", clock)
     monkeypatch.setattr(estimate, "TrainStep", Step)
     monkeypatch.setattr(estimate, "scores", score)
-    model = create_model("lenet", in_channels=in_channels, num_classes=num_classes)
+    model = model or create_model("lenet", in_channels=in_channels, num_classes=num_classes)
     given = {} if steps is None else {"steps": steps}  # 3 timed steps unless told
     return estimate.time_step(config, model, torch.device("cpu"), **given), stepped, scored
 
@@ -379,3 +381,11 @@ def test_a_gpu_step_is_timed_to_its_end_and_a_cpu_step_needs_no_wait(monkeypatch
     _synchronize(torch.device("cpu"))
     _synchronize(torch.device("cuda", 1))
     assert waited == [torch.device("cuda", 1)]
+
+
+def test_a_network_from_outside_the_zoo_is_timed_on_gray_images_of_10_classes(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 26 * 26, 10))
+    _, stepped, _ = timed(monkeypatch, 0.1, recipe("lenet", batch_size=500), model=net)
+    x, y = stepped[0]
+    assert x.shape == (500, 1, 28, 28) and set(y.tolist()) == set(range(10))
