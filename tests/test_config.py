@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import pytest
@@ -297,3 +297,254 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
         return found
 
     assert missing(build_parser(), "convzoo") == []
+
+
+# --- every refusal word for word, at its bound (issue 26) -----------------------------------------------------------
+# (override, the message at the command line's door); each value is the first that cannot work.
+REFUSED = [
+    ({"epochs": 0}, "--epochs must be at least 1, got 0"),
+    ({"batch_size": 0}, "--batch-size must be at least 1, got 0"),
+    ({"lr": 0.0}, "--lr must be a positive number, got 0.0"),
+    ({"lr": float("nan")}, "--lr must be a positive number, got nan"),
+    ({"lr": float("inf")}, "--lr must be a positive number, got inf"),
+    ({"optimizer": "adam"}, "--optimizer must be one of sgd, adamw, got 'adam'"),
+    ({"schedule": "step"}, "--schedule must be one of constant, onecycle, cosine, got 'step'"),
+    ({"momentum": -0.01}, "--momentum must be >= 0, got -0.01"),
+    ({"momentum": float("nan")}, "--momentum must be >= 0, got nan"),
+    ({"weight_decay": -1e-4}, "--weight-decay must be >= 0, got -0.0001"),
+    ({"weight_decay": float("inf")}, "--weight-decay must be >= 0, got inf"),
+    ({"label_smoothing": 1.0}, "--label-smoothing must be in [0, 1), got 1.0"),
+    ({"label_smoothing": -0.01}, "--label-smoothing must be in [0, 1), got -0.01"),
+    ({"init": "he"}, "--init must be one of xavier, kaiming, default, got 'he'"),
+    ({"input_size": 0}, "--input-size must be a positive side length, got 0"),
+    ({"limit_train": 0}, "--limit-train must be >= 1, got 0"),
+    ({"limit_test": 0}, "--limit-test must be >= 1, got 0"),
+    ({"eval_batch_size": 0}, "--eval-batch-size must be >= 1, got 0"),
+    ({"backend": "numpy"}, "--backend must be torch or scratch, got 'numpy'"),
+    ({"threads": 0}, "--threads must be >= 1, got 0"),
+    ({"data": " "}, "--data must not be empty"),
+    ({"data_size": 0}, "--data-size must be a positive number of pixels, got 0"),
+    ({"test_fraction": 0.0}, "--test-fraction must be between 0 and 1 (exclusive), got 0.0"),
+    ({"test_fraction": 1.0}, "--test-fraction must be between 0 and 1 (exclusive), got 1.0"),
+    ({"test_fraction": float("nan")}, "--test-fraction must be between 0 and 1 (exclusive), got nan"),
+    ({"val_fraction": -0.01}, "--val-fraction must be at least 0 and below 1, got -0.01"),
+    ({"val_fraction": 1.0}, "--val-fraction must be at least 0 and below 1, got 1.0"),
+    ({"val_fraction": float("nan")}, "--val-fraction must be at least 0 and below 1, got nan"),
+    ({"recipe": "book"}, "--recipe must be d2l or fast, got 'book'"),
+    # the largest values that work, and one past them
+    ({"epochs": 1_000_001}, "--epochs must be at most 1,000,000, got 1,000,001"),
+    ({"batch_size": 2**31 + 1}, "--batch-size must be at most 2,147,483,648, got 2,147,483,649"),
+    ({"eval_batch_size": 2**31 + 1}, "--eval-batch-size must be at most 2,147,483,648, got 2,147,483,649"),
+    ({"limit_train": 2**31 + 1}, "--limit-train must be at most 2,147,483,648, got 2,147,483,649"),
+    ({"limit_test": 2**31 + 1}, "--limit-test must be at most 2,147,483,648, got 2,147,483,649"),
+    ({"input_size": 8193}, "--input-size must be at most 8,192, got 8,193"),
+    ({"data_size": 8193}, "--data-size must be at most 8,192, got 8,193"),
+    ({"threads": 1025}, "--threads must be at most 1,024, got 1,025"),
+    ({"seed": 2**62 + 1}, f"--seed must be between -2**62 and 2**62, got {2**62 + 1}"),
+    ({"seed": -(2**62) - 1}, f"--seed must be between -2**62 and 2**62, got {-(2**62) - 1}"),
+    ({"lr": 10**39}, f"--lr must be at most 3.403e+38 (the largest float32), got {10**39}"),
+    ({"momentum": 1e39}, "--momentum must be at most 3.403e+38 (the largest float32), got 1e+39"),
+    ({"weight_decay": 1e39}, "--weight-decay must be at most 3.403e+38 (the largest float32), got 1e+39"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), REFUSED, ids=[m.split()[0] + " " + m.split()[-1] for _, m in REFUSED])
+def test_each_value_that_cannot_work_is_refused_naming_its_flag_and_bound(override: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        recipe("lenet", **override)
+    assert str(error.value) == message
+    assert error.value.field == next(iter(override))
+
+
+def test_a_refusal_in_python_names_the_argument() -> None:
+    with speaking(PYTHON), pytest.raises(ConfigError) as error:
+        recipe("lenet", batch_size=0)
+    assert str(error.value) == "batch_size must be at least 1, got 0"
+    with speaking(PYTHON), pytest.raises(ConfigError) as error:
+        recipe("lenet", "book")
+    assert str(error.value) == "recipe must be d2l or fast, got 'book'"
+
+
+# The first value that works at each bound, and the largest.
+ACCEPTED = [{"epochs": 1}, {"batch_size": 1}, {"lr": 1e-12}, {"momentum": 0.0}, {"weight_decay": 0.0},
+            {"label_smoothing": 0.0}, {"label_smoothing": 0.99}, {"input_size": 1}, {"limit_train": 1},
+            {"limit_test": 1}, {"eval_batch_size": 1}, {"threads": 1}, {"data_size": 1}, {"test_fraction": 0.01},
+            {"test_fraction": 0.99}, {"val_fraction": 0.0}, {"val_fraction": 0.99}, {"epochs": 1_000_000},
+            {"batch_size": 2**31}, {"eval_batch_size": 2**31}, {"limit_train": 2**31}, {"limit_test": 2**31},
+            {"input_size": 8192}, {"data_size": 8192}, {"threads": 1024}, {"seed": 2**62}, {"seed": -(2**62)},
+            {"lr": 3.4028234663852886e38}, {"momentum": 3.4028234663852886e38},
+            {"weight_decay": 3.4028234663852886e38}, {"lr": 10**38}, {"data": "mnist"}, {"optimizer": "adamw"},
+            {"schedule": "cosine"}, {"init": "default"}, {"backend": "scratch"}]
+
+
+@pytest.mark.parametrize("override", ACCEPTED, ids=[f"{k}={v}" for o in ACCEPTED for k, v in o.items()])
+def test_the_values_at_each_bound_are_accepted(override: dict) -> None:
+    config = recipe("lenet", **override)
+    (name, value), = override.items()
+    assert getattr(config, name) == value
+    assert config.problems() == []
+
+
+def test_a_config_json_naming_a_model_this_convzoo_lacks_is_refused_naming_the_key() -> None:
+    stored = {"model": "lenet9", "recipe": "d2l"}
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(stored, "runs/x/config.json")
+    assert str(error.value).startswith("runs/x/config.json has an invalid training configuration: model must be a "
+                                       "name from the zoo: unknown model 'lenet9'; did you mean lenet,")
+    assert error.value.field == "model"
+    assert TrainConfig(model="lenet").problems() == []
+
+
+def test_a_config_json_that_is_not_a_mapping_or_has_unknown_keys_says_so() -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_dict(["lenet"], "runs/x/config.json")
+    assert str(error.value) == "runs/x/config.json has no training configuration"
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"model": "lenet", "colour": "red"}, "runs/x/config.json")
+    assert str(error.value) == ("runs/x/config.json has an invalid training configuration (TrainConfig.__init__() got "
+                                "an unexpected keyword argument 'colour')")
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"model": "lenet", "epochs": 0}, "runs/x/config.json")
+    assert str(error.value) == (
+        "runs/x/config.json has an invalid training configuration: epochs must be at least 1, got 0")
+    assert error.value.field == "epochs"
+
+
+@pytest.mark.parametrize(("name", "value", "expected"), [
+    ("epochs", 2.0, "must be an integer, got 2.0"),
+    ("epochs", True, "must be an integer, got True"),
+    ("lr", "0.1", "must be a number, got '0.1'"),
+    ("lr", False, "must be a number, got False"),
+    ("model", 3, "must be a string, got 3"),
+    ("augment", 1, "must be True or False, got 1"),
+    ("limit_train", 1.5, "must be an integer or None, got 1.5"),
+    ("cuda_graphs", "on", "must be True or False or None, got 'on'"),
+    ("data", 7, "must be a string or None, got 7"),
+])
+def test_a_value_of_the_wrong_type_names_the_types_its_field_takes(name: str, value: object, expected: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        config_from_dict({"model": "lenet", name: value}, "c.json")
+    assert str(error.value) == f"c.json has an invalid training configuration: {name} {expected}"
+    assert error.value.field == name
+    with pytest.raises(ConfigError) as error:
+        TrainConfig(**{name: value}).validate()
+    assert str(error.value) == f"{flag_name(name)} {expected}"
+
+
+def test_an_integer_is_a_number_and_none_where_a_field_allows_it() -> None:
+    assert config_from_dict({"model": "lenet", "lr": 1, "limit_train": None, "cuda_graphs": None}, "c.json").lr == 1
+
+
+def test_an_unknown_keyword_of_recipe_is_a_type_error_naming_it() -> None:
+    with pytest.raises(TypeError, match=r"^unknown TrainConfig fields: \['colour', 'size'\]$"):
+        recipe("lenet", colour="red", size=3)
+    with pytest.raises(ConfigError, match="^--recipe must be d2l or fast, got 'book'$") as error:
+        recipe("lenet", "book")
+    assert error.value.field == "recipe"
+
+
+def test_a_model_the_recipes_do_not_know_takes_its_own_input_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model registered by a user: the book's recipe of a network without one, at the model's input side."""
+    from convzoo.config import recipe_values
+    from convzoo.models import registry
+
+    spec = registry.get_model_spec("lenet")
+    monkeypatch.setitem(registry._REGISTRY, "mine", replace(spec, name="mine", input_size=40))  # noqa: SLF001
+    assert recipe_values("mine", "d2l") == {"lr": 0.05, "batch_size": 128, "input_size": 40}
+    assert recipe_values("mine", "fast") == {
+        "epochs": 10, "momentum": 0.9, "weight_decay": 5e-4, "schedule": "onecycle", "label_smoothing": 0.1,
+        "augment": True, "tta": True, "init": "default", "amp": True, "lr": 0.05, "batch_size": 128, "input_size": 40}
+    assert recipe_values("lenet") == {"lr": 0.9, "batch_size": 256, "input_size": 28}
+
+
+def test_the_fields_a_recipe_sets() -> None:
+    assert recipe_fields() == {"lr", "batch_size", "input_size", "epochs", "momentum", "weight_decay", "schedule",
+                               "label_smoothing", "augment", "tta", "init", "amp"}
+    assert flag_name("eval_batch_size") == "--eval-batch-size"
+    assert [f.name for f in option_fields()][:3] == ["epochs", "batch_size", "lr"]
+
+
+def test_a_refused_resume_names_every_setting_and_what_may_change() -> None:
+    run = recipe("lenet", epochs=2, batch_size=32, seed=3)
+    with pytest.raises(ConfigError) as error:
+        resume_changes(run, {"batch_size": 64, "seed": 4, "epochs": 2})
+    assert str(error.value) == (
+        "--resume continues a run as it was configured: --batch-size cannot change (the run's is 32, given 64); "
+        "--seed cannot change (the run's is 3, given 4); only --epochs, --lr, --device, --data-dir, "
+        "--eval-batch-size can")
+    assert error.value.field == "batch_size"
+    with speaking(PYTHON), pytest.raises(ConfigError) as error:
+        resume_changes(run, {"optimizer": "adamw"})
+    assert str(error.value) == (
+        "resume=True continues a run as it was configured: optimizer cannot change (the run's is 'sgd', given "
+        "'adamw'); only epochs, lr, device, data_dir, eval_batch_size can")
+    assert resume_changes(run, {"lr": 0.5, "device": None, "epochs": 2}) == {"lr": 0.5}
+
+
+# --- the words of each door (terms.py) -----------------------------------------------------------------------------
+
+def test_each_door_writes_settings_in_its_own_words(tmp_path: Path) -> None:
+    from convzoo import terms
+
+    run = tmp_path / "my runs" / "x"
+    assert terms.door() == terms.COMMAND_LINE == "command line" and not terms.in_python()
+    assert (terms.option("batch_size"), terms.setting("lr", 0.09), terms.setting("augment", False),
+            terms.setting("augment", True), terms.setting("recipe", "fast"), terms.setting("epochs", 3),
+            terms.setting("data", "my set")) == (
+        "--batch-size", "--lr 0.09", "--no-augment", "--augment", "--recipe fast", "--epochs 3", "--data 'my set'")
+    assert terms.resume(run) == f"--resume '{run}'"
+    assert terms.continue_command(run, epochs=20, lr=0.5) == f"convzoo train --resume '{run}' --epochs 20 --lr 0.5"
+    assert terms.continue_command("runs/x") == "convzoo train --resume runs/x"
+    assert terms.quoted("convzoo train lenet") == "'convzoo train lenet'"
+    assert terms.either("the flag", "the argument") == "the flag"
+    assert terms.value_text(Path("runs/a b")) == "'runs/a b'" and terms.value_text(1e-7) == "1e-07"
+    with speaking(PYTHON):
+        assert terms.door() == terms.PYTHON == "Python" and terms.in_python()
+        assert (terms.option("batch_size"), terms.setting("lr", 0.09), terms.setting("augment", False),
+                terms.setting("augment", True), terms.setting("recipe", "fast"), terms.setting("epochs", 3)) == (
+            "batch_size", "lr=0.09", "augment=False", "augment=True", "recipe='fast'", "epochs=3")
+        assert terms.resume(run) == "resume=True"
+        assert terms.continue_command(run, epochs=20) == f"train(out='{run}', resume=True, epochs=20)"
+        assert terms.continue_command("runs/x") == "train(out='runs/x', resume=True)"
+        assert terms.quoted("train(out='x')") == "train(out='x')"
+        assert terms.either("the flag", "the argument") == "the argument"
+        assert terms.value_text(Path("runs/x")) == "'runs/x'"
+    assert terms.door() == terms.COMMAND_LINE  # the door is put back after the block
+
+
+def test_the_python_door_lasts_for_the_call_and_yields_to_the_door_a_call_came_through() -> None:
+    from convzoo import terms
+
+    @terms.python_door
+    def call(x: int, *, y: int) -> tuple[str, int]:
+        """An API call."""
+        return terms.door(), x + y
+
+    assert call(1, y=2) == ("Python", 3) and call.__doc__ == "An API call." and call.__name__ == "call"
+    assert terms.door() == "command line"
+    with speaking("explorer"):
+        assert call(1, y=1) == ("explorer", 2)
+        assert terms.door() == "explorer"
+    with pytest.raises(ZeroDivisionError), speaking("explorer"):
+        raise ZeroDivisionError
+    assert terms.door() == "command line"  # put back after an error too
+
+
+def test_an_option_is_a_field_with_its_default_and_what_the_train_command_needs() -> None:
+    from convzoo.config import option
+
+    made = option(3, "how many", resume=True, choices=("a", "b"), metavar="N", flag=False)
+    assert made.default == 3
+    assert dict(made.metadata) == {"help": "how many", "resume": True, "choices": ("a", "b"), "metavar": "N",
+                                   "flag": False}
+    assert dict(option(None, "plain").metadata) == {"help": "plain", "resume": False, "choices": None,
+                                                    "metavar": None, "flag": True}
+
+
+def test_a_value_that_cannot_work_is_one_problem_however_many_checks_it_fails() -> None:
+    """NaN and infinity are not positive, not >= 0, and not past float32's largest either: one problem each."""
+    assert TrainConfig(lr=float("nan")).problems() == [("lr", "must be a positive number, got nan")]
+    assert TrainConfig(momentum=float("inf")).problems() == [("momentum", "must be >= 0, got inf")]
+    assert TrainConfig(weight_decay=float("-inf")).problems() == [("weight_decay", "must be >= 0, got -inf")]
+    assert TrainConfig(lr=float("inf"), epochs=0).problems() == [("epochs", "must be at least 1, got 0"),
+                                                                  ("lr", "must be a positive number, got inf")]

@@ -465,3 +465,65 @@ README_MODELS = {
 
 def test_the_readme_models_table_is_the_hand_count() -> None:
     assert {name: (hand().params, hand().macs) for name, hand in HAND_COUNTED.items()} == README_MODELS
+
+
+# --- what `convzoo summary` prints, character for character (issue 26) ---------------------------------------------
+
+def test_the_lenet_table_as_printed() -> None:
+    """Names, types and shapes left-aligned, parameters and MACs right-aligned, two spaces between columns; the
+    counts are the hand count above (conv1 6 x (25 + 1), conv2 16 x (150 + 1), 400 x 120 + 120, ...)."""
+    assert summarize_model("lenet").format() == "\n".join([
+        "lenet: input (1, 1, 28, 28)",
+        "layer  type       output shape     params     MACs",
+        "0      Conv2d     (1, 6, 28, 28)      156  117,600",
+        "1      Sigmoid    (1, 6, 28, 28)        0        0",
+        "2      AvgPool2d  (1, 6, 14, 14)        0        0",
+        "3      Conv2d     (1, 16, 10, 10)   2,416  240,000",
+        "4      Sigmoid    (1, 16, 10, 10)       0        0",
+        "5      AvgPool2d  (1, 16, 5, 5)         0        0",
+        "6      Flatten    (1, 400)              0        0",
+        "7      Linear     (1, 120)         48,120   48,000",
+        "8      Sigmoid    (1, 120)              0        0",
+        "9      Linear     (1, 84)          10,164   10,080",
+        "10     Sigmoid    (1, 84)               0        0",
+        "11     Linear     (1, 10)             850      840",
+        "total parameters: 61,706",
+        "total MACs: 416,520 (FLOPs = 2 x MACs = 833,040)",
+    ])
+
+
+def test_a_summary_with_other_channels_classes_and_side() -> None:
+    """BN-LeNet on 3-channel 32x32 images, 7 classes: conv1 3 x 25 products per output (6 x 76 parameters), each
+    batch norm 2 parameters per channel."""
+    summary = summarize_model("lenet_bn", input_size=32, in_channels=3, num_classes=7)
+    assert (summary.model, summary.input_shape) == ("lenet_bn", [1, 3, 32, 32])
+    # conv, BN, conv, BN, then each linear and its BN
+    assert summary.total_params == (6 * 76 + 12 + 16 * 151 + 32 + 400 * 120 + 120 + 240 + 120 * 84 + 84 + 168
+                                    + 84 * 7 + 7)
+    assert summary.total_macs == 6 * 28 * 28 * 75 + 16 * 10 * 10 * 150 + 400 * 120 + 120 * 84 + 84 * 7
+    assert summary.format().splitlines()[:3] == ["lenet_bn: input (1, 3, 32, 32)",
+                                                 "layer  type         output shape     params     MACs",
+                                                 "0      Conv2d       (1, 6, 28, 28)      456  352,800"]
+    assert summary.to_dict()["layers"][1] == {"name": "1", "type": "BatchNorm2d", "output_shape": [1, 6, 28, 28],
+                                              "params": 12, "macs": 0}
+
+
+def test_the_largest_arguments_are_taken_and_one_more_is_refused_naming_the_flag() -> None:
+    largest = summarize_model("lenet", input_size=8192, in_channels=1024, num_classes=1_000_000)
+    assert largest.input_shape == [1, 1024, 8192, 8192] and largest.layers[-1].output_shape == [1, 1_000_000]
+    for arguments, message in [({"input_size": 8193}, "--input-size must be at most 8,192, got 8,193"),
+                               ({"in_channels": 1025}, "--in-channels must be at most 1,024, got 1,025"),
+                               ({"num_classes": 1_000_001}, "--num-classes must be at most 1,000,000, got 1,000,001")]:
+        with pytest.raises(summary_module.SummaryError) as error:
+            summarize_model("lenet", **arguments)
+        assert str(error.value) == message
+
+
+def test_a_summary_of_a_module_on_its_own_device_and_precision() -> None:
+    """A network outside the registry runs as it is, in its own dtype, and the name is its class's."""
+    net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3)).double()
+    summary = summarize(net, 6)
+    assert (summary.model, summary.input_shape, summary.total_params) == ("Sequential", [1, 1, 6, 6], 20 + 99)
+    assert [(r.name, r.params, r.macs) for r in summary.layers] == [("0", 20, 2 * 16 * 9), ("1", 0, 0),
+                                                                   ("2", 99, 32 * 3)]
+    assert summary.total_macs == 2 * 16 * 9 + 32 * 3

@@ -203,12 +203,12 @@ def flag_name(name: str) -> str:
 
 def option_fields() -> list[Field]:
     """The ``TrainConfig`` fields that are ``train`` flags, in declaration order."""
-    return [f for f in fields(TrainConfig) if f.metadata.get("flag", True)]
+    return [f for f in fields(TrainConfig) if f.metadata["flag"]]
 
 
 def resumable() -> tuple[str, ...]:
     """The fields ``--resume`` may change: the run's length, its learning rate and where it runs."""
-    return tuple(f.name for f in fields(TrainConfig) if f.metadata.get("resume"))
+    return tuple(f.name for f in fields(TrainConfig) if f.metadata["resume"])
 
 
 def recipe_fields() -> set[str]:
@@ -271,7 +271,7 @@ def type_problems(config: TrainConfig) -> list[tuple[str, str]]:
     problems = []
     for f in fields(config):
         value, names = getattr(config, f.name), str(f.type).split(" | ")
-        allowed = tuple(t for name in names for t in _TYPES.get(name, ()))
+        allowed = tuple(t for name in names for t in _TYPES[name])
         if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
             kinds = " or ".join({"int": "an integer", "float": "a number", "str": "a string", "bool": "True or False",
                                  "None": "None"}[name] for name in names)

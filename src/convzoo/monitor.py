@@ -102,7 +102,7 @@ def at_chance(accuracy: float, num_classes: int = 10) -> bool:
     return accuracy <= 1 / num_classes + CHANCE_MARGIN
 
 
-def _advice(history: list[dict], config: TrainConfig, num_classes: int = 10) -> str:
+def _advice(history: list[dict], config: TrainConfig, num_classes: int) -> str:
     """What to try for a run at chance. A training loss that sits at ln(classes) means the signal vanished at the
     initialisation (benchmarks/README.md, the seed sweep): a lower learning rate only lengthens that plateau."""
     fast = f" or use {setting('recipe', 'fast')}" if config.recipe != "fast" else ""
