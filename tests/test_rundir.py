@@ -114,6 +114,7 @@ def test_a_run_holding_the_lock_refuses_a_second_writer_but_not_readers(run: Pat
     assert code == 0 and "after 2 epochs" in out, err
 
 
+@pytest.mark.slow  # seconds: a process of its own
 def test_the_lock_is_released_when_its_process_dies(run: Path) -> None:
     """A lock taken by a process that is killed is free again: the kernel drops it with the process."""
     code = ("import os, sys; from pathlib import Path; from convzoo.rundir import RunLock; "
@@ -309,6 +310,7 @@ def _writer(base: str, name: str, barrier, results) -> None:  # noqa: ANN001 (mu
         results.put((i, name, outcome))
 
 
+@pytest.mark.slow  # seconds; its spawned writers would import mutmut's copy of convzoo without its settings
 def test_two_writers_on_one_new_directory_exactly_one_wins(tmp_path: Path) -> None:
     """Issue 23: two processes creating one new run directory, released together, 20 times: exactly one wins each
     round, the other is refused (busy, or the run exists), and the winner's marker and files are all there."""
@@ -340,6 +342,7 @@ def test_report_sweeps_the_temporary_files_a_killed_writer_left(run: Path, run_c
     assert not any(path.exists() for path in stale)
 
 
+@pytest.mark.slow  # seconds: a process of its own
 def test_report_on_a_run_another_process_holds_is_refused_naming_it(run: Path) -> None:
     lock = rundir.RunLock(run)
     lock.acquire()
@@ -434,7 +437,8 @@ def test_update_config_writes_only_a_changed_config(configured: Path) -> None:
 
 
 def test_read_run_config_fills_in_the_data_of_an_older_run(configured: Path) -> None:
-    _edit_config(configured, data=..., versions=..., device=...)
+    # an older run's model description may lack its classes and channels: Fashion-MNIST's ten, gray
+    _edit_config(configured, data=..., versions=..., device=..., model={"name": "lenet"})
     meta = rundir.read_run_config(str(configured))
     assert meta["data"]["classes"] == FASHION and rundir.run_classes(meta) == tuple(FASHION)
 
@@ -756,6 +760,8 @@ def _snapshot(epoch: int, history: list[dict]) -> tuple:
 
 
 def test_the_epoch_writer_writes_each_epochs_checkpoint_then_its_metrics(tmp_path: Path) -> None:
+    import threading
+
     from convzoo.checkpoint import saved_epoch
 
     history: list[dict] = []
@@ -767,6 +773,7 @@ def test_the_epoch_writer_writes_each_epochs_checkpoint_then_its_metrics(tmp_pat
         assert saved_epoch(tmp_path / rundir.CHECKPOINT) == 2 and rundir.read_metrics(tmp_path) == history
         writer.wait()  # nothing pending
     assert rundir.resumed_epochs(tmp_path) == 2
+    assert not any(thread.name.startswith("convzoo-checkpoint") for thread in threading.enumerate())
 
 
 def test_the_epoch_writer_waits_for_each_write_on_its_own_thread(tmp_path: Path,
@@ -851,6 +858,12 @@ def test_the_lock_names_its_holder_and_is_released_with_its_file(tmp_path: Path)
     again.release()  # its file already gone: the lock still goes
     assert not again.held
     rundir.RunLock(tmp_path).acquire()
+
+
+def test_only_a_directory_is_locked(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        rundir.RunLock(tmp_path / "file").acquire()
 
 
 def test_a_lock_whose_file_cannot_be_written_is_not_kept(tmp_path: Path) -> None:
@@ -1019,6 +1032,7 @@ def test_resolve_run_refuses_what_a_front_door_got_wrong() -> None:
     _refused("--resume must not be empty", "out", out="", resume=True)
     _refused("--model must not be empty", "model", model="", out="runs/x")
     _refused("train needs a MODEL (see 'convzoo models') or --resume RUN_DIR", "model")
+    _refused("--data must not be empty", "data", model="lenet", data=" ")
     _refused("--resume needs the run's directory: give out", "out", resume=True)
     _refused("--overwrite replaces a run and --resume continues one: give one of them", "overwrite", out="runs/x",
              resume=True, overwrite=True)
