@@ -311,3 +311,13 @@ def test_train_hands_fit_the_run_its_view_and_its_callbacks(tmp_path: Path, monk
     call = calls.pop()
     assert (call["config"], call["run_dir"], call["resume"], call["overwrite"]) == (recipe("lenet", epochs=12),
                                                                                     tmp_path / "d", True, False)
+
+
+def test_loading_a_run_takes_the_device_asked_for() -> None:
+    from convzoo.pretrained import pretrained_dir
+
+    for load in (lambda: api.load(pretrained_dir("lenet"), device="nope"), lambda: api.load_pretrained("lenet", "nope"),
+                 lambda: api.Run.open(pretrained_dir("lenet"), "nope")):
+        with pytest.raises(ConfigError, match=r"^device must be auto, cpu, cuda, cuda:N or mps, got 'nope'$"):
+            load()
+    assert api.load(pretrained_dir("lenet"), "cpu").run_dir == pretrained_dir("lenet")
