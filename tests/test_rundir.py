@@ -909,11 +909,11 @@ def test_the_sweep_removes_temporary_files_only(tmp_path: Path) -> None:
 def test_a_run_directory_is_created_marked_and_held(tmp_path: Path) -> None:
     path = tmp_path / "runs" / "lenet"
     with rundir.RunDirectory(str(path)) as directory:
-        assert directory.path == path and not directory.opened and not directory.created
+        assert directory.path == path and directory.opened is False and directory.created is False
         directory.check(False)
         assert not path.exists()
         directory.create(False)
-        assert directory.created and directory.opened
+        assert directory.created is True and directory.opened is True
         assert sorted(p.name for p in path.iterdir()) == [rundir.LOCK, rundir.MARKER]
         assert (path / rundir.MARKER).read_text() == '{\n  "format": "convzoo-run-1"\n}\n'
         with pytest.raises(RunBusyError):
@@ -927,7 +927,7 @@ def test_a_run_directory_is_created_marked_and_held(tmp_path: Path) -> None:
     with rundir.RunDirectory(path) as directory:
         directory.check(True)
         directory.create(True)  # overwrite: convzoo's files go, the directory stays
-        assert not directory.created and sorted(p.name for p in path.iterdir()) == [rundir.LOCK, rundir.MARKER]
+        assert directory.created is False and sorted(p.name for p in path.iterdir()) == [rundir.LOCK, rundir.MARKER]
 
 
 def test_a_run_directory_this_call_created_is_removed_when_it_fails_before_its_first_epoch(tmp_path: Path) -> None:
@@ -937,7 +937,7 @@ def test_a_run_directory_this_call_created_is_removed_when_it_fails_before_its_f
         (path / rundir.CONFIG).write_text("{}")
         (path / ".metrics.jsonl.0123abcd.tmp.jsonl").write_text("half")
         raise KeyError("failed")
-    assert not path.exists() and not directory.opened
+    assert not path.exists() and directory.opened is False
     with pytest.raises(KeyError), rundir.RunDirectory(path) as directory:  # something else appeared in it: kept
         directory.create(False)
         (path / "notes.txt").write_text("mine")
@@ -947,7 +947,7 @@ def test_a_run_directory_this_call_created_is_removed_when_it_fails_before_its_f
     with pytest.raises(KeyError), rundir.RunDirectory(path) as directory:  # it existed: not this call's to remove
         directory.create(False)
         raise KeyError("failed")
-    assert sorted(p.name for p in path.iterdir()) == [rundir.MARKER] and directory.opened
+    assert sorted(p.name for p in path.iterdir()) == [rundir.MARKER] and directory.opened is True
     with pytest.raises(KeyError), rundir.RunDirectory(tmp_path / "kept") as directory:  # an epoch completed: kept
         directory.create(False)
         (tmp_path / "kept" / rundir.CHECKPOINT).write_text("epoch 1")
@@ -973,7 +973,7 @@ def test_resume_holds_the_directory_and_sweeps_what_a_killed_writer_left(configu
     stale.write_text("half")
     with pytest.raises(KeyError), rundir.RunDirectory(configured) as directory:
         directory.resume()
-        assert directory.opened and not directory.created and not stale.exists()
+        assert directory.opened is True and directory.created is False and not stale.exists()
         with pytest.raises(RunBusyError):
             rundir.RunLock(configured).acquire()
         raise KeyError("failed")
@@ -987,9 +987,9 @@ def test_the_other_ranks_of_a_job_touch_nothing(tmp_path: Path) -> None:
         with rundir.RunDirectory(path, writer=False) as directory:
             directory.check(False)
             directory.resume()
-            assert directory.opened and not directory.writer
+            assert directory.opened is True and directory.writer is False
             directory.create(False)
-            assert directory.opened and not directory.created
+            assert directory.opened is True and directory.created is False
     assert not (tmp_path / "new").exists() and sorted(p.name for p in (tmp_path / "mine").iterdir()) == ["x"]
 
 
