@@ -907,7 +907,7 @@ def test_the_sweep_removes_temporary_files_only(tmp_path: Path) -> None:
 
 
 def test_a_run_directory_is_created_marked_and_held(tmp_path: Path) -> None:
-    path = tmp_path / "runs" / "lenet"
+    path = tmp_path / "runs" / "mine" / "lenet"  # two missing parents
     with rundir.RunDirectory(str(path)) as directory:
         assert directory.path == path and directory.opened is False and directory.created is False
         directory.check(False)
