@@ -566,13 +566,17 @@ def test_is_run_dir_needs_the_marker_or_a_config_of_this_format_among_run_files_
 
 def _refusal(run_dir: Path, overwrite: bool = False) -> str:
     with pytest.raises(ConfigError) as error:
-        rundir.check_run_dir(run_dir, overwrite)
+        if overwrite:
+            rundir.check_run_dir(run_dir, overwrite)
+        else:
+            rundir.check_run_dir(run_dir)  # without overwrite by default
     assert error.value.field == "out"
     return str(error.value)
 
 
 def test_check_run_dir_refuses_what_it_may_not_use_or_replace_in_so_many_words(configured: Path,
                                                                                tmp_path: Path) -> None:
+    assert _refusal(Path("/")) == "/ already exists and it is not a convzoo run directory; choose another --out"
     (tmp_path / "file").write_text("x")
     assert _refusal(tmp_path / "file") == f"--out {tmp_path / 'file'} exists and is not a directory"
     assert _refusal(tmp_path / "file" / "a" / "b") == (f"--out {tmp_path / 'file' / 'a' / 'b'}: {tmp_path / 'file'} "
