@@ -321,3 +321,10 @@ def test_loading_a_run_takes_the_device_asked_for() -> None:
         with pytest.raises(ConfigError, match=r"^device must be auto, cpu, cuda, cuda:N or mps, got 'nope'$"):
             load()
     assert api.load(pretrained_dir("lenet"), "cpu").run_dir == pretrained_dir("lenet")
+
+
+def test_train_without_a_model_says_what_to_give_in_python() -> None:
+    with pytest.raises(ConfigError) as error:
+        api.train(out="runs/x")
+    assert (str(error.value), error.value.field) == ("train needs a model (see convzoo.models.list_models()), or "
+                                                     "resume=True and out", "model")
