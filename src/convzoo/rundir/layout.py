@@ -40,7 +40,7 @@ _TEMPORARY = re.compile(r"^\..+\.[0-9a-f]{8}\.tmp(\.[A-Za-z0-9]+)?$")  # fileio.
 
 def is_temporary(name: str) -> bool:
     """Whether ``name`` is a temporary file of ``fileio.atomic_path`` (left behind only by a killed process)."""
-    return bool(_TEMPORARY.match(name))
+    return bool(_TEMPORARY.fullmatch(name))  # fullmatch: "$" alone would take a name ending in a newline
 
 
 def is_run_dir(path: str | Path) -> bool:
