@@ -441,3 +441,20 @@ def test_model_size_counts_the_runs_input_channels() -> None:
     assert model_size({"config": config, "model": {"name": "lenet", "num_classes": 10}}) == (61_706, 416_520)
     assert model_size({"config": config, "model": {"name": "lenet", "num_classes": 10, "in_channels": 3}}) == \
         (62_006, 651_720)
+
+
+def test_the_report_names_the_five_most_confused_pairs_and_every_metric(tmp_path: Path, quick_pictures: None) -> None:
+    history = [{"epoch": 1, "train_loss": 1.5, "train_acc": 0.4, "test_acc": 0.5, "seconds": 1.0},
+               {"epoch": 2, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.625, "seconds": 1.0, "lr": 0.5}]
+    run = hand_run(tmp_path / "r", history)
+    confusion = np.diag(np.full(10, 5000))
+    for (t, p), n in {(0, 6): 1200, (6, 0): 900, (2, 4): 900, (4, 2): 30, (7, 9): 3, (9, 7): 2, (8, 0): 1}.items():
+        confusion[t, p] = n
+    run.evaluation.confusion = confusion
+    page = structure(write_report(run))
+    confused = next(t for t in page.tables if t[0] == ["true class", "taken for", "test images"])
+    assert confused[1:] == [["zero", "six", "1,200"], ["two", "four", "900"], ["six", "zero", "900"],
+                            ["four", "two", "30"], ["seven", "nine", "3"]]
+    metrics = page.tables[0]
+    assert metrics == [["epoch", "train_loss", "train_acc", "test_acc", "seconds", "lr"],
+                       ["1", "1.5", "0.4", "0.5", "1", ""], ["2", "1", "0.5", "0.625", "1", "0.5"]]
