@@ -196,6 +196,7 @@ def test_the_text_table_written_out() -> None:
         "            -         0.5000",
     ]
     assert format_table([hand_row(run="\x1b[2J")]).splitlines()[1].startswith("\\x1b[2J  lenet")
+    assert format_table([hand_row(run=" lead")]).splitlines()[1].startswith(" lead  lenet")  # a name as it is
 
 
 def test_no_runs_have_no_differing_settings() -> None:
