@@ -249,8 +249,18 @@ def test_what_a_view_says_is_running() -> None:
     assert view.step(1, 1, torch.tensor(0.0), torch.tensor(0)) is None and view.close() is None
 
 
+class Flushed(io.StringIO):
+    """A log file that counts its flushes (a line must reach the file as it is printed)."""
+
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
 def test_log_lines_on_a_clock(clock: list[float]) -> None:
-    stream = io.StringIO()
+    stream = Flushed()
     view = LogLines(interval=1.0, stream=stream)
     view.start(tiny(), 0, 5, 150)
     view.step(1, *sums(32, 2.0, 0.1))  # the warm-up step starts the epoch's clock
@@ -263,6 +273,7 @@ def test_log_lines_on_a_clock(clock: list[float]) -> None:
     clock[0] = 101.5
     view.step(5, *sums(160, 1.0, 0.5))  # the epoch's last step: fit's epoch line says it
     assert stream.getvalue() == "epoch 1/2  step 3/5 (60%)  loss 1.2500  acc 0.5000  64 ex/s, epoch ends in 1 s\n"
+    assert stream.flushes == 1
     stream.truncate(0), stream.seek(0)
     clock[0] = 200.0
     view.evaluating(1, 4)  # the evaluation's clock starts
@@ -481,12 +492,13 @@ def test_a_notebook_view_on_a_clock(notebook: list[_Handle], clock: list[float])
 
 
 def test_a_notebook_view_of_an_evaluation_has_no_plot(notebook: list[_Handle], clock: list[float]) -> None:
+    clock[0] = 0.75  # a clock that started under a second ago: the first batch is still shown
     view = NotebookView()
     view.start(tiny(), 2, 0, 150)
     (line,) = notebook
     assert line.shown == [("html", "<pre style='margin: 0'>lenet: evaluation</pre>")]
-    view.evaluating(1, 3)  # shown: the view's clock has not started
-    clock[0] = 100.25
+    view.evaluating(1, 3)  # shown: nothing was shown before
+    clock[0] = 1.0
     view.evaluating(2, 3)
     view.evaluating(3, 3)
     assert [shown[1] for shown in line.shown[1:]] == [
@@ -524,16 +536,17 @@ def test_tensorboard_scalars_on_a_clock(clock: list[float], tmp_path: Path) -> N
     board.close()  # before it started: nothing to close
     writers: list[_Writer] = []
     board._open = lambda: writers.append(_Writer(str(board.log_dir))) or writers[-1]
+    clock[0] = 5.0  # five seconds since the clock's origin: the first step is logged
     board.start(tiny(), 1, 4, 150)
     assert notes == [f"TensorBoard scalars go to {tmp_path / 'tb dir' / 'run'} (see them with: tensorboard --logdir "
                      f"'{tmp_path / 'tb dir'}')"]
     (writer,) = writers
     board.step(1, *sums(32, 2.0, 0.5))  # the first: more than 5 s since none
-    clock[0] = 104.9
+    clock[0] = 9.9
     board.step(2, *sums(64, 1.5, 0.5))
-    clock[0] = 105.0
+    clock[0] = 10.0
     board.step(3, *sums(96, 1.25, 0.5))
-    clock[0] = 105.5
+    clock[0] = 10.5
     board.step(4, *sums(128, 1.0, 0.5))  # the epoch's last step
     assert writer.scalars == [("train/running_loss", 2.0, 5), ("train/running_loss", 1.25, 7),
                               ("train/running_loss", 1.0, 8)]
@@ -613,3 +626,20 @@ def test_progress_for_builds_each_view(monkeypatch: pytest.MonkeyPatch, notebook
     assert [type(v) for v in progress_for("log", tensorboard=tmp_path / "tb").views] == [LogLines, Forecast,
                                                                                          TensorBoard]
     assert not (tmp_path / "tb").exists()  # made when training starts
+
+
+def test_a_speed_over_no_time_is_not_a_division_by_zero(clock: list[float]) -> None:
+    """A clock that did not move between steps (a coarse timer): the speed is images over a nanosecond."""
+    stream = io.StringIO()
+    view = LogLines(interval=0, stream=stream)
+    view.start(tiny(), 0, 3, 150)
+    view.step(1, *sums(32, 1.0, 0.5))
+    view.step(2, *sums(64, 1.0, 0.5))
+    assert stream.getvalue() == ("epoch 1/2  step 2/3 (67%)  loss 1.0000  acc 0.5000  32,000,000,000 ex/s, "
+                                 "epoch ends in 0 s\n")
+    bar = TerminalBar(io.StringIO())
+    bar.start(tiny(), 0, 30, 150)
+    for done in range(1, 22):
+        bar.step(done, *sums(32 * done, 1.0, 0.5))
+    assert bar._bar.postfix == "loss=1.000, acc=0.500, ex_s=640,000,000,000"
+    bar.close()
