@@ -456,6 +456,7 @@ def test_a_notebook_view_on_a_clock(notebook: list[_Handle], clock: list[float])
     assert (view.interval, view.plot_interval) == (0.5, 5.0)
     view.start(tiny(val_fraction=0.1), 0, 4, 150)
     plot, line = notebook
+    assert (view.epoch, view.steps, view.test_images) == (0, 4, 150)
     title = "lenet, d2l recipe"
     assert plot.shown == [("png", ([], [], 2, title, "validation"))]
     assert line.shown == [("html", "<pre style='margin: 0'>lenet: epoch 1/2</pre>")]
@@ -480,10 +481,10 @@ def test_a_notebook_view_on_a_clock(notebook: list[_Handle], clock: list[float])
                                       "validation"))
     assert line.shown[-1] == ("html", "<pre style='margin: 0'>epoch 1/2  loss 0.9500  train acc 0.6250  val acc "
                                       "0.7500  3.2 s</pre>")
-    clock[0] = 106.25
+    clock[0] = 105.5
     view.step(1, *sums(32, 0.5, 0.875))
-    clock[0] = 107.0
-    view.step(2, *sums(64, 0.5, 0.875))  # 6 s after the last plot: drawn again
+    clock[0] = 106.25
+    view.step(2, *sums(64, 0.5, 0.875))  # 5 s after the last plot: drawn again
     assert plot.shown[-1][1][0][-1] == (1.5, 0.5, 0.875) and line.shown[-1][1].count("epoch 2/2  step 2/4") == 1
     view.epoch_done({"epoch": 2, "train_loss": 0.5, "train_acc": 0.875, "test_acc": 0.5, "seconds": 0.04})
     assert plot.shown[-1][1][1] == [(1, 0.75), (2, 0.5)]
