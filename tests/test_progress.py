@@ -542,6 +542,7 @@ def test_tensorboard_scalars_on_a_clock(clock: list[float], tmp_path: Path) -> N
     assert notes == [f"TensorBoard scalars go to {tmp_path / 'tb dir' / 'run'} (see them with: tensorboard --logdir "
                      f"'{tmp_path / 'tb dir'}')"]
     (writer,) = writers
+    assert (board.epoch, board.steps, board.test_images) == (1, 4, 150)
     board.step(1, *sums(32, 2.0, 0.5))  # the first: more than 5 s since none
     clock[0] = 9.9
     board.step(2, *sums(64, 1.5, 0.5))
