@@ -492,6 +492,20 @@ def test_a_notebook_view_on_a_clock(notebook: list[_Handle], clock: list[float])
                                  "0.0 s</pre>")
 
 
+def test_a_notebook_view_plots_its_first_points_once_its_clock_allows(notebook: list[_Handle],
+                                                                         clock: list[float]) -> None:
+    clock[0] = 4.0  # a clock that started 4 s ago
+    view = NotebookView()
+    view.start(tiny(), 0, 4, 150)
+    view.step(1, *sums(32, 2.0, 0.125))
+    clock[0] = 4.75
+    view.step(2, *sums(64, 1.5, 0.25))  # shown; 4.75 s since the clock's start: not yet plotted
+    clock[0] = 5.25
+    view.step(3, *sums(96, 1.5, 0.25))  # over 5 s: plotted
+    plot = notebook[0]
+    assert [len(shown[1][0]) for shown in plot.shown] == [0, 2]
+
+
 def test_a_notebook_view_of_an_evaluation_has_no_plot(notebook: list[_Handle], clock: list[float]) -> None:
     clock[0] = 0.75  # a clock that started under a second ago: the first batch is still shown
     view = NotebookView()

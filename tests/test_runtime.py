@@ -118,7 +118,7 @@ STAT = b"cpu  10 20 30\nprocs_running_total 99\nprocs_running 7\nprocs_blocked 1
 def test_the_running_threads_are_read_from_proc_stat_and_this_process_tasks(monkeypatch: pytest.MonkeyPatch) -> None:
     # a thread's name may hold spaces and parentheses: its state is the first field after the last ")"
     tasks = {"101": b"101 (python) R 1 2", "102": b"102 (a) b) S 1 R", "103": None, "104": b"104 (x R) R 0",
-             "105": b"105 (y) D 0"}
+             "105": b"105 (y) D 0", "106": b"106 (a) R b) S 0"}
     _with_proc(monkeypatch, STAT, tasks)
     assert runtime._running_threads() == (7, 2)  # 103 ended while it was read
 
@@ -189,7 +189,7 @@ def test_auto_picks_cuda_then_mps_then_the_cpu(monkeypatch: pytest.MonkeyPatch) 
     _machine(monkeypatch)
     assert runtime._mps_available() is False
     assert runtime.resolve_device("auto") == torch.device("cpu") == runtime.resolve_device("cpu")
-    monkeypatch.delattr(torch.backends, "mps")  # a torch without MPS at all
+    monkeypatch.setattr(runtime, "torch", SimpleNamespace(backends=SimpleNamespace()))  # a torch without MPS at all
     assert runtime._mps_available() is False
 
 
