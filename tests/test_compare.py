@@ -269,6 +269,16 @@ def test_the_compare_page_written_out(tmp_path: Path, quick_pictures: None) -> N
     assert "2 runs compared" in drawn and "a<b>" in drawn
 
 
+def test_one_run_has_no_differing_settings_and_its_page_goes_to_compare_html(tmp_path: Path,
+                                                                             quick_pictures: None) -> None:
+    from convzoo.compare import write_comparison
+
+    one = hand_run_dir(tmp_path / "one")
+    assert differing_settings([one]) == {}
+    path, _ = write_comparison([one])  # in the current directory, by default
+    assert path == Path("compare.html") and "<h1>1 runs compared</h1>" in path.read_text()
+
+
 def test_a_run_without_epochs_has_no_speed(tmp_path: Path) -> None:
     (row,) = compare_runs([hand_run_dir(tmp_path / "copy", rows=[])])
     assert row["examples_per_sec"] == "-" and row["run_dir"] == str(tmp_path / "copy")
