@@ -552,11 +552,12 @@ def test_tensorboard_scalars_on_a_clock(clock: list[float], tmp_path: Path) -> N
     writers: list[_Writer] = []
     board._open = lambda: writers.append(_Writer(str(board.log_dir))) or writers[-1]
     clock[0] = 5.0  # five seconds since the clock's origin: the first step is logged
-    board.start(tiny(), 1, 4, 150)
+    config = tiny()
+    board.start(config, 1, 4, 150)
     assert notes == [f"TensorBoard scalars go to {tmp_path / 'tb dir' / 'run'} (see them with: tensorboard --logdir "
                      f"'{tmp_path / 'tb dir'}')"]
     (writer,) = writers
-    assert (board.epoch, board.steps, board.test_images) == (1, 4, 150)
+    assert (board.config, board.epoch, board.steps, board.test_images) == (config, 1, 4, 150)
     board.step(1, *sums(32, 2.0, 0.5))  # the first: more than 5 s since none
     clock[0] = 9.9
     board.step(2, *sums(64, 1.5, 0.5))
@@ -576,8 +577,7 @@ def test_tensorboard_scalars_on_a_clock(clock: list[float], tmp_path: Path) -> N
     assert writer.closed
 
 
-def test_tensorboard_without_its_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch,
-                                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_tensorboard_without_its_package_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
     from convzoo.errors import ConfigError
     from convzoo.progress import _note
 
@@ -586,8 +586,10 @@ def test_tensorboard_without_its_package_is_a_config_error(monkeypatch: pytest.M
         TensorBoard("tb")
     assert str(caught.value) == "--tensorboard needs the tensorboard package: pip install 'convzoo[tensorboard]'"
     assert caught.value.field == "tensorboard"
+    stderr = Flushed()
+    monkeypatch.setattr(sys, "stderr", stderr)
     _note("a <b>")
-    assert capsys.readouterr().err == "note: a <b>\n"
+    assert (stderr.getvalue(), stderr.flushes) == ("note: a <b>\n", 1)  # the note is out before the run goes on
 
 
 def test_in_notebook_is_a_zmq_shell(monkeypatch: pytest.MonkeyPatch) -> None:
