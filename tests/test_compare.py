@@ -172,3 +172,113 @@ def test_each_row_says_its_speed_how_many_test_images_scored_it_and_what_it_ran_
     code, _, err = run_cli("compare", str(run), str(older), "--out", str(tmp_path / "c.html"))
     page = (tmp_path / "c.html").read_text()
     assert code == 0 and "ran with" in page and "threads: " in page
+
+
+# --- the table and the page, written out by hand ---------------------------------------------------
+
+def hand_row(**values: object) -> dict:
+    row = {"run": "a", "run_dir": "runs/a", "model": "lenet", "recipe": "d2l", "input_size": 28, "params": 61706,
+           "macs": 416520, "epochs": 10, "train_seconds": 83.456, "examples_per_sec": 12345, "test_images": 10000,
+           "test_acc": 0.87654, "ran_with": "threads: 2"}
+    return {**row, **values}
+
+
+def test_the_text_table_written_out() -> None:
+    rows = [hand_row(), hand_row(run="second-run", model="resnet18", recipe="fast", input_size=96,
+                                 params=11178378, macs=1234, epochs=2, train_seconds=5.0, examples_per_sec="-",
+                                 test_images="-", test_acc=0.5)]
+    assert format_table(rows).splitlines() == [
+        "run         model     recipe  input  parameters  MACs / image  epochs  train time (s)  train ex/s"
+        "  test images  test accuracy",
+        "a           lenet     d2l        28      61,706       416,520      10            83.5      12,345"
+        "       10,000         0.8765",
+        "second-run  resnet18  fast       96  11,178,378         1,234       2             5.0           -"
+        "            -         0.5000",
+    ]
+    assert format_table([hand_row(run="\x1b[2J")]).splitlines()[1].startswith("\\x1b[2J  lenet")
+    assert format_table([hand_row(run=" lead")]).splitlines()[1].startswith(" lead  lenet")  # a name as it is
+
+
+def test_no_runs_have_no_differing_settings() -> None:
+    assert differing_settings([]) == {}
+
+
+@pytest.fixture
+def quick_pictures(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The curves' PNG is a stand-in holding the figure's texts (drawing it takes seconds)."""
+    from matplotlib.text import Text
+
+    import convzoo.compare
+
+    monkeypatch.setattr(convzoo.compare, "figure_png", lambda figure: "\n".join(
+        ["PNG", *(t.get_text() for t in figure.findobj(Text) if t.get_text())]).encode())
+
+
+def hand_run_dir(path: Path, *, result: dict | None = None, rows: list[dict] | None = None, **config: object) -> Path:
+    """A finished LeNet run's files written by hand (no training): config.json, result.json, metrics.jsonl."""
+    from dataclasses import asdict
+
+    from convzoo.train import recipe
+
+    path.mkdir(parents=True)
+    settings = asdict(recipe("lenet", epochs=2, **config))
+    model = {"name": "lenet", "num_classes": 10, "in_channels": 1, "backend": "torch", "input_size": 28}
+    (path / "config.json").write_text(json.dumps({"format": "convzoo-1", "config": settings, "model": model}))
+    (path / "result.json").write_text(json.dumps(result or {"test_acc": 0.8125, "train_seconds": 12.25, "epochs": 2}))
+    rows = [{"epoch": 1, "train_loss": 1.0, "train_acc": 0.5, "test_acc": 0.75, "lr": 0.1, "seconds": 6.0,
+             "examples_per_sec": 1000.0}, {"epoch": 2, "train_loss": 0.5, "train_acc": 0.75, "test_acc": 0.8125,
+                                           "lr": 0.1, "seconds": 6.25, "examples_per_sec": 1501.0}] \
+        if rows is None else rows
+    (path / "metrics.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_the_compare_page_written_out(tmp_path: Path, quick_pictures: None) -> None:
+    import base64
+
+    from convzoo.compare import write_comparison
+    from test_report import structure
+
+    first = hand_run_dir(tmp_path / "runs" / "a<b>", lr=0.0025, result={
+        "test_acc": 0.5, "train_seconds": 130.04, "epochs": 2, "test_images": 10000, "ran_with": "threads: 2 <x>"})
+    (first / "report.html").write_text("<p>a report</p>")
+    second = hand_run_dir(tmp_path / "runs" / "b", seed=7)
+    out = tmp_path / "pages" / "c.html"
+    out.parent.mkdir()
+    path, rows = write_comparison([first, second], out)
+    assert path == out and [row["run"] for row in rows] == ["a<b>", "b"]
+    page = structure(out)
+    html = out.read_text()
+    assert page.tables[0][1:] == [["a<b>", "lenet", "d2l", "28", "61,706", "416,520", "2", "130.04", "1,250", "10,000",
+                                   "0.5", "threads: 2 <x>"],
+                                  ["b", "lenet", "d2l", "28", "61,706", "416,520", "2", "12.25", "1,250", "-", "0.8125",
+                                   "-"]]
+    assert page.tables[1] == [["setting", "a<b>", "b"], ["lr", "0.0025", "0.9"], ["seed", "0", "7"]]
+    assert "<tr><th class=l>setting</th><th>a&lt;b&gt;</th><th>b</th></tr>" in html
+    assert "<tr><td class=l>lr</td><td>0.0025</td><td>0.9</td></tr>" in html
+    assert page.links == [("./../runs/a%3Cb%3E/report.html", "a<b>")]
+    assert ('<tr><td class=l><a href="./../runs/a%3Cb%3E/report.html">a&lt;b&gt;</a></td><td class=l>lenet</td>'
+            "<td class=l>d2l</td><td>28</td><td>61,706</td><td>416,520</td><td>2</td><td>130.04</td><td>1,250</td>"
+            "<td>10,000</td><td>0.5</td><td>threads: 2 &lt;x&gt;</td></tr>") in html
+    assert "<tr><td class=l>b</td><td class=l>lenet</td><td class=l>d2l</td><td>28</td>" in html
+    assert "<title>convzoo runs compared</title>" in html
+    assert "<h1>2 runs compared</h1>" in html and "<h2>Settings that differ</h2>" in html
+    assert "<h2>Train loss and test accuracy</h2>" in html
+    (src,) = [attrs["src"] for tag, attrs in parse(out).tags if tag == "img"]
+    drawn = base64.b64decode(src.removeprefix("data:image/png;base64,")).decode().splitlines()
+    assert "2 runs compared" in drawn and "a<b>" in drawn
+
+
+def test_one_run_has_no_differing_settings_and_its_page_goes_to_compare_html(tmp_path: Path,
+                                                                             quick_pictures: None) -> None:
+    from convzoo.compare import write_comparison
+
+    one = hand_run_dir(tmp_path / "one")
+    assert differing_settings([one]) == {}
+    path, _ = write_comparison([one])  # in the current directory, by default
+    assert path == Path("compare.html") and "<h1>1 runs compared</h1>" in path.read_text()
+
+
+def test_a_run_without_epochs_has_no_speed(tmp_path: Path) -> None:
+    (row,) = compare_runs([hand_run_dir(tmp_path / "copy", rows=[])])
+    assert row["examples_per_sec"] == "-" and row["run_dir"] == str(tmp_path / "copy")

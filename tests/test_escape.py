@@ -196,3 +196,49 @@ def test_an_error_line_is_terminal_safe(tmp_path: Path, run_cli: Callable[..., t
     code, out, err = run_cli("report", str(tmp_path / "\x1b[2Jgone\nsecond"))
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("error: ") and "\x1b" not in err and "\\x1b[2Jgone" in err
+
+
+# --- each destination's encoding, written out ---------------------------------------------------
+
+def test_each_kind_of_unsafe_character_has_its_escape() -> None:
+    # C0, DEL, C1 as \xNN; the bytes os.fsdecode carries (U+DC80..U+DCFF) as the byte; other surrogates,
+    # the line and paragraph separators and the bidirectional controls as \uNNNN
+    cases = [("\x00", "\\x00"), ("\x1f", "\\x1f"), ("\x7f", "\\x7f"), ("\x80", "\\x80"), ("\x9f", "\\x9f"),
+             ("\udc80", "\\x80"), ("\udcff", "\\xff"), ("\udc7f", "\\udc7f"), ("\udd00", "\\udd00"),
+             ("\ud800", "\\ud800"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")]
+    cases += [(ch, f"\\u{ord(ch):04x}") for ch in "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067"
+              "\u2068\u2069"]
+    for ch, shown in cases:
+        assert escape.printable(f"a{ch}b") == f"a{shown}b", ch
+    # what is printable or merely unusual stays as it is: a no-break space, a zero-width space, an emoji, ÿ
+    for text in ("a\u00a0b", "\u200bx", "\U0001f600", "\u00ff", "\u00a0", "plain"):
+        assert escape.printable(text) == text
+    assert escape.printable(12) == "12"
+
+
+def test_json_safe_makes_every_string_utf8_and_keeps_the_rest() -> None:
+    bad = os.fsdecode(b"\xfe")
+    assert escape.json_safe({bad: (bad, 1.5, None), 3: [True, {"k": bad}]}) == \
+        {"\\xfe": ["\\xfe", 1.5, None], 3: [True, {"k": "\\xfe"}]}
+    assert escape.json_safe(bad) == "\\xfe" and escape.json_safe(7) == 7
+    assert escape.json_text("\x1b") == escape.terminal("\x1b") == "\\x1b"
+
+
+def test_html_text_escapes_markup_and_quotes() -> None:
+    assert escape.html_text("<a href='x'>\"&\"</a>\x1b") == \
+        "&lt;a href=&#x27;x&#x27;&gt;&quot;&amp;&quot;&lt;/a&gt;\\x1b"
+
+
+def test_href_encodes_every_segment() -> None:
+    assert escape.href(["a b", "c#d", os.fsdecode(b"\xff"), "&"]) == "./a%20b/c%23d/%FF/%26"
+    assert escape.href("x/y?z") == "./x/y%3Fz"
+    assert escape.href(PurePosixPath("/")) == "/" and escape.href("") == "./"
+    assert escape.href(PurePosixPath("/a/XXXX")) == "/a/XXXX"
+    assert escape.href(["it's"]) == "./it%27s"
+
+
+def test_plot_text_and_labels() -> None:
+    assert escape.plot_text("$x$\n") == "\\$x\\$\\x0a"
+    assert escape.plot_label("_a") == "\u200b_a" and escape.plot_label("") == "\u200b"
+    assert escape.plot_label("a_") == "a_" and escape.plot_label("$") == "\\$"
+    assert escape.shown_plot_text("\u200b_a\\$") == "_a$" and escape.shown_plot_text("a\u200b") == "a\u200b"

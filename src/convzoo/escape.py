@@ -39,7 +39,7 @@ def _escape_char(ch: str) -> str:
         return f"\\x{code - 0xDC00:02x}"
     if code <= 0xFF:
         return f"\\x{code:02x}"
-    return f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
+    return f"\\u{code:04x}"  # every character _unsafe finds is below U+E000
 
 
 def _unsafe(ch: str) -> bool:
@@ -51,7 +51,7 @@ def _unsafe(ch: str) -> bool:
 def printable(text: object) -> str:
     """``text`` with every control character, surrogate and bidirectional control written as an escape."""
     s = str(text)
-    if s.isprintable() and not any(ch in _BIDI for ch in s):
+    if s.isprintable():  # the bidirectional controls are format characters (Cf): not printable either
         return s  # the common case, fast
     return "".join(_escape_char(ch) if _unsafe(ch) else ch for ch in s)
 
@@ -93,7 +93,7 @@ def href(path: str | PurePath | Iterable[str]) -> str:
     if isinstance(path, (str, PurePath)):
         pure = PurePath(path)
         absolute = pure.is_absolute()
-        parts = [part for part in pure.parts if part not in ("/", "")]
+        parts = list(pure.parts[1:] if absolute else pure.parts)  # less the root
     else:
         absolute, parts = False, list(path)
     encoded = "/".join(quote(os.fsencode(part), safe="") for part in parts)
