@@ -1,6 +1,8 @@
-"""convzoo explore's server (src/convzoo/explore) over a real socket on 127.0.0.1: the operations equal
-convzoo.ops, a run's answer equals api.load(run).predict, every security rule refuses with its status
-and the server keeps answering, receptive fields match the gradient's support."""
+"""convzoo explore's application (src/convzoo/explore) through its routes, in-process (starlette's TestClient)
+on the address an ExplorerServer bound on 127.0.0.1: the operations equal convzoo.ops and hand-computed
+numbers, a run's answer equals api.load(run).predict, every security rule refuses with its status and one
+line and the app keeps answering, receptive fields match the gradient's support. (The real socket: the slow
+command test here and tests/test_explore_browser.py; uvicorn cannot serve mutmut's rewritten Guard.)"""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import io
 import json
 import struct
 import sys
+import warnings
 import zlib
 from pathlib import Path
 
@@ -20,6 +23,11 @@ from PIL import Image
 
 pytest.importorskip("starlette", reason="needs the explore extra (pip install 'convzoo[explore]')")
 pytest.importorskip("captum", reason="needs the explore extra (pip install 'convzoo[explore]')")
+pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
+
+with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx is what is installed
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from starlette.testclient import TestClient  # noqa: E402
 
 from convzoo import api, ops  # noqa: E402
 from convzoo.data import load_split, to_input  # noqa: E402
@@ -31,31 +39,34 @@ from convzoo.models import create_model, list_models  # noqa: E402
 
 @pytest.fixture(scope="module")
 def server(tiny_run, one_thread):
-    explorer = ExplorerServer(api.load(tiny_run, "cpu")).start()
+    """The explorer of ``tiny_run``, bound (its address known) but answered in-process."""
+    explorer = ExplorerServer(api.load(tiny_run, "cpu"))
     yield explorer
-    explorer.stop()
+    explorer.socket.close()
+
+
+@pytest.fixture(scope="module")
+def bare():
+    """The explorer without a run: the operations alone."""
+    explorer = ExplorerServer()
+    yield explorer
+    explorer.socket.close()
 
 
 def call(server: ExplorerServer, method: str, path: str, body: bytes | dict | None = None, *, token: str | None = "",
          host: str | None = None, headers: dict | None = None) -> tuple[int, dict, object]:
-    """One request; returns ``(status, headers, JSON body or bytes)``."""
-    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    """One request through the app; returns ``(status, headers, JSON body or bytes)``."""
     sent = {"Host": host or f"127.0.0.1:{server.port}", **(headers or {})}
     if token is not None:
         sent["X-Explore-Token"] = token or server.token
     if isinstance(body, dict):
         body, sent["Content-Type"] = json.dumps(body).encode(), "application/json"
-    conn.putrequest(method, path, skip_host=True)
-    for key, value in sent.items():
-        conn.putheader(key, value)
-    if body is not None and "Content-Length" not in sent:
-        conn.putheader("Content-Length", str(len(body)))
-    conn.endheaders(body)
-    response = conn.getresponse()
-    data = response.read()
-    conn.close()
-    answer = json.loads(data) if response.getheader("content-type", "").startswith("application/json") else data
-    return response.status, dict(response.getheaders()), answer
+    client = TestClient(server.app, base_url=f"http://127.0.0.1:{server.port}", raise_server_exceptions=False,
+                        follow_redirects=False)
+    response = client.request(method, path, content=body, headers=sent)
+    answer = response.json() if response.headers.get("content-type", "").startswith("application/json") else \
+        response.content
+    return response.status_code, dict(response.headers), answer
 
 
 def alive(server: ExplorerServer) -> None:
