@@ -26,7 +26,7 @@ pytest.importorskip("captum", reason="needs the explore extra (pip install 'conv
 pytest.importorskip("httpx", reason="starlette's TestClient needs httpx")
 
 with warnings.catch_warnings():  # starlette 1.x would rather have httpx2; httpx is what is installed
-    warnings.simplefilter("ignore", DeprecationWarning)
+    warnings.simplefilter("ignore")
     from starlette.testclient import TestClient  # noqa: E402
 
 from convzoo import api, ops  # noqa: E402
@@ -37,10 +37,39 @@ from convzoo.explore.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, upload_pix
 from convzoo.models import create_model, list_models  # noqa: E402
 
 
+SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
+
+
+def lenet_run_dir(path: Path, classes: list[str] | None = None) -> Path:
+    """A finished run directory of an untrained LeNet (seed 0) on the committed slice, its first 200 test images:
+    what ``api.load`` reads, written in a second instead of trained (``classes``: its data's class names)."""
+    from convzoo.checkpoint import save_model
+    from convzoo.config import recipe
+    from convzoo.rundir import write_config
+
+    torch.manual_seed(0)
+    config = recipe("lenet", data_dir=str(SLICE), device="cpu", limit_test=200)
+    model = create_model("lenet", input_size=config.input_size).eval()
+    write_config(path, config, model, torch.device("cpu"), "test")
+    if classes is not None:
+        meta = json.loads((path / "config.json").read_text())
+        meta["data"]["classes"] = classes
+        (path / "config.json").write_text(json.dumps(meta))
+    save_model(path / "model.safetensors", model)
+    row = {"epoch": 1, "train_loss": 2.3, "train_acc": 0.1, "seconds": 1.0, "test_acc": 0.1}
+    (path / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+    return path
+
+
 @pytest.fixture(scope="module")
-def server(tiny_run, one_thread):
-    """The explorer of ``tiny_run``, bound (its address known) but answered in-process."""
-    explorer = ExplorerServer(api.load(tiny_run, "cpu"))
+def lenet_dir(tmp_path_factory):
+    return lenet_run_dir(tmp_path_factory.mktemp("lenet"))
+
+
+@pytest.fixture(scope="module")
+def server(lenet_dir, one_thread):
+    """The explorer of ``lenet_dir``, bound (its address known) but answered in-process."""
+    explorer = ExplorerServer(api.load(lenet_dir, "cpu"))
     yield explorer
     explorer.socket.close()
 
@@ -127,10 +156,10 @@ def test_a_1x1_convolution_mixes_channels_per_pixel(server):
 
 # --- a run -------------------------------------------------------------------------------------
 
-def test_a_test_image_gets_the_runs_own_prediction(server, tiny_run):
+def test_a_test_image_gets_the_runs_own_prediction(server, lenet_dir):
     status, _, answer = call(server, "POST", "/api/analyze?test=7&channels=4")
     assert status == 200
-    run = api.load(tiny_run, "cpu")
+    run = api.load(lenet_dir, "cpu")
     images, labels = load_split("test", run.config.data_dir)
     expected = run.predict(images[7:8], top_k=5)[0]
     assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top_labels]
@@ -146,10 +175,10 @@ def test_a_test_image_gets_the_runs_own_prediction(server, tiny_run):
     assert len(base64.b64decode(explained["data"])) == 28 * 28
 
 
-def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_class_asked(server, tiny_run):
+def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_class_asked(server, lenet_dir):
     status, _, answer = call(server, "POST", "/api/explain?test=3&map=gradient&target=4")
     assert status == 200 and answer["method"] == "gradient" and answer["class"] == "Coat"
-    run = api.load(tiny_run, "cpu")
+    run = api.load(lenet_dir, "cpu")
     x = to_input(load_split("test", run.config.data_dir)[0][3:4], run.config.input_size).requires_grad_()
     run.model(x)[0, 4].backward()
     grad = x.grad[0, 0].abs()
@@ -158,14 +187,14 @@ def test_the_gradient_saliency_is_the_absolute_input_gradient_of_the_class_asked
     assert (shown.float().view(28, 28) - expected).abs().max() <= 1.0
 
 
-def test_an_uploaded_image_gets_the_prediction_of_the_same_file(server, tiny_run, tmp_path):
+def test_an_uploaded_image_gets_the_prediction_of_the_same_file(server, lenet_dir, tmp_path):
     image = Image.new("L", (120, 90), 255)
     image.paste(0, (30, 20, 90, 70))  # a dark box on white: inverted by both doors alike
     path = tmp_path / "box.png"
     image.save(path)
     status, _, answer = call(server, "POST", "/api/analyze", path.read_bytes(), headers={"Content-Type": "image/png"})
     assert status == 200
-    expected = api.load(tiny_run, "cpu").predict(str(path), top_k=5)[0]
+    expected = api.load(lenet_dir, "cpu").predict(str(path), top_k=5)[0]
     assert [t["label"] for t in answer["top"]] == [label for label, _ in expected.top_labels]
     assert answer["unlike_training_data"] == expected.unlike_training_data
 
@@ -372,3 +401,523 @@ def test_receptive_fields_hold_every_input_pixel_a_unit_depends_on(name, size, o
         assert first <= int(rows.min()) and int(rows.max()) <= last, layer
         if name == "lenet":
             assert (int(rows.min()), int(rows.max())) == (max(first, 0), min(last, size - 1)), layer
+
+
+# --- the routes in-process, against numbers worked out by hand -----------------------------------------------
+
+FORMULA = "\u230a({n} + 2\u00b7{p} \u2212 {d}\u00b7({k}\u22121) \u2212 1) / {s}\u230b + 1 = {out}"
+
+
+def formula(axis: str, n: int, k: int, p: int, s: int, d: int, out: int) -> str:
+    return (f"{axis}_out = \u230a({axis} + 2p \u2212 d(k\u22121) \u2212 1) / s\u230b + 1 = "
+            + FORMULA.format(n=n, k=k, p=p, s=s, d=d, out=out))
+
+
+def test_info_without_a_run_gives_the_limits_and_the_chapters_example(bare):
+    status, headers, info = call(bare, "GET", "/api/info")
+    assert status == 200 and headers["content-type"] == "application/json"
+    assert info == {
+        "limits": {"side": 16, "kernel": 7, "channels": 4, "padding": 4, "stride": 4, "dilation": 4, "pool": 4,
+                   "magnitude": 1000.0, "channels_shown": 16, "upload_bytes": 4 * 1024 * 1024,
+                   "upload_pixels": 16_000_000},
+        "edge_example": {"input": [[[1, 1, 0, 0, 0, 0, 1, 1]] * 6], "kernel": [[[[1, -1]]]], "padding": 0,
+                         "stride": 1, "dilation": 1, "pool": {"mode": "none", "size": 2, "stride": 2}},
+        "run": None,
+    }
+
+
+def test_the_edge_example_by_hand(bare):
+    _, _, info = call(bare, "GET", "/api/info")
+    status, _, answer = call(bare, "POST", "/api/ops", info["edge_example"])
+    assert status == 200
+    assert answer == {
+        "output": [[[0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0]] * 6],
+        "partials": [[[[0.0, 1.0, 0.0, 0.0, 0.0, -1.0, 0.0]] * 6]],
+        "shape": {"input": [1, 6, 8], "kernel": [1, 1, 1, 2], "output": [1, 6, 7]},
+        "formula": [formula("H", 6, 1, 0, 1, 1, 6), formula("W", 8, 2, 0, 1, 1, 7)],
+        "pooled": None, "pool_formula": None,
+    }
+
+
+def test_padding_1_stride_2_by_hand(bare):
+    # zero-padded 5x5 around 1..9; 2x2 windows of ones at rows/columns 0 and 2: 0+0+0+1, 0+0+2+3, 0+4+0+7, 5+6+8+9
+    request = {"input": [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]], "kernel": [[[[1, 1], [1, 1]]]], "padding": 1, "stride": 2,
+               "pool": {"mode": "max"}}
+    status, _, answer = call(bare, "POST", "/api/ops", request)
+    assert status == 200
+    assert answer["output"] == [[[1.0, 5.0], [11.0, 28.0]]]
+    assert answer["shape"]["output"] == [1, 2, 2]
+    assert answer["formula"] == [formula("H", 3, 2, 1, 2, 1, 2), formula("W", 3, 2, 1, 2, 1, 2)]
+    assert answer["pooled"] == [[[28.0]]]  # size 2 and stride 2 by default
+    assert answer["pool_formula"] == [formula("H", 2, 2, 0, 2, 1, 1), formula("W", 2, 2, 0, 2, 1, 1)]
+
+
+def test_dilation_and_two_channels_by_hand_with_each_channels_share(bare):
+    # x0[r, c] = 4r + c under [[1, 0], [0, -1]] dilated by 2: x0[i, j] - x0[i + 2, j + 2] = -10; x1 = ones under
+    # [[0, 1], [0, 0]]: 1; the output is their sum
+    x0 = [[4 * r + c for c in range(4)] for r in range(4)]
+    request = {"input": [x0, [[1] * 4] * 4], "kernel": [[[[1, 0], [0, -1]], [[0, 1], [0, 0]]]], "dilation": 2}
+    status, _, answer = call(bare, "POST", "/api/ops", request)
+    assert status == 200
+    assert answer["output"] == [[[-9.0, -9.0], [-9.0, -9.0]]]
+    assert answer["partials"] == [[[[-10.0, -10.0], [-10.0, -10.0]], [[1.0, 1.0], [1.0, 1.0]]]]
+    assert answer["shape"] == {"input": [2, 4, 4], "kernel": [1, 2, 2, 2], "output": [1, 2, 2]}
+    assert answer["formula"] == [formula("H", 4, 2, 0, 1, 2, 2), formula("W", 4, 2, 0, 1, 2, 2)]
+    assert answer["pooled"] is None
+
+
+@pytest.mark.parametrize("pool, pooled, out", [
+    ({"mode": "max", "size": 2}, [[5.0, 7.0], [13.0, 15.0]], 2),
+    ({"mode": "avg"}, [[2.5, 4.5], [10.5, 12.5]], 2),
+    ({"mode": "max", "size": 2, "stride": 1}, [[5.0, 6.0, 7.0], [9.0, 10.0, 11.0], [13.0, 14.0, 15.0]], 3),
+    ({"mode": "avg", "size": 4, "stride": 4}, [[7.5]], 1),
+    ({"size": 2}, None, None),
+])
+def test_pooling_a_4x4_grid_by_hand(bare, pool, pooled, out):
+    request = {"input": [[[4 * r + c for c in range(4)] for r in range(4)]], "kernel": [[[[1]]]], "pool": pool}
+    status, _, answer = call(bare, "POST", "/api/ops", request)
+    assert status == 200 and answer["output"] == [[[4.0 * r + c for c in range(4)] for r in range(4)]]
+    assert answer["pooled"] == (None if pooled is None else [pooled])
+    if out is not None:
+        size, stride = pool.get("size", 2), pool.get("stride", pool.get("size", 2))
+        assert answer["pool_formula"] == [formula("H", 4, size, 0, stride, 1, out),
+                                          formula("W", 4, size, 0, stride, 1, out)]
+    else:
+        assert answer["pool_formula"] is None
+
+
+def test_the_largest_request_the_limits_allow_is_answered(bare):
+    request = {"input": [[[1000] * 16] * 16] * 4, "kernel": [[[[-1000] * 7] * 7] * 4] * 4, "padding": 4, "stride": 4,
+               "pool": {"mode": "avg", "size": 1, "stride": 4}}
+    status, _, answer = call(bare, "POST", "/api/ops", request)
+    assert status == 200
+    # (16 + 8 - 7) // 4 + 1 = 5 a side; pooled: units 0 and 4, whose windows hold 3 and 4 input rows (the rest
+    # padding), times 4 channels of -1000 * 1000
+    assert answer["shape"]["output"] == [4, 5, 5] and answer["formula"][0] == formula("H", 16, 7, 4, 4, 1, 5)
+    assert answer["pooled"] == [[[-36e6, -48e6], [-48e6, -64e6]]] * 4
+
+
+OPS_REFUSALS = {
+    "no input": ({"kernel": [[[[1]]]]}, "input must be a 3-D list with at most 4 x 16 x 16 entries"),
+    "an empty input": ({"input": [], "kernel": [[[[1]]]]}, "input must be a 3-D list with at most 4 x 16 x 16 entries"),
+    "17 columns": ({"input": [[[0] * 17]], "kernel": [[[[1]]]]},
+                   "input must be a 3-D list with at most 4 x 16 x 16 entries"),
+    "17 rows": ({"input": [[[0]] * 17], "kernel": [[[[1]]]]},
+                "input must be a 3-D list with at most 4 x 16 x 16 entries"),
+    "5 channels": ({"input": [[[0]]] * 5, "kernel": [[[[1]]]]},
+                   "input must be a 3-D list with at most 4 x 16 x 16 entries"),
+    "a kernel 8 wide": ({"input": [[[0] * 9] * 9], "kernel": [[[[1] * 8]]]},
+                        "kernel must be a 4-D list with at most 4 x 4 x 7 x 7 entries"),
+    "5 kernels": ({"input": [[[0]]], "kernel": [[[[1]]]] * 5},
+                  "kernel must be a 4-D list with at most 4 x 4 x 7 x 7 entries"),
+    "a string": ({"input": [[["a"]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got 'a'"),
+    "a long string": ({"input": [[["b" * 30]]], "kernel": [[[[1]]]]}, f"input must hold finite numbers, got {'b' * 20!r}"),
+    "a boolean": ({"input": [[[True]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got 'True'"),
+    "a list too deep": ({"input": [[[[1]]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got '[1]'"),
+    "over the magnitude": ({"input": [[[1000.5]]], "kernel": [[[[1]]]]},
+                           "input's values must lie within +-1000, got 1000.5"),
+    "under minus the magnitude": ({"input": [[[1]]], "kernel": [[[[-1001]]]]},
+                                  "kernel's values must lie within +-1000, got -1001"),
+    "ragged rows": ({"input": [[[0, 0], [0]]], "kernel": [[[[1]]]]},
+                    "input must be rectangular (every row as long as the first)"),
+    "ragged channels": ({"input": [[[0, 0]], [[0]]], "kernel": [[[[1]], [[1]]]]},
+                        "input must be rectangular (every row as long as the first)"),
+    "ragged kernels": ({"input": [[[0, 0]]], "kernel": [[[[1]]], [[[1, 1]]]]},
+                       "kernel must be rectangular (every row as long as the first)"),
+    "channels that do not match": ({"input": [[[0]]], "kernel": [[[[1]], [[1]]]]},
+                                   "the kernel has 2 input channels but the input has 1"),
+    "a kernel larger than the input": ({"input": [[[0, 0]]], "kernel": [[[[1, 1, 1]]]]},
+                                       "kernel_size (1, 3) (extent 3 with dilation (1, 1)) is larger than the padded "
+                                       "input 1x2"),
+    "padding 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "padding": 5}, "padding must be 0..4, got 5"),
+    "padding -1": ({"input": [[[0]]], "kernel": [[[[1]]]], "padding": -1}, "padding must be 0..4, got -1"),
+    "stride 0": ({"input": [[[0]]], "kernel": [[[[1]]]], "stride": 0}, "stride must be 1..4, got 0"),
+    "stride 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "stride": 5}, "stride must be 1..4, got 5"),
+    "dilation 0": ({"input": [[[0]]], "kernel": [[[[1]]]], "dilation": 0}, "dilation must be 1..4, got 0"),
+    "dilation 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "dilation": 5}, "dilation must be 1..4, got 5"),
+    "padding as a string": ({"input": [[[0]]], "kernel": [[[[1]]]], "padding": "1"},
+                            "padding must be a whole number, got str"),
+    "stride as a float": ({"input": [[[0]]], "kernel": [[[[1]]]], "stride": 1.0}, "stride must be a whole number, got float"),
+    "dilation as a boolean": ({"input": [[[0]]], "kernel": [[[[1]]]], "dilation": True},
+                              "dilation must be a whole number, got bool"),
+    "an unknown field": ({"input": [[[0]]], "kernel": [[[[1]]]], "file": "/etc/passwd"},
+                         "the request has unknown fields: file (known: dilation, input, kernel, padding, pool, stride)"),
+    "many long unknown fields": ({"input": [[[0]]], "kernel": [[[[1]]]], **{c * 40: 1 for c in "gfedcba"}},
+                                 "the request has unknown fields: " + ", ".join(c * 30 for c in "abcde")
+                                 + " (known: dilation, input, kernel, padding, pool, stride)"),
+    "a list for a body": ([1, 2], "the request must be a JSON object"),
+    "an unknown pool mode": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "median" * 5}},
+                             f"pool mode must be one of none, max, avg, got {('median' * 5)[:20]!r}"),
+    "pool size 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "max", "size": 5}},
+                    "pool size must be 1..4, got 5"),
+    "pool size 0": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "max", "size": 0}},
+                    "pool size must be 1..4, got 0"),
+    "pool stride 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "max", "stride": 5}},
+                      "pool stride must be 1..4, got 5"),
+    "pool stride 0": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "max", "size": 1, "stride": 0}},
+                      "pool stride must be 1..4, got 0"),
+    "an unknown pool field": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": {"mode": "max", "pad": 1}},
+                              "pool has unknown fields: pad (known: mode, size, stride)"),
+    "a pool that is not an object": ({"input": [[[0]]], "kernel": [[[[1]]]], "pool": "max"},
+                                     "pool must be a JSON object"),
+    "a pool larger than the output": ({"input": [[[0, 0], [0, 0]]], "kernel": [[[[1]]]],
+                                       "pool": {"mode": "avg", "size": 3}},
+                                      "pooling: kernel_size (3, 3) (extent 3 with dilation (1, 1)) is larger than the "
+                                      "padded input 2x2"),
+}
+
+
+@pytest.mark.parametrize("case", list(OPS_REFUSALS))
+def test_each_bad_operations_request_is_refused_with_its_exact_reason(bare, case):
+    body, reason = OPS_REFUSALS[case]
+    status, headers, answer = call(bare, "POST", "/api/ops", json.dumps(body).encode())
+    assert (status, answer) == (400, {"error": reason})
+    assert headers["content-type"] == "application/json"
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[" * 60_000, b"", b'{"input": [[[1]]], "kernel": [[[[1]]]]'])
+def test_a_body_that_is_not_json_is_refused(bare, body):
+    assert call(bare, "POST", "/api/ops", body)[::2] == (400, {"error": "the body must be JSON"})
+
+
+def test_json_non_finite_numbers_are_refused(bare):
+    for word, shown in (("NaN", "nan"), ("Infinity", "inf"), ("-Infinity", "-inf")):
+        body = f'{{"input": [[[{word}]]], "kernel": [[[[1]]]]}}'.encode()
+        assert call(bare, "POST", "/api/ops", body)[::2] == (
+            400, {"error": f"input must hold finite numbers, got {shown!r}"})
+    edge = b'{"input": [[[1000, -1000]]], "kernel": [[[[-1000]]]]}'  # the magnitude itself is allowed
+    assert call(bare, "POST", "/api/ops", edge)[::2] == (200, call(bare, "POST", "/api/ops", edge)[2])
+    assert call(bare, "POST", "/api/ops", edge)[2]["output"] == [[[-1e6, 1e6]]]
+
+
+def test_the_operations_body_is_capped_at_64_kib_even_undeclared(bare):
+    body = b'{"input": [[[1]]], "kernel": [[[[1]]]]}'
+    exact = body + b" " * (64 * 1024 - len(body))
+    assert call(bare, "POST", "/api/ops", exact)[0] == 200  # the limit itself is allowed
+    assert call(bare, "POST", "/api/ops", exact + b" ")[::2] == (
+        413, {"error": "the request body is larger than the limit of 65,536 bytes"})
+
+    def chunks():  # no Content-Length: the body is counted as it arrives
+        yield body
+        for _ in range(70):
+            yield b" " * 1024
+
+    assert call(bare, "POST", "/api/ops", chunks())[::2] == (
+        413, {"error": "the request body is larger than the limit of 65,536 bytes"})
+
+
+@pytest.mark.parametrize("method, path", [("GET", "/api/info?x=1"), ("POST", "/api/ops?debug=1"),
+                                          ("GET", "/api/kernels.png?file=a"), ("POST", "/api/analyze?test=1&path=x"),
+                                          ("POST", "/api/explain?target=1&test=1&channels=2")])
+def test_unknown_parameters_are_refused_by_name(server, method, path):
+    unknown = path.rsplit("&" if "&" in path else "?", 1)[1].split("=")[0]
+    assert call(server, method, path)[::2] == (400, {"error": f"unknown parameters: {unknown}"})
+
+
+def test_many_long_unknown_parameters_are_named_shortened(bare):
+    query = "&".join(f"{c * 40}=1" for c in "gfedcba")
+    assert call(bare, "GET", f"/api/info?{query}")[::2] == (
+        400, {"error": "unknown parameters: " + ", ".join(c * 30 for c in "abcde")})
+
+
+@pytest.mark.parametrize("path", ["/api/analyze?test=0", "/api/explain?test=0&target=1", "/api/kernels.png"])
+def test_without_a_run_the_run_views_say_how_to_start_one(bare, path):
+    method = "GET" if path.endswith(".png") else "POST"
+    assert call(bare, method, path)[::2] == (
+        400, {"error": "no run: start the explorer with a run directory (convzoo explore RUN)"})
+
+
+def test_the_page_and_its_files_with_their_types(bare):
+    static = Path(__import__("convzoo.explore", fromlist=["x"]).__file__).parent / "static"
+    for path, name, kind in (("/", "index.html", "text/html"), ("/static/explore.js", "explore.js", "text/javascript"),
+                             ("/static/explore.css", "explore.css", "text/css")):
+        status, headers, body = call(bare, "GET", path)
+        assert status == 200 and headers["content-type"] == f"{kind}; charset=utf-8"
+        assert body == (static / name).read_bytes()
+    assert call(bare, "GET", "/static/index.html")[0] == 404  # only the script and the style under /static/
+    assert call(bare, "POST", "/api/info")[0] == 405
+
+
+# --- the door (security.Guard) --------------------------------------------------------------------------------
+
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
+       "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+SECURED = {"content-security-policy": CSP, "x-content-type-options": "nosniff", "referrer-policy": "no-referrer",
+           "x-frame-options": "DENY", "cache-control": "no-store"}
+
+
+def secured(headers: dict) -> dict:
+    return {key: headers.get(key) for key in SECURED}
+
+
+def test_every_answer_carries_the_security_headers(bare):
+    for request in (dict(method="GET", path="/"), dict(method="GET", path="/api/info", token=None),
+                    dict(method="GET", path=f"/?token={bare.token}", token=None),
+                    dict(method="POST", path="/api/ops", body=b"x")):
+        assert secured(call(bare, **request)[1]) == SECURED, request
+
+
+def test_the_address_with_the_secret_answers_303_with_the_cookie(bare):
+    status, headers, body = call(bare, "GET", f"/?token={bare.token}", token=None)
+    assert (status, body) == (303, b"")
+    assert headers["location"] == "/" and headers["content-length"] == "0"
+    assert headers["set-cookie"] == f"convzoo_explore={bare.token}; Path=/; HttpOnly; SameSite=Strict"
+    other = ExplorerServer()
+    other.socket.close()
+    assert len(bare.token) == len(other.token) == 43 and bare.token != other.token  # 256 random bits, new each start
+    assert set(bare.token) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+TOKEN_REFUSALS = {
+    "no token": (dict(token=None), "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "a wrong header": (dict(token="x" * 43), "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "a wrong cookie": (dict(token=None, headers={"Cookie": "convzoo_explore=guess"}),
+                       "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "the cookie under another name": (dict(token=None, headers={"Cookie": "explore={token}"}),
+                                      "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "a wrong header beats a right cookie": (dict(token="y" * 43, headers={"Cookie": "convzoo_explore={token}"}),
+                                            "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "the secret in another path's address": (dict(token=None, path="/api/info?token={token}"),
+                                             "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "a wrong secret in the address": (dict(token=None, path="/?token=guess"),
+                                      "wrong token: open the address that 'convzoo explore' printed"),
+    "a Host of another name": (dict(host="evil.example:80"), "Host 'evil.example:80' is not this server's address"),
+    "a long Host": (dict(host="a" * 100), f"Host {'a' * 60!r} is not this server's address"),
+    "another port": (dict(host="127.0.0.1:1"), "Host '127.0.0.1:1' is not this server's address"),
+    "another site's Origin": (dict(headers={"Origin": "http://evil.example"}),
+                              "requests from 'http://evil.example' are refused"),
+    "this address over https": (dict(headers={"Origin": "https://127.0.0.1:{port}"}),
+                                "requests from 'https://127.0.0.1:{port}' are refused"),
+    "a long Origin": (dict(headers={"Origin": "http://" + "o" * 100}), f"requests from {'http://' + 'o' * 53!r} are refused"),
+}
+
+
+@pytest.mark.parametrize("case", list(TOKEN_REFUSALS))
+def test_each_request_without_the_secret_or_from_elsewhere_is_refused_with_403_and_its_reason(bare, case):
+    request, reason = TOKEN_REFUSALS[case]
+    fill = {"token": bare.token, "port": bare.port}
+    request = {"path": "/api/info", **request}
+    request["path"] = request["path"].format(**fill)
+    request["headers"] = {k: v.format(**fill) for k, v in request.get("headers", {}).items()}
+    status, headers, answer = call(bare, "GET", **request)
+    assert (status, answer) == (403, {"error": reason.format(**fill)})
+    assert headers["content-type"] == "application/json" and headers["content-length"] == str(
+        len(json.dumps({"error": reason.format(**fill)})))
+    assert secured(headers) == SECURED
+
+
+@pytest.mark.parametrize("request_", [
+    dict(token=None, headers={"Cookie": "convzoo_explore={token}"}),
+    dict(token=None, headers={"Cookie": "other=1; convzoo_explore={token}"}),
+    dict(headers={"Cookie": "convzoo_explore=guess"}),  # the header is enough
+    dict(headers={"Cookie": '"\\'}),  # a malformed Cookie header is the same as none
+    dict(host="localhost:{port}"),
+    dict(headers={"Origin": "http://127.0.0.1:{port}"}),
+    dict(headers={"Origin": "http://localhost:{port}"}),
+], ids=["cookie", "cookie among others", "header", "malformed cookie", "localhost", "own origin", "localhost origin"])
+def test_the_secret_by_cookie_or_header_from_this_address_is_let_in(bare, request_):
+    fill = {"token": bare.token, "port": bare.port}
+    request = {**request_, "headers": {k: v.format(**fill) for k, v in request_.get("headers", {}).items()}}
+    if "host" in request:
+        request["host"] = request["host"].format(**fill)
+    status, _, answer = call(bare, "GET", "/api/info", **request)
+    assert status == 200 and answer["run"] is None
+
+
+def asgi(app, headers: list[tuple[bytes, bytes]], path: str = "/api/info", query: bytes = b"",
+         kind: str = "http") -> tuple[list[dict], list[dict]]:
+    """One raw ASGI exchange with ``app``; returns (the messages sent, the scopes the inner app got)."""
+    import asyncio
+
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(app({"type": kind, "method": "GET", "path": path, "query_string": query, "headers": headers,
+                     "scheme": "http", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2), "root_path": "",
+                     "raw_path": path.encode(), "http_version": "1.1"}, receive, send))
+    return sent
+
+
+def inner_app(seen: list):
+    async def app(scope, receive, send):
+        seen.append(scope["type"])
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-inner", b"1")]})
+            await send({"type": "http.response.body", "body": b"inner"})
+    return app
+
+
+def test_the_door_reads_header_names_in_any_case_and_the_first_of_each(bare):
+    from convzoo.explore.security import Guard
+
+    seen: list = []
+    guard = Guard(inner_app(seen), "secret", {"h:1"}, max_body=10)
+    sent = asgi(guard, [(b"HOST", b"h:1"), (b"Host", b"evil"), (b"X-Explore-Token", b"secret"),
+                        (b"x-explore-token", b"wrong")])
+    assert sent[0]["status"] == 200 and sent[1]["body"] == b"inner" and seen == ["http"]
+    assert sent[0]["headers"] == [(b"x-inner", b"1"), *[(k.encode(), v.encode()) for k, v in SECURED.items()]]
+    sent = asgi(guard, [(b"host", b"\xe9vil"), (b"x-explore-token", b"secret")])  # bytes read as Latin-1
+    assert sent[0]["status"] == 403 and json.loads(sent[1]["body"]) == {"error": "Host '\u00e9vil' is not this server's address"}
+    sent = asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secr\xe9t")])
+    assert sent[0]["status"] == 403
+    assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")], kind="lifespan") == []
+    assert seen == ["http", "lifespan"]  # not an HTTP request: passed on untouched
+
+
+@pytest.mark.parametrize("length, status", [("10", 200), ("11", 413), ("abc", 413), ("-1", 413), ("", 413)])
+def test_a_declared_body_over_the_limit_is_refused_before_it_is_read(length, status):
+    from convzoo.explore.security import Guard
+
+    guard = Guard(inner_app([]), "secret", {"h:1"}, max_body=10)
+    sent = asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret"), (b"content-length", length.encode())])
+    assert sent[0]["status"] == status
+    if status == 413:
+        assert json.loads(sent[1]["body"]) == {"error": "the request body is larger than the limit of 10 bytes"}
+    assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")])[0]["status"] == 200  # none declared
+
+
+def test_the_upload_limit_declared_is_refused_with_its_size(server):
+    status, _, answer = call(server, "POST", "/api/analyze", b"x" * 10, headers={"Content-Length": str(4 * 2**20 + 1)})
+    assert (status, answer) == (413, {"error": "the request body is larger than the limit of 4,194,304 bytes"})
+
+
+# --- the server: its address, its refusals to start, its errors -----------------------------------------------
+
+def test_the_server_binds_the_loopback_address_asked_and_knows_its_names():
+    import socket
+
+    explorer = ExplorerServer()
+    try:
+        assert explorer.socket.family == socket.AF_INET and explorer.socket.getsockname()[0] == "127.0.0.1"
+        port = explorer.port
+        assert port == explorer.socket.getsockname()[1] and port > 0
+        assert explorer.hosts == {f"127.0.0.1:{port}", f"localhost:{port}"}
+        assert explorer.url == f"http://127.0.0.1:{port}/" and not explorer.remote
+        assert explorer.address == f"http://127.0.0.1:{port}/?token={explorer.token}"
+        config = explorer._server.config  # no access log (the first request carries the secret), bounded connections
+        assert (config.log_level, config.access_log, config.lifespan, config.limit_concurrency,
+                config.timeout_keep_alive) == ("warning", False, "off", 64, 5)
+    finally:
+        explorer.socket.close()
+
+
+def test_an_ipv6_loopback_address_is_bracketed():
+    import socket
+
+    explorer = ExplorerServer(host="::1")
+    try:
+        port = explorer.port
+        assert explorer.socket.family == socket.AF_INET6 and explorer.socket.getsockname()[0] == "::1"
+        assert explorer.hosts == {f"[::1]:{port}", f"localhost:{port}", f"127.0.0.1:{port}"}
+        assert explorer.url == f"http://[::1]:{port}/" and not explorer.remote
+        assert call(explorer, "GET", "/api/info", host=f"[::1]:{port}")[0] == 200
+    finally:
+        explorer.socket.close()
+
+
+def test_another_address_with_allow_remote_answers_only_to_that_name(monkeypatch):
+    import socket
+
+    from convzoo.explore import server as module
+
+    asked = []
+
+    def listen(host, port, allow_remote):  # the documentation address cannot be bound here: a loopback socket for it
+        asked.append((host, port, allow_remote))
+        return socket.create_server(("127.0.0.1", 0))
+
+    monkeypatch.setattr(module, "_listen", listen)
+    explorer = ExplorerServer(host="192.0.2.1", port=8765, allow_remote=True)
+    try:
+        port = explorer.port
+        assert asked == [("192.0.2.1", 8765, True)]
+        assert explorer.hosts == {f"192.0.2.1:{port}"} and explorer.remote
+        assert explorer.url == f"http://192.0.2.1:{port}/"
+        assert call(explorer, "GET", "/api/info", host=f"192.0.2.1:{port}")[0] == 200
+        assert call(explorer, "GET", "/api/info", host=f"localhost:{port}")[0] == 403
+    finally:
+        explorer.socket.close()
+
+
+@pytest.mark.parametrize("listen, reason", [
+    (dict(host="localhost"), "--host must be an IP address, got 'localhost'"),
+    (dict(host="0.0.0.0", allow_remote=True), "--host 0.0.0.0 listens on every address; name the one address to listen on"),
+    (dict(host="::"), "--host :: listens on every address; name the one address to listen on"),
+    (dict(host="192.0.2.1"), "--host 192.0.2.1 lets other machines reach the explorer; add --allow-remote to mean it"),
+    (dict(port=65536), "--port must be 0..65535, got 65536"),
+    (dict(port=-1), "--port must be 0..65535, got -1"),
+    (dict(host="192.0.2.1", allow_remote=True), "cannot listen on 192.0.2.1:0: Cannot assign requested address (while attempting to bind on "
+                                               "address ('192.0.2.1', 0))"),
+])
+def test_an_address_the_explorer_may_not_or_cannot_listen_on_is_refused_in_one_line(listen, reason):
+    with pytest.raises(ExploreError) as error:
+        ExplorerServer(**listen)
+    assert str(error.value) == reason
+
+
+def test_a_busy_port_is_refused_with_its_address():
+    import socket
+
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = busy.getsockname()[1]
+        with pytest.raises(ExploreError) as error:
+            ExplorerServer(port=port)
+        assert str(error.value) == (f"cannot listen on 127.0.0.1:{port}: Address already in use (while attempting to "
+                                    f"bind on address ('127.0.0.1', {port}))")
+    finally:
+        busy.close()
+    try:  # the top of the range is a port (bound, or busy: never out of range)
+        ExplorerServer(port=65535).socket.close()
+    except ExploreError as exc:
+        assert str(exc).startswith("cannot listen on 127.0.0.1:65535: ")
+
+
+def test_open_server_opens_the_run_directory_or_none(lenet_dir, tmp_path):
+    from convzoo.errors import UserError
+    from convzoo.explore import open_server
+
+    explorer = open_server(str(lenet_dir), device="cpu", port=0)
+    try:
+        status, _, info = call(explorer, "GET", "/api/info")
+        assert status == 200 and info["run"]["model"] == "lenet" and info["run"]["test_images"] == 200
+    finally:
+        explorer.socket.close()
+    explorer = open_server(str(lenet_dir), device="cpu", data_dir=str(tmp_path))
+    try:  # the data directory asked for, not the run's: no test images there
+        status, _, answer = call(explorer, "POST", "/api/analyze?test=0")
+        assert status == 400 and str(tmp_path) in answer["error"] and "\n" not in answer["error"]
+    finally:
+        explorer.socket.close()
+    explorer = open_server(host="127.0.0.1")
+    try:
+        assert call(explorer, "GET", "/api/info")[2]["run"] is None
+    finally:
+        explorer.socket.close()
+    with pytest.raises(UserError, match="is not a convzoo run directory"):
+        open_server(str(tmp_path))
+
+
+def test_a_failing_view_answers_one_line_and_the_app_goes_on(server, monkeypatch, capsys):
+    from convzoo.errors import UserError
+    from convzoo.explore.network import RunExplorer
+
+    def fail(error):
+        def analyze(self, *args, **kwargs):
+            raise error
+        return analyze
+
+    for error, status, reason in ((UserError("first line\nsecond line"), 400, "first line"),
+                                  (UserError(""), 400, "UserError"),
+                                  (RuntimeError("secret detail"), 500,
+                                   "internal error (RuntimeError); see the server's terminal")):
+        monkeypatch.setattr(RunExplorer, "analyze", fail(error))
+        assert call(server, "POST", "/api/analyze?test=0")[::2] == (status, {"error": reason})
+    assert "Traceback" in capsys.readouterr().err  # the bug's traceback goes to the terminal
+    monkeypatch.undo()
+    assert call(server, "POST", "/api/analyze?test=0")[0] == 200
