@@ -36,7 +36,6 @@ from convzoo.explore.receptive import receptive_fields  # noqa: E402
 from convzoo.explore.uploads import MAX_UPLOAD_BYTES, UploadTooLarge, upload_pixels  # noqa: E402
 from convzoo.models import create_model, list_models  # noqa: E402
 
-
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 
@@ -511,7 +510,8 @@ OPS_REFUSALS = {
     "5 kernels": ({"input": [[[0]]], "kernel": [[[[1]]]] * 5},
                   "kernel must be a 4-D list with at most 4 x 4 x 7 x 7 entries"),
     "a string": ({"input": [[["a"]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got 'a'"),
-    "a long string": ({"input": [[["b" * 30]]], "kernel": [[[[1]]]]}, f"input must hold finite numbers, got {'b' * 20!r}"),
+    "a long string": ({"input": [[["b" * 30]]], "kernel": [[[[1]]]]},
+                      f"input must hold finite numbers, got {'b' * 20!r}"),
     "a boolean": ({"input": [[[True]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got 'True'"),
     "a list too deep": ({"input": [[[[1]]]], "kernel": [[[[1]]]]}, "input must hold finite numbers, got '[1]'"),
     "over the magnitude": ({"input": [[[1000.5]]], "kernel": [[[[1]]]]},
@@ -537,11 +537,13 @@ OPS_REFUSALS = {
     "dilation 5": ({"input": [[[0]]], "kernel": [[[[1]]]], "dilation": 5}, "dilation must be 1..4, got 5"),
     "padding as a string": ({"input": [[[0]]], "kernel": [[[[1]]]], "padding": "1"},
                             "padding must be a whole number, got str"),
-    "stride as a float": ({"input": [[[0]]], "kernel": [[[[1]]]], "stride": 1.0}, "stride must be a whole number, got float"),
+    "stride as a float": ({"input": [[[0]]], "kernel": [[[[1]]]], "stride": 1.0},
+                          "stride must be a whole number, got float"),
     "dilation as a boolean": ({"input": [[[0]]], "kernel": [[[[1]]]], "dilation": True},
                               "dilation must be a whole number, got bool"),
     "an unknown field": ({"input": [[[0]]], "kernel": [[[[1]]]], "file": "/etc/passwd"},
-                         "the request has unknown fields: file (known: dilation, input, kernel, padding, pool, stride)"),
+                         "the request has unknown fields: file "
+                         "(known: dilation, input, kernel, padding, pool, stride)"),
     "many long unknown fields": ({"input": [[[0]]], "kernel": [[[[1]]]], **{c * 40: 1 for c in "gfedcba"}},
                                  "the request has unknown fields: " + ", ".join(c * 30 for c in "abcde")
                                  + " (known: dilation, input, kernel, padding, pool, stride)"),
@@ -688,7 +690,8 @@ TOKEN_REFUSALS = {
                               "requests from 'http://evil.example' are refused"),
     "this address over https": (dict(headers={"Origin": "https://127.0.0.1:{port}"}),
                                 "requests from 'https://127.0.0.1:{port}' are refused"),
-    "a long Origin": (dict(headers={"Origin": "http://" + "o" * 100}), f"requests from {'http://' + 'o' * 53!r} are refused"),
+    "a long Origin": (dict(headers={"Origin": "http://" + "o" * 100}),
+                      f"requests from {'http://' + 'o' * 53!r} are refused"),
 }
 
 
@@ -762,7 +765,8 @@ def test_the_door_reads_header_names_in_any_case_and_the_first_of_each(bare):
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"inner" and seen == ["http"]
     assert sent[0]["headers"] == [(b"x-inner", b"1"), *[(k.encode(), v.encode()) for k, v in SECURED.items()]]
     sent = asgi(guard, [(b"host", b"\xe9vil"), (b"x-explore-token", b"secret")])  # bytes read as Latin-1
-    assert sent[0]["status"] == 403 and json.loads(sent[1]["body"]) == {"error": "Host '\u00e9vil' is not this server's address"}
+    assert sent[0]["status"] == 403
+    assert json.loads(sent[1]["body"]) == {"error": "Host '\u00e9vil' is not this server's address"}
     sent = asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secr\xe9t")])
     assert sent[0]["status"] == 403
     assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")], kind="lifespan") == []
@@ -846,12 +850,14 @@ def test_another_address_with_allow_remote_answers_only_to_that_name(monkeypatch
 
 @pytest.mark.parametrize("listen, reason", [
     (dict(host="localhost"), "--host must be an IP address, got 'localhost'"),
-    (dict(host="0.0.0.0", allow_remote=True), "--host 0.0.0.0 listens on every address; name the one address to listen on"),
+    (dict(host="0.0.0.0", allow_remote=True),
+     "--host 0.0.0.0 listens on every address; name the one address to listen on"),
     (dict(host="::"), "--host :: listens on every address; name the one address to listen on"),
     (dict(host="192.0.2.1"), "--host 192.0.2.1 lets other machines reach the explorer; add --allow-remote to mean it"),
     (dict(port=65536), "--port must be 0..65535, got 65536"),
     (dict(port=-1), "--port must be 0..65535, got -1"),
-    (dict(host="192.0.2.1", allow_remote=True), "cannot listen on 192.0.2.1:0: Cannot assign requested address (while attempting to bind on "
+    (dict(host="192.0.2.1", allow_remote=True),
+     "cannot listen on 192.0.2.1:0: Cannot assign requested address (while attempting to bind on "
                                                "address ('192.0.2.1', 0))"),
 ])
 def test_an_address_the_explorer_may_not_or_cannot_listen_on_is_refused_in_one_line(listen, reason):
@@ -921,3 +927,301 @@ def test_a_failing_view_answers_one_line_and_the_app_goes_on(server, monkeypatch
     assert "Traceback" in capsys.readouterr().err  # the bug's traceback goes to the terminal
     monkeypatch.undo()
     assert call(server, "POST", "/api/analyze?test=0")[0] == 200
+
+
+# --- a run seen from the inside (network.py), through the routes -----------------------------------------------
+
+FASHION = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def from_base64(data: str) -> torch.Tensor:
+    return torch.frombuffer(bytearray(base64.b64decode(data)), dtype=torch.uint8).clone()
+
+
+def as_bytes(values: torch.Tensor) -> torch.Tensor:
+    """``values`` on 0..255 between their minimum and maximum, as the page gets them (worked out here by formula)."""
+    low, high = values.min(), values.max()
+    return ((values - low) / (high - low) * 255).round()
+
+
+def test_info_of_a_run_lists_its_classes_layers_shapes_and_fields(server):
+    status, _, info = call(server, "GET", "/api/info")
+    assert status == 200
+    run = info["run"]
+    assert (run["model"], run["input_size"], run["classes"], run["test_images"]) == ("lenet", 28, FASHION, 200)
+    assert run["layers"] == [  # conv 5x5 pad 2 -> pool 2/2 -> conv 5x5 -> pool 2/2 (see the receptive fields below)
+        {"name": "0", "type": "Conv2d", "shape": [6, 28, 28], "field": {"start": -2, "size": 5, "jump": 1}},
+        {"name": "2", "type": "AvgPool2d", "shape": [6, 14, 14], "field": {"start": -2, "size": 6, "jump": 2}},
+        {"name": "3", "type": "Conv2d", "shape": [16, 10, 10], "field": {"start": -2, "size": 14, "jump": 2}},
+        {"name": "5", "type": "AvgPool2d", "shape": [16, 5, 5], "field": {"start": -2, "size": 16, "jump": 4}},
+    ]
+    colours = run["colormap"]  # matplotlib's viridis, 256 steps
+    assert len(colours) == 256 and colours[0] == [68, 1, 84] and colours[128] == [33, 145, 140]
+    assert colours[255] == [253, 231, 37]
+    assert info["limits"]["channels_shown"] == 16
+
+
+def test_a_test_image_shows_its_pixels_truth_classes_and_feature_maps_by_hand(server, lenet_dir):
+    status, _, answer = call(server, "POST", "/api/analyze?test=7")  # 8 channels by default
+    assert status == 200
+    run = api.load(lenet_dir, "cpu")
+    images, labels = load_split("test", run.config.data_dir)
+    assert answer["truth"] == {"label": int(labels[7]), "class": FASHION[int(labels[7])]}
+    assert answer["input"]["size"] == 28 and torch.equal(from_base64(answer["input"]["data"]), images[7].flatten())
+    expected = run.predict(images[7:8], top_k=5)[0]
+    assert [(t["label"], t["class"]) for t in answer["top"]] == [(i, FASHION[i]) for i, _ in expected.top_labels]
+    assert len(answer["top"]) == 5
+    x = to_input(images[7:8], 28)
+    with torch.no_grad():
+        maps = {"0": run.model[0](x)[0], "2": run.model[:3](x)[0], "3": run.model[:4](x)[0], "5": run.model[:6](x)[0]}
+    for layer, (name, out) in zip(answer["layers"], maps.items()):
+        shown = out[:8]
+        assert layer["name"] == name and layer["shape"] == list(out.shape) and layer["shown"] == list(shown.shape)
+        assert layer["low"] == pytest.approx(float(shown.min()), abs=1e-5)
+        assert layer["high"] == pytest.approx(float(shown.max()), abs=1e-5)
+        got = from_base64(layer["data"]).float()
+        assert got.numel() == shown.numel() and (got - as_bytes(shown).flatten()).abs().max() <= 1
+
+
+@pytest.mark.parametrize("query, shown", [("channels=1", 1), ("channels=16", 16), ("channels=000016", 16)])
+def test_the_channels_asked_are_shown(server, query, shown):
+    status, _, answer = call(server, "POST", f"/api/analyze?test=0&{query}")
+    assert status == 200 and [layer["shown"][0] for layer in answer["layers"]] == [min(6, shown), min(6, shown),
+                                                                                   shown, shown]
+
+
+RUN_REFUSALS = {
+    "channels 0": ("/api/analyze?test=0&channels=0", "channels must be 1..16, got 0"),
+    "channels 17": ("/api/analyze?test=0&channels=17", "channels must be 1..16, got 17"),
+    "channels in words": ("/api/analyze?test=0&channels=eight", "channels must be a whole number, got 'eight'"),
+    "channels negative": ("/api/analyze?test=0&channels=-1", "channels must be a whole number, got '-1'"),
+    "channels of 7 digits": ("/api/analyze?test=0&channels=0000001", "channels must be a whole number, got '0000001'"),
+    "a long test index": ("/api/analyze?test=" + "9" * 30, f"test must be a whole number, got {'9' * 20!r}"),
+    "the test index after the last": ("/api/analyze?test=200", "test image index must be 0..199, got 200"),
+    "the largest test index": ("/api/analyze?test=999999", "test image index must be 0..199, got 999999"),
+    "an empty test index": ("/api/analyze?test=", "test must be a whole number, got ''"),
+    "no image": ("/api/analyze", "no image in the request"),
+    "no class": ("/api/explain?test=0", "target (the class to explain) is missing"),
+    "class 10": ("/api/explain?test=0&target=10", "target must be 0..9, got 10"),
+    "a class in words": ("/api/explain?test=0&target=coat", "target must be a whole number, got 'coat'"),
+    "an unknown map": ("/api/explain?test=0&target=1&map=" + "x" * 30,
+                       f"map must be one of gradcam, gradient, got {'x' * 20!r}"),
+    "the explained test index after the last": ("/api/explain?test=200&target=1",
+                                                "test image index must be 0..199, got 200"),
+}
+
+
+@pytest.mark.parametrize("case", list(RUN_REFUSALS))
+def test_each_bad_run_request_is_refused_with_its_exact_reason(server, case):
+    path, reason = RUN_REFUSALS[case]
+    assert call(server, "POST", path)[::2] == (400, {"error": reason})
+
+
+def test_an_image_and_a_test_index_together_are_refused(server):
+    body = png(Image.new("L", (28, 28), 0))
+    for path in ("/api/analyze?test=0", "/api/explain?test=0&target=1"):
+        assert call(server, "POST", path, body)[::2] == (400, {"error": "send either ?test=N or an image, not both"})
+
+
+def test_the_last_test_image_and_an_upload_have_their_truth_or_none(server, lenet_dir):
+    status, _, answer = call(server, "POST", "/api/analyze?test=199")
+    labels = load_split("test", str(SLICE))[1]
+    assert status == 200 and answer["truth"]["label"] == int(labels[199])
+    status, _, answer = call(server, "POST", "/api/analyze", png(Image.new("L", (28, 28), 0)))
+    assert status == 200 and answer["truth"] is None
+    assert torch.equal(from_base64(answer["input"]["data"]), torch.zeros(28 * 28, dtype=torch.uint8))
+
+
+def test_grad_cam_by_hand_on_lenets_last_convolution(server, lenet_dir):
+    """Grad-CAM: the last convolution's maps weighted by the mean gradient of the class's logit over each map,
+    summed, positive part; placed on the input at the centres of the units' receptive fields."""
+    from convzoo.explore.network import _on_input
+    from convzoo.explore.receptive import Field
+
+    status, _, answer = call(server, "POST", "/api/explain?test=3&target=2")
+    assert status == 200
+    assert {k: answer[k] for k in ("method", "target", "class", "size")} == {
+        "method": "gradcam", "target": 2, "class": "Pullover", "size": 28}
+    run = api.load(lenet_dir, "cpu")
+    x = to_input(load_split("test", str(SLICE))[0][3:4], 28)
+    maps = run.model[:4](x).detach().requires_grad_()
+    run.model[4:](maps)[0, 2].backward()
+    cam = (maps.grad[0].mean(dim=(1, 2))[:, None, None] * maps[0]).sum(dim=0).clamp(min=0).detach()
+    expected = as_bytes(_on_input(cam, Field(-2, 14, 2), 28))
+    assert (from_base64(answer["data"]).float().view(28, 28) - expected).abs().max() <= 1
+
+
+def test_the_kernels_figure_is_drawn_once_and_is_the_runs(server, lenet_dir):
+    from convzoo.figures import figure_png, layer_kernels_figure
+
+    first = call(server, "GET", "/api/kernels.png")[2]
+    assert call(server, "GET", "/api/kernels.png")[2] == first
+    assert first == figure_png(layer_kernels_figure(api.load(lenet_dir, "cpu").model))
+
+
+def test_a_runs_own_class_names_are_shown_as_given(tmp_path, one_thread):
+    """A run's classes come from its config.json (a folder's names): shown as they are, JSON-escaped."""
+    names = ['<b>T&shirt</b>', 'Trouser "x"', "Pull'over", "Dre\\ss", "Co\u00e4t", "San</script>dal", "Shirt\n2",
+             "Snea ker", "Bag%20", "Ankle\u2028boot"]
+    explorer = ExplorerServer(api.load(lenet_run_dir(tmp_path, names), "cpu"))
+    try:
+        status, headers, info = call(explorer, "GET", "/api/info")
+        assert status == 200 and info["run"]["classes"] == names
+        status, _, answer = call(explorer, "POST", "/api/analyze?test=7")
+        assert status == 200 and all(t["class"] == names[t["label"]] for t in answer["top"])
+        assert answer["truth"]["class"] == names[answer["truth"]["label"]]
+        status, _, explained = call(explorer, "POST", "/api/explain?test=7&target=5")
+        assert status == 200 and explained["class"] == "San</script>dal"
+        assert headers["content-type"] == "application/json" and headers["x-content-type-options"] == "nosniff"
+    finally:
+        explorer.socket.close()
+
+
+def test_the_explorers_own_checks_behind_the_routes(lenet_dir, one_thread):
+    from convzoo.explore.network import RunExplorer
+    from convzoo.explore.validate import RequestError
+
+    explorer = RunExplorer(api.load(lenet_dir, "cpu"))
+    pixels, label = explorer.test_image(0)
+    assert pixels.shape == (1, 28, 28) and label == int(load_split("test", str(SLICE))[1][0])
+    for channels in (0, 17):
+        with pytest.raises(RequestError) as error:
+            explorer.analyze(pixels, channels=channels)
+        assert str(error.value) == f"channels must be 1..16, got {channels}"
+    assert [layer["shown"][0] for layer in explorer.analyze(pixels)["layers"]] == [6, 6, 8, 8]
+    for target in (-1, 10):
+        with pytest.raises(RequestError) as error:
+            explorer.explain(pixels, target)
+        assert str(error.value) == f"target must be a class label 0..9, got {target}"
+    assert explorer.explain(pixels, 9)["method"] == "gradcam"
+    with pytest.raises(RequestError) as error:
+        explorer.test_image(-1)
+    assert str(error.value) == "test image index must be 0..199, got -1"
+
+
+def test_deep_networks_show_24_layers_evenly_spaced():
+    from torch import nn
+
+    from convzoo.explore.network import _shown_layers
+
+    layers = [nn.Conv2d(1, 1, 1) for _ in range(30)]
+    assert _shown_layers(nn.Sequential(*layers)) == [str(i) for i in (0, 1, 3, 4, 5, 6, 8, 9, 10, 11, 13, 14, 15, 16,
+                                                                       18, 19, 20, 21, 23, 24, 25, 26, 28, 29)]
+    mixed = nn.Sequential(nn.Conv2d(1, 1, 1), nn.ReLU(), nn.MaxPool2d(2), nn.AvgPool2d(2), nn.BatchNorm2d(1),
+                          nn.AdaptiveAvgPool2d(1), nn.Sequential(nn.Conv2d(1, 1, 1)), nn.Flatten(), nn.Linear(1, 1))
+    assert _shown_layers(mixed) == ["0", "2", "3", "6.0"]
+
+
+def test_feature_maps_larger_than_32_are_averaged_down_on_one_scale():
+    from convzoo.explore.network import _feature_maps, _to_bytes
+
+    base = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(0))
+    out = base.repeat_interleave(2, dim=1).repeat_interleave(2, dim=2)  # (3, 64, 64): 2x2 blocks of one value
+    maps = _feature_maps("conv", out, 2)
+    assert (maps["name"], maps["shape"], maps["shown"]) == ("conv", [3, 64, 64], [2, 32, 32])
+    shown = base[:2]
+    assert maps["low"] == pytest.approx(float(shown.min())) and maps["high"] == pytest.approx(float(shown.max()))
+    assert (from_base64(maps["data"]).float() - as_bytes(shown).flatten()).abs().max() <= 1
+    tall = _feature_maps("tall", torch.rand(1, 40, 20), 4)
+    assert (tall["shape"], tall["shown"]) == ([1, 40, 20], [1, 32, 20])
+    small = _feature_maps("small", out[:, :32, :32], 3)
+    assert small["shown"] == [3, 32, 32]
+    assert _to_bytes(torch.full((2, 2), 3.0))[0].tolist() == [[0, 0], [0, 0]]  # one value: no scale, zeros
+    scaled, low, high = _to_bytes(torch.tensor([-1.0, 0.0, 3.0]))
+    assert (scaled.tolist(), low, high) == ([0.0, 64.0, 255.0], -1.0, 3.0)  # 63.75 rounds to 64
+
+
+def test_a_one_unit_map_covers_the_input_evenly():
+    from convzoo.explore.network import _on_input
+    from convzoo.explore.receptive import Field
+
+    assert torch.equal(_on_input(torch.tensor([[2.5]]), Field(-2, 32, 4), 28), torch.full((28, 28), 2.5))
+    row = _on_input(torch.tensor([[0.0, 1.0]]), Field(0, 1, 10), 28)  # units at columns 0 and 10; the edge beyond
+    assert row[0, :11].tolist() == pytest.approx([i / 10 for i in range(11)]) and row[5, 20].item() == 1.0
+
+
+# --- uploads ----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("data, error, reason", [
+    (b"\0" * (4 * 2**20 + 1), UploadTooLarge, "the image is 4,194,305 bytes; the limit is 4,194,304"),
+    (b"", "ImageError", "no image in the request"),
+    (b"GIF89a", "ImageError", "not an image the explorer reads (PNG, JPEG, BMP, GIF, TIFF, WEBP)"),
+    (b"\x89PNG\r\n\x1a\n" + b"garbage" * 3, "ImageError", "a corrupt image (OSError)"),
+    (_bomb_png(20_000), UploadTooLarge, "the image is too large (decompression bomb guard)"),
+    (_bomb_png(10_000), UploadTooLarge, "the image is 10000x10000 pixels; the limit is 16,000,000"),
+    (_bomb_png(4001), UploadTooLarge, "the image is 4001x4001 pixels; the limit is 16,000,000"),
+    (_bomb_png(4000), "ImageError",
+     "corrupt or truncated image (OSError: image file is truncated (0 bytes not processed))"),
+])
+def test_each_bad_upload_is_refused_with_its_reason_and_no_path(data, error, reason):
+    from convzoo.images import ImageError
+
+    with pytest.raises(ImageError) as caught:
+        upload_pixels(data)
+    assert str(caught.value) == reason
+    assert (type(caught.value) is UploadTooLarge) == (error is UploadTooLarge)
+
+
+def test_an_upload_of_exactly_the_limit_is_read_not_refused_for_its_size():
+    image = png(Image.new("L", (3, 5), 0))
+    padded = image + b"\0" * (MAX_UPLOAD_BYTES - len(image))  # a PNG followed by padding: still a PNG
+    assert torch.equal(upload_pixels(padded), upload_pixels(image))
+
+
+def test_an_upload_is_decoded_as_convzoo_predict_decodes_its_file(tmp_path):
+    from convzoo.images import load_image
+
+    image = Image.new("L", (56, 28), 255)
+    image.paste(0, (10, 5, 40, 20))
+    image.save(tmp_path / "a.png")
+    assert torch.equal(upload_pixels((tmp_path / "a.png").read_bytes()), load_image(tmp_path / "a.png")[None])
+
+
+# --- receptive fields by hand -------------------------------------------------------------------------------------
+
+def test_same_valid_dilated_and_pooling_geometry_by_hand():
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(1, 1, 3, padding="same", dilation=2), nn.MaxPool2d(3),
+                          nn.Conv2d(1, 1, 3, padding="valid", stride=2), nn.ReLU(),
+                          nn.MaxPool2d(3, stride=1, padding=1, dilation=2), nn.AvgPool2d(2, stride=1, padding=1))
+    fields = {name: (f.start, f.size, f.jump) for name, f in receptive_fields(model).items()}
+    # extent 5, padding 2 -> (-2, 5, 1); pool 3/3 -> (-2, 7, 3); 3x3 stride 2 -> (-2, 13, 6); relu: unchanged;
+    # pool 3 dilated 2 (extent 5) padding 1 -> (-8, 37, 6); avg 2 padding 1 -> (-14, 43, 6)
+    assert fields == {"0": (-2, 5, 1), "1": (-2, 7, 3), "2": (-2, 13, 6), "3": (-2, 13, 6), "4": (-8, 37, 6),
+                      "5": (-14, 43, 6)}
+
+
+def test_branching_blocks_see_the_union_of_their_paths():
+    from torch import nn
+
+    class Residual(nn.Module):  # the zoo's residual unit by its class name
+        def __init__(self, shortcut: bool) -> None:
+            super().__init__()
+            self.conv1, self.bn1 = nn.Conv2d(1, 1, 3, padding=1, stride=2), nn.BatchNorm2d(1)
+            self.conv2, self.bn2 = nn.Conv2d(1, 1, 3, padding=1), nn.BatchNorm2d(1)
+            self.conv3 = nn.Conv2d(1, 1, 1, stride=2) if shortcut else None
+
+    class Inception(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.p1_1 = nn.Conv2d(1, 1, 1)
+            self.p2_1, self.p2_2 = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 3, padding=1)
+            self.p3_1, self.p3_2 = nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 5, padding=2)
+            self.p4_1, self.p4_2 = nn.MaxPool2d(3, stride=1, padding=1), nn.Conv2d(1, 1, 1)
+
+    fields = {n: (f.start, f.size, f.jump) for n, f in receptive_fields(nn.Sequential(Residual(True))).items()}
+    # conv1 (-1, 3, 2); conv2 (-3, 7, 2); shortcut (0, 1, 2); identity (0, 1, 1): the union (-3, 7, 2)
+    assert fields == {"0.conv1": (-1, 3, 2), "0.bn1": (-1, 3, 2), "0.conv2": (-3, 7, 2), "0.bn2": (-3, 7, 2),
+                      "0.conv3": (0, 1, 2), "0": (-3, 7, 2)}
+    fields = {n: (f.start, f.size, f.jump) for n, f in receptive_fields(nn.Sequential(Residual(False))).items()}
+    assert fields["0"] == (-3, 7, 2) and "0.conv3" not in fields
+    model = nn.Sequential(nn.Conv2d(1, 1, 2, stride=2), Inception())
+    fields = {n: (f.start, f.size, f.jump) for n, f in receptive_fields(model).items()}
+    # after (0, 2, 2): 1x1 (0, 2, 2); 3x3 (-2, 6, 2); 5x5 (-4, 10, 2); pool 3 then 1x1 (-2, 6, 2): union (-4, 10, 2)
+    assert fields == {"0": (0, 2, 2), "1.p1_1": (0, 2, 2), "1.p2_1": (0, 2, 2), "1.p2_2": (-2, 6, 2),
+                      "1.p3_1": (0, 2, 2), "1.p3_2": (-4, 10, 2), "1.p4_1": (-2, 6, 2), "1.p4_2": (-2, 6, 2),
+                      "1": (-4, 10, 2)}
+    wide = nn.Sequential(Residual(True), nn.Conv2d(1, 1, 3, padding=1))  # after the block: jump 2 (its widest)
+    assert receptive_fields(wide)["1"].to_json() == {"start": -5, "size": 11, "jump": 2}
+    assert receptive_fields(wide)["1"].rows(2, 3) == (-1, 11)
