@@ -888,7 +888,7 @@ def test_open_server_opens_the_run_directory_or_none(lenet_dir, tmp_path):
     from convzoo.errors import UserError
     from convzoo.explore import open_server
 
-    explorer = open_server(str(lenet_dir), device="cpu", port=0)
+    explorer = open_server(str(lenet_dir), port=0)  # device "auto": this machine's CPU
     try:
         status, _, info = call(explorer, "GET", "/api/info")
         assert status == 200 and info["run"]["model"] == "lenet" and info["run"]["test_images"] == 200
@@ -1225,3 +1225,20 @@ def test_branching_blocks_see_the_union_of_their_paths():
     wide = nn.Sequential(Residual(True), nn.Conv2d(1, 1, 3, padding=1))  # after the block: jump 2 (its widest)
     assert receptive_fields(wide)["1"].to_json() == {"start": -5, "size": 11, "jump": 2}
     assert receptive_fields(wide)["1"].rows(2, 3) == (-1, 11)
+
+
+def test_the_server_serves_its_own_socket_in_a_thread_until_stopped():
+    """``start()``: uvicorn on the bound socket in a daemon thread, returning once it serves; ``stop()`` ends it.
+    (Only the status line is read: the routes are pinned in-process above.)"""
+    import socket
+
+    explorer = ExplorerServer().start()
+    try:
+        assert explorer._server.started and explorer._thread.is_alive()
+        assert explorer._thread.name == "convzoo-explore" and explorer._thread.daemon
+        with socket.create_connection(("127.0.0.1", explorer.port), timeout=30) as conn:
+            conn.sendall(f"GET /api/info HTTP/1.1\r\nHost: 127.0.0.1:{explorer.port}\r\n\r\n".encode())
+            assert conn.recv(9) == b"HTTP/1.1 "
+    finally:
+        explorer.stop()
+    assert not explorer._thread.is_alive() and explorer.socket.fileno() == -1
