@@ -438,6 +438,15 @@ def test_the_edge_example_by_hand(bare):
     }
 
 
+def test_the_edge_examples_6x7_output_pooled_2x2_at_stride_1_by_hand(bare):
+    _, _, info = call(bare, "GET", "/api/info")
+    status, _, answer = call(bare, "POST", "/api/ops", {**info["edge_example"],
+                                                        "pool": {"mode": "max", "size": 2, "stride": 1}})
+    assert status == 200
+    assert answer["pooled"] == [[[1.0, 1.0, 0.0, 0.0, 0.0, 0.0]] * 5]  # each row's pairs: max(0, 1), max(1, 0), ...
+    assert answer["pool_formula"] == [formula("H", 6, 2, 0, 1, 1, 5), formula("W", 7, 2, 0, 1, 1, 6)]
+
+
 def test_padding_1_stride_2_by_hand(bare):
     # zero-padded 5x5 around 1..9; 2x2 windows of ones at rows/columns 0 and 2: 0+0+0+1, 0+0+2+3, 0+4+0+7, 5+6+8+9
     request = {"input": [[[1, 2, 3], [4, 5, 6], [7, 8, 9]]], "kernel": [[[[1, 1], [1, 1]]]], "padding": 1, "stride": 2,
@@ -445,6 +454,7 @@ def test_padding_1_stride_2_by_hand(bare):
     status, _, answer = call(bare, "POST", "/api/ops", request)
     assert status == 200
     assert answer["output"] == [[[1.0, 5.0], [11.0, 28.0]]]
+    assert answer["partials"] == [[[[1.0, 5.0], [11.0, 28.0]]]]  # one input channel: its share is all of it
     assert answer["shape"]["output"] == [1, 2, 2]
     assert answer["formula"] == [formula("H", 3, 2, 1, 2, 1, 2), formula("W", 3, 2, 1, 2, 1, 2)]
     assert answer["pooled"] == [[[28.0]]]  # size 2 and stride 2 by default
@@ -679,6 +689,9 @@ TOKEN_REFUSALS = {
                                       "missing or wrong token: open the address that 'convzoo explore' printed"),
     "a wrong header beats a right cookie": (dict(token="y" * 43, headers={"Cookie": "convzoo_explore={token}"}),
                                             "missing or wrong token: open the address that 'convzoo explore' printed"),
+    "the cookie in a malformed Cookie header": (dict(token=None,
+                                                     headers={"Cookie": "convzoo_explore={token}; a<b=c"}),
+                                                "missing or wrong token: open the address that 'convzoo explore' printed"),
     "the secret in another path's address": (dict(token=None, path="/api/info?token={token}"),
                                              "missing or wrong token: open the address that 'convzoo explore' printed"),
     "a wrong secret in the address": (dict(token=None, path="/?token=guess"),
@@ -713,7 +726,7 @@ def test_each_request_without_the_secret_or_from_elsewhere_is_refused_with_403_a
     dict(token=None, headers={"Cookie": "convzoo_explore={token}"}),
     dict(token=None, headers={"Cookie": "other=1; convzoo_explore={token}"}),
     dict(headers={"Cookie": "convzoo_explore=guess"}),  # the header is enough
-    dict(headers={"Cookie": '"\\'}),  # a malformed Cookie header is the same as none
+    dict(headers={"Cookie": "convzoo_explore={token}; a<b=c"}),  # a malformed Cookie header is the same as none
     dict(host="localhost:{port}"),
     dict(headers={"Origin": "http://127.0.0.1:{port}"}),
     dict(headers={"Origin": "http://localhost:{port}"}),
@@ -727,9 +740,10 @@ def test_the_secret_by_cookie_or_header_from_this_address_is_let_in(bare, reques
     assert status == 200 and answer["run"] is None
 
 
-def asgi(app, headers: list[tuple[bytes, bytes]], path: str = "/api/info", query: bytes = b"",
-         kind: str = "http") -> tuple[list[dict], list[dict]]:
-    """One raw ASGI exchange with ``app``; returns (the messages sent, the scopes the inner app got)."""
+def asgi(app, headers: list[tuple[bytes, bytes]], path: str = "/api/info", query: bytes | None = b"",
+         kind: str = "http") -> list[dict]:
+    """One raw ASGI exchange with ``app``; returns the messages it sent (``query`` None: a scope without
+    ``query_string``, which the ASGI specification allows)."""
     import asyncio
 
     sent: list[dict] = []
@@ -740,17 +754,21 @@ def asgi(app, headers: list[tuple[bytes, bytes]], path: str = "/api/info", query
     async def send(message: dict) -> None:
         sent.append(message)
 
-    asyncio.run(app({"type": kind, "method": "GET", "path": path, "query_string": query, "headers": headers,
-                     "scheme": "http", "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2), "root_path": "",
-                     "raw_path": path.encode(), "http_version": "1.1"}, receive, send))
+    scope = {"type": kind, "method": "GET", "path": path, "query_string": query, "headers": headers, "scheme": "http",
+             "server": ("127.0.0.1", 1), "client": ("127.0.0.1", 2), "root_path": "", "raw_path": path.encode(),
+             "http_version": "1.1"}
+    if query is None:
+        del scope["query_string"]
+    asyncio.run(app(scope, receive, send))
     return sent
 
 
-def inner_app(seen: list):
+def inner_app(seen: list, headers: bool = True):
     async def app(scope, receive, send):
         seen.append(scope["type"])
         if scope["type"] == "http":
-            await send({"type": "http.response.start", "status": 200, "headers": [(b"x-inner", b"1")]})
+            start = {"type": "http.response.start", "status": 200}
+            await send({**start, "headers": [(b"x-inner", b"1")]} if headers else start)
             await send({"type": "http.response.body", "body": b"inner"})
     return app
 
@@ -765,12 +783,18 @@ def test_the_door_reads_header_names_in_any_case_and_the_first_of_each(bare):
     assert sent[0]["status"] == 200 and sent[1]["body"] == b"inner" and seen == ["http"]
     assert sent[0]["headers"] == [(b"x-inner", b"1"), *[(k.encode(), v.encode()) for k, v in SECURED.items()]]
     sent = asgi(guard, [(b"host", b"\xe9vil"), (b"x-explore-token", b"secret")])  # bytes read as Latin-1
-    assert sent[0]["status"] == 403
-    assert json.loads(sent[1]["body"]) == {"error": "Host '\u00e9vil' is not this server's address"}
+    body = json.dumps({"error": "Host '\u00e9vil' is not this server's address"}).encode()
+    assert sent == [{"type": "http.response.start", "status": 403, "headers": [
+        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+        *[(k.encode(), v.encode()) for k, v in SECURED.items()]]}, {"type": "http.response.body", "body": body}]
     sent = asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secr\xe9t")])
     assert sent[0]["status"] == 403
+    assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")], path="/", query=None)[0]["status"] == 200
+    bare_start = Guard(inner_app([], headers=False), "secret", {"h:1"}, max_body=10)
+    sent = asgi(bare_start, [(b"host", b"h:1"), (b"x-explore-token", b"secret")])
+    assert sent[0]["headers"] == [(k.encode(), v.encode()) for k, v in SECURED.items()]  # added to none
     assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")], kind="lifespan") == []
-    assert seen == ["http", "lifespan"]  # not an HTTP request: passed on untouched
+    assert seen == ["http", "http", "lifespan"]  # not an HTTP request: passed on untouched
 
 
 @pytest.mark.parametrize("length, status", [("10", 200), ("11", 413), ("abc", 413), ("-1", 413), ("", 413)])
@@ -900,9 +924,9 @@ def test_open_server_opens_the_run_directory_or_none(lenet_dir, tmp_path):
         assert status == 400 and str(tmp_path) in answer["error"] and "\n" not in answer["error"]
     finally:
         explorer.socket.close()
-    explorer = open_server(host="127.0.0.1")
+    explorer = open_server(host="::1")  # the address asked for reaches the server
     try:
-        assert call(explorer, "GET", "/api/info")[2]["run"] is None
+        assert explorer.url.startswith("http://[::1]:") and call(explorer, "GET", "/api/info")[2]["run"] is None
     finally:
         explorer.socket.close()
     with pytest.raises(UserError, match="is not a convzoo run directory"):
@@ -1242,3 +1266,6 @@ def test_the_server_serves_its_own_socket_in_a_thread_until_stopped():
     finally:
         explorer.stop()
     assert not explorer._thread.is_alive() and explorer.socket.fileno() == -1
+    never_started = ExplorerServer()
+    never_started.stop()  # closes its socket: no thread to end
+    assert never_started.socket.fileno() == -1
