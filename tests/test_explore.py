@@ -691,7 +691,8 @@ TOKEN_REFUSALS = {
                                             "missing or wrong token: open the address that 'convzoo explore' printed"),
     "the cookie in a malformed Cookie header": (dict(token=None,
                                                      headers={"Cookie": "convzoo_explore={token}; a<b=c"}),
-                                                "missing or wrong token: open the address that 'convzoo explore' printed"),
+                                                "missing or wrong token: open the address that \'convzoo explore\' "
+                                                "printed"),
     "the secret in another path's address": (dict(token=None, path="/api/info?token={token}"),
                                              "missing or wrong token: open the address that 'convzoo explore' printed"),
     "a wrong secret in the address": (dict(token=None, path="/?token=guess"),
@@ -1170,6 +1171,8 @@ def test_a_one_unit_map_covers_the_input_evenly():
     (b"\0" * (4 * 2**20 + 1), UploadTooLarge, "the image is 4,194,305 bytes; the limit is 4,194,304"),
     (b"", "ImageError", "no image in the request"),
     (b"GIF89a", "ImageError", "not an image the explorer reads (PNG, JPEG, BMP, GIF, TIFF, WEBP)"),
+    (b"P5\n2 2\n255\n" + bytes(4), "ImageError",  # a PPM: Pillow reads it, convzoo does not
+     "not an image the explorer reads (PNG, JPEG, BMP, GIF, TIFF, WEBP)"),
     (b"\x89PNG\r\n\x1a\n" + b"garbage" * 3, "ImageError", "a corrupt image (OSError)"),
     (_bomb_png(20_000), UploadTooLarge, "the image is too large (decompression bomb guard)"),
     (_bomb_png(10_000), UploadTooLarge, "the image is 10000x10000 pixels; the limit is 16,000,000"),
@@ -1269,3 +1272,17 @@ def test_the_server_serves_its_own_socket_in_a_thread_until_stopped():
     never_started = ExplorerServer()
     never_started.stop()  # closes its socket: no thread to end
     assert never_started.socket.fileno() == -1
+
+
+def test_non_square_layers_are_read_by_their_rows():
+    """The zoo's layers are square; a field is the rows' (kernel, stride, padding and dilation along the height)."""
+    from torch import nn
+
+    model = nn.Sequential(nn.Conv2d(1, 1, (3, 5), stride=(2, 1), padding=(1, 2), dilation=(2, 1)),
+                          nn.MaxPool2d((2, 3), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+                          nn.Conv2d(1, 1, (4, 5), padding="same", dilation=(1, 2)))
+    fields = {name: (f.start, f.size, f.jump) for name, f in receptive_fields(model).items()}
+    # rows: 3 dilated 2 (extent 5), padding 1, stride 2 -> (-1, 5, 2); pool 2, padding 1, stride 2 -> (-3, 7, 4);
+    # 'same' with 4 rows: padding (4 - 1) // 2 = 1, extent 4 -> (-7, 19, 4)
+    assert fields == {"0": (-1, 5, 2), "1": (-3, 7, 4), "2": (-7, 19, 4)}
+    assert receptive_fields(model)["2"].to_json() == {"start": -7, "size": 19, "jump": 4}
