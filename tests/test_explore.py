@@ -66,14 +66,21 @@ def lenet_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(lenet_dir, one_thread):
+def lenet(lenet_dir, one_thread):
+    return api.load(lenet_dir, "cpu")
+
+
+# A new app for each test (a few milliseconds): mutmut runs a mutant of create_app or RunExplorer against the
+# tests that build one, so every test that uses the app builds its own.
+@pytest.fixture
+def server(lenet):
     """The explorer of ``lenet_dir``, bound (its address known) but answered in-process."""
-    explorer = ExplorerServer(api.load(lenet_dir, "cpu"))
+    explorer = ExplorerServer(lenet)
     yield explorer
     explorer.socket.close()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def bare():
     """The explorer without a run: the operations alone."""
     explorer = ExplorerServer()
@@ -831,6 +838,7 @@ def test_the_server_binds_the_loopback_address_asked_and_knows_its_names():
         config = explorer._server.config  # no access log (the first request carries the secret), bounded connections
         assert (config.log_level, config.access_log, config.lifespan, config.limit_concurrency,
                 config.timeout_keep_alive) == ("warning", False, "off", 64, 5)
+        assert config.app is explorer.app  # uvicorn serves the guarded app
     finally:
         explorer.socket.close()
 
@@ -1119,6 +1127,9 @@ def test_the_explorers_own_checks_behind_the_routes(lenet_dir, one_thread):
             explorer.explain(pixels, target)
         assert str(error.value) == f"target must be a class label 0..9, got {target}"
     assert explorer.explain(pixels, 9)["method"] == "gradcam"
+    assert explorer.kernels_png()[:8] == b"\x89PNG\r\n\x1a\n" and explorer.kernels_png() == explorer.kernels_png()
+    assert [layer["shape"] for layer in explorer.info()["layers"]] == [[6, 28, 28], [6, 14, 14], [16, 10, 10],
+                                                                      [16, 5, 5]]
     with pytest.raises(RequestError) as error:
         explorer.test_image(-1)
     assert str(error.value) == "test image index must be 0..199, got -1"
