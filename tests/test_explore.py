@@ -801,6 +801,11 @@ def test_the_door_reads_header_names_in_any_case_and_the_first_of_each(bare):
     bare_start = Guard(inner_app([], headers=False), "secret", {"h:1"}, max_body=10)
     sent = asgi(bare_start, [(b"host", b"h:1"), (b"x-explore-token", b"secret")])
     assert sent[0]["headers"] == [(k.encode(), v.encode()) for k, v in SECURED.items()]  # added to none
+    assert asgi(guard, [(b"host", b"h:1")], path="/", query=b"token=secret") == [  # the address with the secret
+        {"type": "http.response.start", "status": 303, "headers": [
+            (b"location", b"/"), (b"set-cookie", b"convzoo_explore=secret; Path=/; HttpOnly; SameSite=Strict"),
+            (b"content-length", b"0"), *[(k.encode(), v.encode()) for k, v in SECURED.items()]]},
+        {"type": "http.response.body", "body": b""}]
     assert asgi(guard, [(b"host", b"h:1"), (b"x-explore-token", b"secret")], kind="lifespan") == []
     assert seen == ["http", "http", "lifespan"]  # not an HTTP request: passed on untouched
 
