@@ -21,7 +21,7 @@ from captum.attr import LayerGradCam, Saliency
 from torch import nn
 
 from ..api import Run
-from ..data import CLASSES, load_split, to_input
+from ..data import load_split, to_input
 from ..figures import FEATURE_CMAP, figure_png, layer_kernels_figure
 from .receptive import Field, receptive_fields
 from .validate import RequestError
@@ -35,8 +35,9 @@ METHODS = ("gradcam", "gradient")  # the attribution maps (RunExplorer.attributi
 
 
 def class_names(run: Run) -> list[str]:
-    """The names of ``run``'s classes, by label (the one place the explorer reads them)."""
-    return list(CLASSES)
+    """The names of ``run``'s classes, by label (the one place the explorer reads them): its data's, from its
+    ``config.json`` (a folder's names for a run on an image folder), not Fashion-MNIST's."""
+    return list(run.classes)
 
 
 def encode(values: torch.Tensor) -> str:
