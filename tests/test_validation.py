@@ -17,8 +17,8 @@ from convzoo.data import load_split
 from convzoo.errors import ConfigError, RunFileError
 from convzoo.evaluate import validation_split
 from convzoo.monitor import finished_at_chance, not_learning
-from convzoo.rundir import read_metrics
 from convzoo.run import Run
+from convzoo.rundir import read_metrics
 from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
