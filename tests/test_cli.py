@@ -1,0 +1,523 @@
+"""The ``convzoo`` command itself: each flag's help, usage and default; how a flag reaches the API; errors, exit codes.
+
+The tables below are what ``convzoo CMD --help`` shows a user, written out: a changed word, a lost
+default or a flag that takes another type is a change a user sees.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import platform
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import torch
+
+import convzoo
+from convzoo import cli
+from convzoo.cli import common, train, zoo
+from convzoo.config import option_fields
+from convzoo.errors import ConfigError, UserError
+
+Cli = Callable[..., tuple[int, str, str]]
+
+# The commands of each command group, as `convzoo GROUP --help` lists them.
+COMMANDS = {
+    "": {"models": "list the model zoo", "summary": "layer-by-layer output shapes, parameters and MACs",
+         "recipes": "the settings of each recipe (d2l, the book's; fast) for each model",
+         "train": "train a model on Fashion-MNIST (or --data)",
+         "eval": "evaluate a run on the test set (writes confusion.png)",
+         "predict": "classify image files with a trained run",
+         "data": "fetch, check, look at or export a data set",
+         "show": "draw what a run learned, or the operations (PNG)",
+         "report": "write RUN_DIR/report.html, one self-contained page about a run",
+         "compare": "compare runs: a table, and one HTML page",
+         "export": "export a run's model to ONNX or TorchScript, checked against PyTorch",
+         "explore": "a local web page: the operations live, and a trained run from inside"},
+    "data": {"fetch": "download into the cache, verifying checksums",
+             "check": "verify a set's checksums, or read a folder and summarize it",
+             "show": "draw a grid of samples with their class names",
+             "export": "write a named set as a class-folder tree of PNGs"},
+    "show": {"kernels": "learned kernels of a conv layer (kernels.png)",
+             "features": "feature maps after each conv layer for one image (features.png)",
+             "mistakes": "misclassified test images, true and predicted class (mistakes.png)",
+             "confusion": "confusion matrix on the test set (confusion.png)",
+             "curves": "train loss and test accuracy of several runs overlaid",
+             "ops": "the worked examples: corr2d, padding and stride"},
+}
+
+RUN_DIR = "a run's directory (what 'convzoo train' wrote)"
+RUN_DIRS = "runs' directories (what 'convzoo train' wrote)"
+AS_JSON = "print JSON instead of text"
+DEVICE = "auto (default: CUDA, then MPS, then the CPU), cpu, cuda, cuda:N or mps"
+DEVICE_SHORT = "auto (default), cpu, cuda, cuda:N or mps"
+MOVED_DATA = "where the run's data files are now (default: where they were)"
+DATA = "a named set (fashion-mnist, mnist, kmnist, cifar10; default fashion-mnist), an IDX folder or a folder of " \
+       "images by class"
+NAMED_FILES = "where a named set's files are (default: the cache, or the usual places)"
+INVERT = "make the object light on dark like Fashion-MNIST (auto: when the border is light"
+DATA_OPTIONS = {"--data": DATA, "--data-dir": NAMED_FILES, "--grayscale": "one channel, even for colour images",
+                "--size": "resize every image to SIZE x SIZE pixels",
+                "--test-fraction": "for a folder of one pool: the test share",
+                "--seed": "for a folder of one pool: the split's seed"}
+
+# (command, option or argument) -> its help; `train`'s recipe and run flags are TrainConfig's (below)
+HELP = {
+    ("", "--debug"): "show tracebacks for errors",
+    ("", "--version"): "print the versions and exit",
+    ("models", "--json"): AS_JSON,
+    ("summary", "model"): "a name from 'convzoo models'",
+    ("summary", "--input-size"): "input side (default: the model's native size)",
+    ("summary", "--in-channels"): "input channels (default 1)",
+    ("summary", "--num-classes"): "classes (default 10)",
+    ("summary", "--json"): AS_JSON,
+    ("recipes", "model"): "one model (default: every model)",
+    ("recipes", "--json"): "print {model: {recipe: {setting: value}}}",
+    ("train", "model"): "a name from 'convzoo models' (optional with --resume)",
+    ("train", "--recipe"): "d2l (the book's, default) or fast",
+    ("train", "--resume"): "continue an interrupted run from its last epoch",
+    ("train", "--out"): "run directory (default runs/MODEL-RECIPE-seedN)",
+    ("train", "--overwrite"): "replace an existing run directory",
+    ("train", "--json"): "print only a JSON summary line",
+    ("train", "--dry-run"): "print the resolved configuration and what the run would cost (parameters, MACs, memory, "
+                            "time from a few timed steps); create nothing",
+    ("train", "--tensorboard"): "log scalars for TensorBoard to DIR (default: tensorboard/RUN_NAME next to the run "
+                                "directory; give another as --tensorboard=DIR); needs convzoo[tensorboard]",
+    ("eval", "run_dir"): RUN_DIR,
+    ("eval", "--device"): DEVICE,
+    ("eval", "--data-dir"): "the directory of the data set's files (default: the run's, else the usual places)",
+    ("eval", "--json"): AS_JSON,
+    ("predict", "run_dir"): "the run's directory (left out with --pretrained)",
+    ("predict", "images"): "image files, folders (their image files) or globs in quotes ('photos/*.jpg', "
+                           "'scans/**/*.png')",
+    ("predict", "--top-k"): "show the K most probable classes (default 3, or all of a run of fewer)",
+    ("predict", "--pretrained"): "a run shipped with convzoo instead of RUN_DIR: lenet, lenet_bn, lenet_modern",
+    ("predict", "--invert"): INVERT + "; a run on a folder of images reads them as they are unless yes)",
+    ("predict", "--device"): DEVICE,
+    ("predict", "--json"): AS_JSON,
+    ("data fetch", "name"): "the set (default fashion-mnist)",
+    ("data fetch", "--dest"): "directory (default: the user cache)",
+    ("data fetch", "--mirror"): "base URL of a mirror",
+    **{("data check", option): text for option, text in DATA_OPTIONS.items()},
+    ("data check", "--json"): AS_JSON,
+    ("data show", "--out"): "PNG file to write",
+    ("data show", "--split"): "train (default) or test",
+    ("data show", "--count"): "how many images",
+    **{("data show", option): text for option, text in DATA_OPTIONS.items()},
+    ("data export", "name"): "a published data set",
+    ("data export", "dest"): "a new or empty folder",
+    ("data export", "--data-dir"): "where the set's files are (default: the cache, or the usual places)",
+    ("show kernels", "run_dir"): RUN_DIR,
+    ("show kernels", "--layer"): "conv layer name, e.g. 3 or 2.0.p2_2 (default: the first conv layer)",
+    ("show kernels", "--out"): "PNG file (default: RUN_DIR/kernels.png)",
+    ("show features", "run_dir"): RUN_DIR,
+    ("show features", "image"): "an image file (PNG, JPEG, ...)",
+    ("show features", "--channels"): "feature maps per layer (default 8)",
+    ("show features", "--invert"): INVERT + ")",
+    ("show features", "--out"): "PNG file (default: RUN_DIR/features.png)",
+    ("show mistakes", "run_dir"): RUN_DIR,
+    ("show mistakes", "--count"): "how many (default 24)",
+    ("show mistakes", "--out"): "PNG file (default: RUN_DIR/mistakes.png)",
+    ("show mistakes", "--device"): DEVICE_SHORT,
+    ("show mistakes", "--data-dir"): MOVED_DATA,
+    ("show confusion", "run_dir"): RUN_DIR,
+    ("show confusion", "--out"): "PNG file (default: RUN_DIR/confusion.png)",
+    ("show confusion", "--device"): DEVICE_SHORT,
+    ("show confusion", "--data-dir"): MOVED_DATA,
+    ("show curves", "run_dirs"): RUN_DIRS,
+    ("show curves", "--out"): "PNG file (default: curves-compared.png)",
+    ("show ops", "--out"): "PNG file (default: ops.png)",
+    ("report", "run_dir"): RUN_DIR,
+    ("report", "--device"): DEVICE_SHORT,
+    ("report", "--data-dir"): MOVED_DATA,
+    ("compare", "run_dirs"): RUN_DIRS,
+    ("compare", "--out"): "HTML file (default: compare.html; with --json, none unless given)",
+    ("compare", "--json"): 'print {"out", "runs": [...]} instead of the table',
+    ("export", "run_dir"): RUN_DIR,
+    ("export", "--format"): "onnx (default) or torchscript",
+    ("export", "--out"): "file to write (default: RUN_DIR/model.onnx or RUN_DIR/model.pt)",
+    ("export", "--json"): AS_JSON,
+    ("export", "--data-dir"): MOVED_DATA,
+    ("explore", "run_dir"): "a finished run directory (optional)",
+    ("explore", "--host"): "address to listen on (default 127.0.0.1, this machine only)",
+    ("explore", "--allow-remote"): "allow a --host other machines can reach (the secret in the address still "
+                                   "guards it)",
+    ("explore", "--port"): "port (default: a free one)",
+    ("explore", "--device"): DEVICE,
+    ("explore", "--data-dir"): "directory with the Fashion-MNIST files for the test images (default: the run's)",
+    ("explore", "--open"): "open the address in the default browser",
+}
+
+# What a few of `train`'s generated flags say of their default (the rest of their help is TrainConfig's).
+TRAIN_FLAG_HELP = {
+    "--epochs": "passes over the training set (default: the recipe's)",
+    "--seed": "random seed: weights, batch order, augmentation (default: 0)",
+    "--device": "auto, cpu, cuda, cuda:N or mps (default: auto)",
+    "--channels-last": "NHWC activations: the fast convolution path on CPU and GPU (default: on)",
+    "--compile": "torch.compile the model (pays off only when a run is long enough) (default: off)",
+    "--limit-train": "train on the first N images",
+    "--threads": "CPU threads (default: PyTorch's); --deterministic records the count used",
+    "--optimizer": "sgd (Nesterov when --momentum > 0) or adamw (default: sgd)",
+}
+
+USAGE = {
+    "": "[-h] [--debug] [--version] "
+        "{models,summary,recipes,train,eval,predict,data,show,report,compare,export,explore} ...",
+    "models": "[-h] [--json]",
+    "summary": "[-h] [--input-size INPUT_SIZE] [--in-channels IN_CHANNELS] [--num-classes NUM_CLASSES] [--json] model",
+    "recipes": "[-h] [--json] [model]",
+    "train": "[-h] [--recipe RECIPE] [--resume RUN_DIR] [--out DIR] [--overwrite] [--json] [--dry-run] "
+             "[--tensorboard [DIR]] [--epochs EPOCHS] [--batch-size BATCH_SIZE] [--lr LR] [--optimizer {sgd,adamw}] "
+             "[--momentum MOMENTUM] [--weight-decay WEIGHT_DECAY] [--schedule {constant,onecycle,cosine}] "
+             "[--label-smoothing LABEL_SMOOTHING] [--augment | --no-augment] [--tta | --no-tta] "
+             "[--init {xavier,kaiming,default}] [--input-size INPUT_SIZE] [--seed SEED] [--device DEVICE] "
+             "[--backend {torch,scratch}] [--channels-last | --no-channels-last] [--amp | --no-amp] "
+             "[--compile | --no-compile] [--cuda-graphs | --no-cuda-graphs] [--autotune | --no-autotune] "
+             "[--limit-train N] [--limit-test N] [--data DATA] [--grayscale | --no-grayscale] [--data-size N] "
+             "[--test-fraction F] [--val-fraction F] [--data-dir DIR] [--eval-batch-size EVAL_BATCH_SIZE] "
+             "[--deterministic | --no-deterministic] [--threads THREADS] [model]",
+    "eval": "[-h] [--device DEVICE] [--data-dir DATA_DIR] [--json] run_dir",
+    "predict": "[-h] [--top-k K] [--pretrained NAME] [--invert {auto,yes,no}] [--device DEVICE] [--json] "
+               "RUN_DIR [IMAGE ...]",
+    "data": "[-h] {fetch,check,show,export} ...",
+    "data fetch": "[-h] [--dest DEST] [--mirror MIRROR] [{fashion-mnist,mnist,kmnist,cifar10}]",
+    "data check": "[-h] [--data DATA] [--data-dir DATA_DIR] [--grayscale] [--size SIZE] "
+                  "[--test-fraction TEST_FRACTION] [--seed SEED] [--json]",
+    "data show": "[-h] --out OUT [--split {train,test}] [--count COUNT] [--data DATA] [--data-dir DATA_DIR] "
+                 "[--grayscale] [--size SIZE] [--test-fraction TEST_FRACTION] [--seed SEED]",
+    "data export": "[-h] [--data-dir DATA_DIR] {fashion-mnist,mnist,kmnist,cifar10} dest",
+    "show": "[-h] {kernels,features,mistakes,confusion,curves,ops} ...",
+    "show kernels": "[-h] [--layer LAYER] [--out OUT] run_dir",
+    "show features": "[-h] [--channels CHANNELS] [--invert {auto,yes,no}] [--out OUT] run_dir image",
+    "show mistakes": "[-h] [--count COUNT] [--out OUT] [--device DEVICE] [--data-dir DATA_DIR] run_dir",
+    "show confusion": "[-h] [--out OUT] [--device DEVICE] [--data-dir DATA_DIR] run_dir",
+    "show curves": "[-h] [--out OUT] RUN_DIR [RUN_DIR ...]",
+    "show ops": "[-h] [--out OUT]",
+    "report": "[-h] [--device DEVICE] [--data-dir DATA_DIR] run_dir",
+    "compare": "[-h] [--out OUT] [--json] RUN_DIR [RUN_DIR ...]",
+    "export": "[-h] [--format {onnx,torchscript}] [--out OUT] [--json] [--data-dir DATA_DIR] run_dir",
+    "explore": "[-h] [--host HOST] [--allow-remote] [--port PORT] [--device DEVICE] [--data-dir DATA_DIR] [--open] "
+               "[run_dir]",
+}
+
+# The shortest command line of each command, and every setting it then gets (`func` aside).
+TRAIN_DEFAULTS = {"model": "lenet", "recipe": None, "resume": None, "out": None, "overwrite": None, "json": False,
+                  "dry_run": False, "tensorboard": None,
+                  **{name: None for name in (
+                      "epochs", "batch_size", "lr", "optimizer", "momentum", "weight_decay", "schedule",
+                      "label_smoothing", "augment", "tta", "init", "input_size", "seed", "device", "backend",
+                      "channels_last", "amp", "compile", "cuda_graphs", "autotune", "limit_train", "limit_test",
+                      "data", "grayscale", "data_size", "test_fraction", "val_fraction", "data_dir",
+                      "eval_batch_size", "deterministic", "threads")}}
+DEFAULTS = [
+    (["models"], {"json": False}),
+    (["summary", "lenet"], {"model": "lenet", "input_size": None, "in_channels": 1, "num_classes": 10,
+                            "json": False}),
+    (["recipes"], {"model": None, "json": False}),
+    (["train", "lenet"], TRAIN_DEFAULTS),
+    (["eval", "r"], {"run_dir": "r", "device": "auto", "data_dir": None, "json": False}),
+    (["predict", "r"], {"run_dir": "r", "images": [], "top_k": None, "pretrained": None, "invert": "auto",
+                        "device": "auto", "json": False}),
+    (["data", "fetch"], {"data_command": "fetch", "name": None, "dest": None, "mirror": None}),
+    (["data", "check"], {"data_command": "check", "data": None, "data_dir": None, "grayscale": False, "size": None,
+                         "test_fraction": 0.2, "seed": 0, "json": False}),
+    (["data", "show", "--out", "x.png"], {"data_command": "show", "out": "x.png", "split": "train", "count": 40,
+                                          "data": None, "data_dir": None, "grayscale": False, "size": None,
+                                          "test_fraction": 0.2, "seed": 0}),
+    (["data", "export", "mnist", "d"], {"data_command": "export", "name": "mnist", "dest": "d", "data_dir": None}),
+    (["show", "kernels", "r"], {"show_command": "kernels", "run_dir": "r", "layer": None, "out": None}),
+    (["show", "features", "r", "i.png"], {"show_command": "features", "run_dir": "r", "image": "i.png",
+                                          "channels": 8, "invert": "auto", "out": None}),
+    (["show", "mistakes", "r"], {"show_command": "mistakes", "run_dir": "r", "count": 24, "out": None,
+                                 "device": "auto", "data_dir": None}),
+    (["show", "confusion", "r"], {"show_command": "confusion", "run_dir": "r", "out": None, "device": "auto",
+                                  "data_dir": None}),
+    (["show", "curves", "r"], {"show_command": "curves", "run_dirs": ["r"], "out": "curves-compared.png"}),
+    (["show", "ops"], {"show_command": "ops", "out": "ops.png"}),
+    (["report", "r"], {"run_dir": "r", "device": "auto", "data_dir": None}),
+    (["compare", "r"], {"run_dirs": ["r"], "out": None, "json": False}),
+    (["export", "r"], {"run_dir": "r", "format": "onnx", "out": None, "json": False, "data_dir": None}),
+    (["explore"], {"run_dir": None, "host": "127.0.0.1", "allow_remote": False, "port": 0, "device": "auto",
+                   "data_dir": None, "open": False}),
+]
+
+
+@pytest.fixture(scope="module")
+def parsers() -> dict[str, argparse.ArgumentParser]:
+    """Every command's parser by its words ('' for ``convzoo`` itself, 'data show', ...)."""
+    found = {}
+
+    def walk(parser: argparse.ArgumentParser, words: str) -> None:
+        found[words] = parser
+        for action in parser._actions:  # noqa: SLF001
+            if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
+                for name, sub in action.choices.items():
+                    walk(sub, f"{words} {name}".strip())
+
+    walk(cli.build_parser(), "")
+    return found
+
+
+def _arguments(parser: argparse.ArgumentParser) -> dict[str, argparse.Action]:
+    return {(a.option_strings or [a.dest])[0]: a for a in parser._actions  # noqa: SLF001
+            if not isinstance(a, argparse._HelpAction | argparse._SubParsersAction)}  # noqa: SLF001
+
+
+# --- what --help shows --------------------------------------------------------------------------
+
+def test_every_option_and_argument_of_every_command_has_help(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    missing = [f"convzoo {words} {name}" for words, parser in parsers.items()
+               for name, action in _arguments(parser).items() if not action.help]
+    assert not missing
+
+
+def test_every_command_is_listed_with_its_help(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    for words, commands in COMMANDS.items():
+        action = next(a for a in parsers[words]._actions if isinstance(a, argparse._SubParsersAction))  # noqa: SLF001
+        assert {choice.dest: choice.help for choice in action._choices_actions} == commands  # noqa: SLF001
+
+
+def test_the_help_of_each_option(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    config_flags = {f"--{f.name.replace('_', '-')}" for f in option_fields()}
+    shown = {(words, name): action.help for words, parser in parsers.items()
+             for name, action in _arguments(parser).items() if not (words == "train" and name in config_flags)}
+    assert shown == HELP
+
+
+def test_a_train_flag_says_its_default(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    arguments = _arguments(parsers["train"])
+    assert {flag: arguments[flag].help for flag in TRAIN_FLAG_HELP} == TRAIN_FLAG_HELP
+
+
+def test_the_usage_of_each_command(parsers: dict[str, argparse.ArgumentParser],
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "1000")  # one line each
+    assert {words: parser.format_usage() for words, parser in parsers.items()} == \
+        {words: f"usage: convzoo {words} {usage}\n".replace("  ", " ") for words, usage in USAGE.items()}
+
+
+def test_the_program_description_and_version(run_cli: Cli) -> None:
+    assert cli.build_parser().description == "Classic CNNs and their operations, trained on Fashion-MNIST."
+    code, out, err = run_cli("--version")
+    assert code == 0 and err == ""
+    assert out == f"convzoo {convzoo.__version__} (torch {torch.__version__}, Python {platform.python_version()})\n"
+
+
+@pytest.mark.parametrize("argv, expected", DEFAULTS, ids=[" ".join(argv[:2]) for argv, _ in DEFAULTS])
+def test_the_defaults_of_each_command(argv: list[str], expected: dict) -> None:
+    settings = vars(cli.build_parser().parse_args(argv))
+    del settings["func"]
+    assert settings == {"debug": False, "command": argv[0], **expected}
+
+
+def test_each_command_runs_its_own_function() -> None:
+    parser = cli.build_parser()
+    functions = {" ".join(argv[:1]): parser.parse_args(argv).func.__name__ for argv, _ in DEFAULTS}
+    assert functions == {"models": "cmd_models", "summary": "cmd_summary", "recipes": "cmd_recipes",
+                         "train": "cmd_train", "eval": "cmd_eval", "predict": "cmd_predict", "data": "cmd_data",
+                         "show": "cmd_show", "report": "cmd_report", "compare": "cmd_compare",
+                         "export": "cmd_export", "explore": "cmd_explore"}
+
+
+# --- argument errors: one line, exit 2 ----------------------------------------------------------
+
+@pytest.mark.parametrize("argv, message", [
+    (["eval"], "the following arguments are required: run_dir (see 'convzoo eval --help')"),
+    (["data", "show"], "the following arguments are required: --out (see 'convzoo data show --help')"),
+    (["train", "lenet", "--epochs", "two"], "argument --epochs: expected an integer, got 'two' "
+                                            "(see 'convzoo train --help')"),
+    (["train", "lenet", "--lr", "fast"], "argument --lr: expected a number, got 'fast' (see 'convzoo train --help')"),
+    (["train", "lenet", "--test-fraction", "half"], "argument --test-fraction: expected a number, got 'half' "
+                                                    "(see 'convzoo train --help')"),
+    (["summary", "lenet", "--in-channels", "3.5"], "argument --in-channels: expected an integer, got '3.5' "
+                                                   "(see 'convzoo summary --help')"),
+    (["data", "check", "--test-fraction", "x"], "argument --test-fraction: expected a number, got 'x' "
+                                                "(see 'convzoo data check --help')"),
+    (["data", "show", "--out", "a.png", "--count", "many"], "argument --count: expected an integer, got 'many' "
+                                                            "(see 'convzoo data show --help')"),
+    (["predict", "r", "--top-k", "1.5"], "argument --top-k: expected an integer, got '1.5' "
+                                         "(see 'convzoo predict --help')"),
+    (["show", "features", "r", "i.png", "--channels", "all"], "argument --channels: expected an integer, got 'all' "
+                                                              "(see 'convzoo show features --help')"),
+    (["show", "mistakes", "r", "--count", "x"], "argument --count: expected an integer, got 'x' "
+                                                "(see 'convzoo show mistakes --help')"),
+])
+def test_a_bad_argument_is_one_line_and_exit_2(argv: list[str], message: str, run_cli: Cli) -> None:
+    code, out, err = run_cli(*argv)
+    assert (code, out, err) == (2, "", f"error: {message}\n")
+
+
+def test_parse_int_and_parse_float() -> None:
+    assert common.parse_int("-3") == -3 and common.parse_float("2.5e-3") == 0.0025
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected an integer, got '3\.0'$"):
+        common.parse_int("3.0")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"^expected a number, got 'x'$"):
+        common.parse_float("x")
+
+
+# --- the flags of `train` as the API's arguments ------------------------------------------------
+
+def _train_args(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(["train", *argv])
+
+
+def test_train_flags_become_the_api_arguments() -> None:
+    arguments = train.train_arguments(_train_args("lenet", "--recipe", "fast", "--out", "o", "--epochs", "3",
+                                                  "--lr", "0.5", "--no-augment", "--resize", "32", "--device", "cpu",
+                                                  "--limit-train", "64", "--val-fraction", "0.1"))
+    expected = {"model": "lenet", "out": "o", "recipe": "fast", "resume": False,
+                **{f.name: None for f in option_fields()}}
+    expected.update(epochs=3, lr=0.5, augment=False, input_size=32, device="cpu", limit_train=64, val_fraction=0.1)
+    assert arguments == expected
+
+
+def test_resume_continues_its_own_directory() -> None:
+    arguments = train.train_arguments(_train_args("--resume", "runs/a", "--out", "runs/../runs/a"))
+    assert (arguments["model"], arguments["out"], arguments["resume"]) == (None, "runs/a", True)
+    assert train.train_arguments(_train_args("--resume", "runs/a"))["out"] == "runs/a"
+
+
+def test_resume_with_another_out_is_refused(run_cli: Cli) -> None:
+    code, out, err = run_cli("train", "--resume", "runs/a", "--out", "runs/b")
+    assert (code, out) == (2, "")
+    assert err == "error: --resume continues runs/a in place: --out runs/b names another directory\n"
+    with pytest.raises(ConfigError) as caught:
+        train.train_arguments(_train_args("--resume", "a", "--out", "b"))
+    assert caught.value.field == "out"
+
+
+def test_tensorboard_before_the_model_gives_the_model_back() -> None:
+    args = _train_args("--tensorboard", "lenet")
+    assert train.train_arguments(args)["model"] == "lenet" and args.tensorboard == ""
+    args = _train_args("--tensorboard", "logs", "lenet")
+    assert train.train_arguments(args)["model"] == "lenet" and args.tensorboard == "logs"
+    args = _train_args("alexnet", "--tensorboard", "lenet")  # a model given: the flag's value is a directory
+    assert train.train_arguments(args)["model"] == "alexnet" and args.tensorboard == "lenet"
+    args = _train_args("lenet", "--tensorboard")
+    assert args.tensorboard == ""
+
+
+@pytest.fixture
+def spy_train(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
+    """``api.train`` replaced by a spy that records its arguments and returns a finished run's numbers."""
+    seen: dict = {}
+
+    class Finished:
+        test_acc, val_acc, epochs, train_seconds = 0.81234, None, 2, 12.34
+        run_dir = Path("runs") / "lenet"
+
+        def to_json(self) -> dict:
+            return {"run_dir": str(self.run_dir), "test_acc": self.test_acc}
+
+    def fake_train(**kwargs: object) -> Finished:
+        seen.update(kwargs)
+        log = kwargs["log"]
+        log("epoch 1 of 2")  # what a run logs: shown, unless --json
+        return Finished()
+
+    monkeypatch.setattr(train.api, "train", fake_train)
+    seen["finished"] = Finished
+    yield seen
+
+
+def test_train_reports_its_result_and_passes_its_switches(spy_train: dict, run_cli: Cli,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sys.argv", ["convzoo", "train", "lenet", "--epochs", "2"])
+    code, out, err = run_cli("train", "lenet", "--epochs", "2")
+    assert (code, err) == (0, "")
+    run_dir = Path("runs") / "lenet"
+    assert out == (f"epoch 1 of 2\ntest accuracy 0.8123 after 2 epochs, 12.3 s\nrun directory: {run_dir}  "
+                   f"(open {run_dir / 'report.html'}: curves, confusion matrix, mistakes)\n")
+    assert spy_train["overwrite"] is False and spy_train["tensorboard"] is None
+    assert spy_train["command"] == "convzoo train lenet --epochs 2"
+    assert spy_train["epochs"] == 2 and spy_train["model"] == "lenet"
+
+
+def test_train_with_a_validation_split_shows_its_accuracy(spy_train: dict, run_cli: Cli) -> None:
+    spy_train["finished"].val_acc = 0.7
+    code, out, _ = run_cli("train", "lenet", "--overwrite", "--tensorboard")
+    assert code == 0 and "test accuracy 0.8123 (validation accuracy 0.7000) after 2 epochs, 12.3 s\n" in out
+    assert spy_train["overwrite"] is True and spy_train["tensorboard"] is True  # True: next to the run directory
+
+
+def test_train_json_prints_only_the_json_line(spy_train: dict, run_cli: Cli) -> None:
+    code, out, _ = run_cli("train", "lenet", "--json", "--tensorboard=logs")
+    assert code == 0 and json.loads(out) == {"run_dir": str(Path("runs") / "lenet"), "test_acc": 0.81234}
+    assert out.count("\n") == 1 and spy_train["tensorboard"] == "logs"
+
+
+def test_train_on_another_rank_of_a_torchrun_job_stays_quiet(spy_train: dict, run_cli: Cli,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", "1")
+    code, out, _ = run_cli("train", "lenet", "--tensorboard", "logs")
+    assert (code, out) == (0, "epoch 1 of 2\n")
+    assert spy_train["tensorboard"] is None  # rank 0 logs for every rank
+
+
+# --- how main reports errors --------------------------------------------------------------------
+
+def _failing(monkeypatch: pytest.MonkeyPatch, error: BaseException) -> None:
+    def fail(_args: argparse.Namespace) -> None:
+        raise error
+
+    monkeypatch.setattr(zoo, "cmd_models", fail)
+
+
+def test_a_user_error_is_one_line_with_its_exit_code(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    error = UserError("the first line\n\n  and the second\x1b[31m")
+    error.exit_code = 3
+    _failing(monkeypatch, error)
+    assert run_cli("models") == (3, "", "error: the first line and the second\\x1b[31m\n")
+    monkeypatch.setenv("RANK", "2")
+    assert run_cli("models") == (3, "", "rank 2: error: the first line and the second\\x1b[31m\n")
+    with pytest.raises(UserError):
+        run_cli("--debug", "models")
+
+
+def test_a_file_system_error_is_the_users(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing(monkeypatch, OSError(errno.EROFS, "Read-only file system", "runs/a"))
+    assert run_cli("models") == (2, "", "error: runs/a: the file system is read-only: write elsewhere\n")
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli("models")[2] == "rank 1: error: runs/a: the file system is read-only: write elsewhere\n"
+    with pytest.raises(OSError):
+        run_cli("--debug", "models")
+
+
+def test_another_os_error_is_a_bug(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing(monkeypatch, OSError(errno.EIO, "Input/output error"))
+    with pytest.raises(OSError):
+        run_cli("models")
+
+
+def test_a_broken_pipe_ends_quietly(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    _failing(monkeypatch, BrokenPipeError())
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points it at the null device
+    assert run_cli("models") == (0, "", "")
+
+
+def test_an_interrupt_says_so_on_rank_0_only(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    _failing(monkeypatch, KeyboardInterrupt())
+    assert run_cli("models") == (130, "", "error: interrupted\n")
+    terminated = KeyboardInterrupt("stopped by SIGTERM: resume with\nconvzoo train --resume runs/a")
+    terminated.exit_code = 143
+    _failing(monkeypatch, terminated)
+    assert run_cli("models") == (143, "", "error: stopped by SIGTERM: resume with convzoo train --resume runs/a\n")
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli("models") == (143, "", "")
+
+
+@pytest.mark.parametrize("rank, prefix", [("", ""), ("0", ""), ("1", "rank 1: "), (" 12 ", "rank 12: "),
+                                          ("-1", ""), ("x", "")])
+def test_rank_prefix(rank: str, prefix: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RANK", rank)
+    assert common.rank_prefix() == prefix
+
+
+def test_errors_speak_of_flags(run_cli: Cli) -> None:
+    code, _, err = run_cli("train", "lenet", "--batch-size", "0", "--dry-run")
+    assert code == 2 and "--batch-size" in err and "batch_size" not in err
