@@ -71,10 +71,12 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
                                     "tests/test_data_runs.py", "tests/test_sets.py", "tests/test_catalog.py",
                                     "tests/test_compare.py", "tests/test_predict.py", "tests/test_show.py",
                                     "tests/test_export.py", "tests/test_filesystem.py", "tests/test_train.py",
-                                    "tests/test_report.py", "tests/test_estimate.py", "tests/test_resources.py",
-                                    "tests/test_explore.py", "tests/test_cli_fuzz.py", "tests/test_api.py",
-                                    # its spawned writers die in mutmut's forked test process (no CLI in it)
-                                    "--deselect=tests/test_rundir.py::test_two_writers_on_one_new_directory_exactly_one_wins"]),
+                                    "tests/test_report.py", "tests/test_estimate.py", "tests/test_summary.py",
+                                    "tests/test_resources.py", "tests/test_explore.py", "tests/test_cli_fuzz.py",
+                                    "tests/test_api.py",
+                                    # no CLI in it, and its spawned writers die in mutmut's forked test process
+                                    "--deselect=tests/test_rundir.py::"
+                                    "test_two_writers_on_one_new_directory_exactly_one_wins"]),
 }
 SAMPLE = "*__mutmut_*[16]"  # a fifth of the mutants: those numbered 1, 6, 11, ... in each function
 
