@@ -521,3 +521,67 @@ def test_rank_prefix(rank: str, prefix: str, monkeypatch: pytest.MonkeyPatch) ->
 def test_errors_speak_of_flags(run_cli: Cli) -> None:
     code, _, err = run_cli("train", "lenet", "--batch-size", "0", "--dry-run")
     assert code == 2 and "--batch-size" in err and "batch_size" not in err
+
+
+# --- the zoo: models, summary, recipes ----------------------------------------------------------
+
+LENET_ROW = ("lenet              61,706      28         416,520  LeNet-5 (sigmoid, average pooling), the chapter's "
+             "network; 61,706 parameters at 28x28.")
+
+
+def test_models_lists_each_model_with_its_size(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(zoo, "list_models", lambda: ["lenet", "lenet_bn"])  # two small ones: the table's format
+    code, out, err = run_cli("models")
+    assert (code, err) == (0, "")
+    # LeNet: 156 + 2,416 + 48,120 + 10,164 + 850 parameters; 117,600 + 240,000 + 48,000 + 10,080 + 840 MACs
+    lines = out.splitlines()
+    assert lines[:2] == ["model              params   input            MACs  description", LENET_ROW]
+    assert len(lines) == 3 and lines[2].startswith("lenet_bn ")
+    code, out, _ = run_cli("models", "--json")
+    rows = json.loads(out)
+    assert rows[0] == {"name": "lenet", "params": 61706, "input_size": 28, "macs": 416520,
+                       "description": LENET_ROW.split("  ")[-1]}
+    assert [row["name"] for row in rows] == ["lenet", "lenet_bn"]
+
+
+def test_summary_takes_the_input_size_channels_and_classes(run_cli: Cli) -> None:
+    # at 32 x 32 with 3 channels and 5 classes: conv1 6*3*25+6 = 456, conv2 2,416, 16*6*6 = 576 features into
+    # 576*120+120 = 69,240, then 10,164 and 84*5+5 = 425 parameters; MACs 32*32*6*75 = 460,800 +
+    # 12*12*16*150 = 345,600 + 69,120 + 10,080 + 420
+    code, out, err = run_cli("summary", "lenet", "--input-size", "32", "--in-channels", "3", "--num-classes", "5")
+    assert (code, err) == (0, "")
+    assert out.endswith("total parameters: 82,701\ntotal MACs: 886,020 (FLOPs = 2 x MACs = 1,772,040)\n")
+    code, out, _ = run_cli("summary", "lenet", "--input-size", "32", "--in-channels", "3", "--num-classes", "5",
+                           "--json")
+    table = json.loads(out)
+    assert (table["input_shape"], table["layers"][-1]["output_shape"]) == ([1, 3, 32, 32], [1, 5])
+    assert sum(layer["params"] for layer in table["layers"]) == 82701
+
+
+def test_recipes_of_one_model_and_of_every_model(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, out, err = run_cli("recipes", "lenet")
+    assert (code, err) == (0, "")
+    assert out == """\
+lenet               d2l         fast
+  --epochs          10          10
+  --batch-size      256         256
+  --lr              0.9         0.1
+  --momentum        0           0.9
+  --weight-decay    0           0.0005
+  --schedule        constant    onecycle
+  --label-smoothing 0           0.1
+  --augment         off         on
+  --tta             off         on
+  --init            xavier      default
+  --input-size      28          28
+  --amp             off         on
+  fast: not verified at full length (a starting point; the README's Results say what was measured)
+"""
+    code, out, _ = run_cli("recipes", "resnet18")
+    assert out.endswith("\n  fast: verified, 0.93 test accuracy in 6 epochs on one H200\n")
+    monkeypatch.setattr(zoo, "list_models", lambda: ["alexnet", "lenet"])
+    code, out, _ = run_cli("recipes")
+    blocks = out.split("\n\n")  # every model, a blank line between
+    assert len(blocks) == 2 and blocks[1] == run_cli("recipes", "lenet")[1]
+    assert blocks[0].startswith("alexnet             d2l         fast\n  --epochs          10          10\n")
+    assert json.loads(run_cli("recipes", "lenet", "--json")[1])["lenet"]["d2l"]["lr"] == 0.9
