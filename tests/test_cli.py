@@ -585,3 +585,187 @@ lenet               d2l         fast
     assert len(blocks) == 2 and blocks[1] == run_cli("recipes", "lenet")[1]
     assert blocks[0].startswith("alexnet             d2l         fast\n  --epochs          10          10\n")
     assert json.loads(run_cli("recipes", "lenet", "--json")[1])["lenet"]["d2l"]["lr"] == 0.9
+
+
+# --- eval, predict, export, report, compare, show: the library's results as the user reads them ----------
+# The library's functions are replaced by spies that record what the command passed them and return
+# results written out here: what is pinned is the command's own work, its arguments and its lines.
+
+class Spy:
+    """Records each call as ``(name, args, kwargs)`` and returns ``returns[name]``."""
+
+    def __init__(self, **returns: object) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+        self.returns = returns
+
+    def __getattr__(self, name: str) -> Callable[..., object]:
+        if name.startswith("_") or name not in self.returns:
+            raise AttributeError(name)
+
+        def call(*args: object, **kwargs: object) -> object:
+            self.calls.append((name, args, kwargs))
+            return self.returns[name]
+
+        return call
+
+
+def test_eval_prints_the_accuracy_of_each_class(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import show
+
+    class Evaluation:
+        accuracy, loss, count, per_class_accuracy = 0.55556, 1.23456789, 12345, [0.123456, 0.98765, 0.5]
+
+    run = Spy(evaluate=Evaluation())
+    run.classes = ["T-shirt/top", "a class with a long name", "Sh\x1boe"]
+    load = Spy(load=run)
+    monkeypatch.setattr(cli.evaluate.api, "load", load.load)
+    monkeypatch.setattr(show, "show_confusion", Spy(show_confusion=Path("runs/a/confusion.png")).show_confusion)
+    code, out, err = run_cli("eval", "runs/a", "--device", "cpu", "--data-dir", "data")
+    assert (code, err) == (0, "")
+    assert out == f"""\
+test accuracy 0.5556 on 12,345 images (loss 1.2346)
+  T-shirt/top              0.1235
+  a class with a long name 0.9877
+  Sh\\x1boe                 0.5000
+confusion matrix: {Path('runs/a/confusion.png')}
+"""
+    assert load.calls == [("load", ("runs/a", "cpu"), {})] and run.calls == [("evaluate", ("data",), {})]
+    code, out, _ = run_cli("eval", "runs/a", "--json")
+    assert json.loads(out) == {"run_dir": "runs/a", "test_acc": 0.55556, "test_loss": 1.234568, "num_examples": 12345,
+                               "per_class_accuracy": {"T-shirt/top": 0.1235, "a class with a long name": 0.9877,
+                                                      "Sh\x1boe": 0.5},
+                               "confusion": str(Path("runs/a/confusion.png"))}
+    assert load.calls[-1] == ("load", ("runs/a", "auto"), {}) and run.calls[-1] == ("evaluate", (None,), {})
+    run.classes = ["a", "b", "c"]  # short names: a column 12 wide
+    assert run_cli("eval", "runs/a")[1].splitlines()[1] == "  a            0.1235"
+
+
+class Prediction:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def format(self) -> str:
+        return f"{self.name}: Bag 0.9"
+
+    def to_json(self) -> dict:
+        return {"image": self.name, "class": "Bag"}
+
+
+def test_predict_passes_its_images_and_prints_each_prediction(run_cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    run = Spy(predict=[Prediction("a.png"), Prediction("b.png")])
+    load = Spy(load=run)
+    monkeypatch.setattr(cli.evaluate.api, "load", load.load)
+    code, out, err = run_cli("predict", "runs/a", "a.png", "b.png", "--invert", "no", "--device", "cpu")
+    assert (code, out, err) == (0, "a.png: Bag 0.9\nb.png: Bag 0.9\n", "")
+    assert load.calls == [("load", ("runs/a", "cpu"), {})]
+    assert run.calls == [("predict", (["a.png", "b.png"],), {"top_k": None, "invert": "no"})]
+    code, out, _ = run_cli("predict", "runs/a", "a.png", "--json")
+    assert json.loads(out) == [{"image": "a.png", "class": "Bag"}, {"image": "b.png", "class": "Bag"}]
+    assert load.calls[-1] == ("load", ("runs/a", "auto"), {})
+    assert run.calls[-1] == ("predict", (["a.png"],), {"top_k": None, "invert": "auto"})
+
+
+def test_predict_with_a_pretrained_run_takes_every_argument_as_an_image(run_cli: Cli,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo.pretrained import pretrained_dir
+
+    run = Spy(predict=[Prediction("a.png")])
+    load = Spy(load=run)
+    monkeypatch.setattr(cli.evaluate.api, "load", load.load)
+    code, out, _ = run_cli("predict", "--pretrained", "lenet", "a.png", "b.png", "--top-k", "10")
+    assert (code, out) == (0, "a.png: Bag 0.9\n")
+    assert load.calls == [("load", (pretrained_dir("lenet"), "auto"), {})]
+    assert run.calls == [("predict", (["a.png", "b.png"],), {"top_k": 10, "invert": "auto"})]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "runs/a"], "predict needs at least one IMAGE"),
+    (["predict", "--pretrained", "lenet", "a.png", "--top-k", "11"], "--top-k must be between 1 and 10, got 11"),
+    (["predict", "--pretrained", "lenet", "a.png", "--top-k", "0"], "--top-k must be between 1 and 10, got 0"),
+])
+def test_predict_refuses_before_loading_the_network(argv: list[str], message: str, run_cli: Cli,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    load = Spy(load=None)
+    monkeypatch.setattr(cli.evaluate.api, "load", load.load)
+    assert run_cli(*argv) == (2, "", f"error: {message}\n")
+    assert load.calls == []
+
+
+def test_export_says_what_it_wrote(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Exported:
+        path, format, channels, input_size, max_abs_diff, batch_sizes = Path("o/m.onnx"), "onnx", 3, 32, 3.14e-6, (1, 7)
+
+        def to_json(self) -> dict:
+            return {"path": "o/m.onnx"}
+
+    spy = Spy(export_run=Exported())
+    monkeypatch.setattr(cli.export, "export_run", spy.export_run)
+    code, out, err = run_cli("export", "runs/a", "--format", "torchscript", "--out", "o/m.pt", "--data-dir", "d")
+    assert (code, err) == (0, "")
+    assert out == (f"wrote {Path('o/m.onnx')} (onnx, input N x 3 x 32 x 32); max |logit difference| to PyTorch "
+                   "3.1e-06 on batches of 1 and 7 test images\n")
+    assert spy.calls == [("export_run", ("runs/a", "torchscript", "o/m.pt"), {"data_dir": "d"})]
+    code, out, _ = run_cli("export", "runs/a", "--json")
+    assert (code, json.loads(out)) == (0, {"path": "o/m.onnx"})
+    assert spy.calls[-1] == ("export_run", ("runs/a", "onnx", None), {"data_dir": None})
+
+
+def test_report_writes_the_page_of_the_evaluated_run(run_cli: Cli, monkeypatch: pytest.MonkeyPatch,
+                                                     tmp_path: Path) -> None:
+    from convzoo import report
+
+    evaluated = object()
+    run = Spy(evaluated=evaluated)
+    load = Spy(load=run)
+    write = Spy(write_report=tmp_path / "report.html")
+    monkeypatch.setattr(cli.runs.api, "load", load.load)
+    monkeypatch.setattr(report, "write_report", write.write_report)
+    assert run_cli("report", str(tmp_path), "--device", "cpu", "--data-dir", "d") == \
+        (0, f"wrote {tmp_path / 'report.html'}\n", "")
+    assert load.calls == [("load", (str(tmp_path), "cpu"), {})] and run.calls == [("evaluated", ("d",), {})]
+    assert write.calls == [("write_report", (evaluated,), {})]
+
+
+def test_compare_prints_its_table_and_writes_its_page(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import compare
+
+    rows = [{"run": "a", "test_acc": 0.5}]
+    spy = Spy(compare_runs=rows, write_comparison=(Path("c.html"), rows), format_table="a  0.5000")
+    for name in ("compare_runs", "write_comparison", "format_table"):
+        monkeypatch.setattr(compare, name, getattr(spy, name))
+    assert run_cli("compare", "runs/a", "runs/b") == (0, f"a  0.5000\nwrote {Path('c.html')}\n", "")
+    assert spy.calls == [("write_comparison", (["runs/a", "runs/b"], "compare.html"), {}),
+                         ("format_table", (rows,), {})]
+    spy.calls.clear()
+    code, out, _ = run_cli("compare", "runs/a", "--json")  # the table only: no page
+    assert (code, json.loads(out)) == (0, {"out": None, "runs": rows})
+    assert spy.calls == [("compare_runs", (["runs/a"],), {})]
+    spy.calls.clear()
+    code, out, _ = run_cli("compare", "runs/a", "--json", "--out", "x.html")
+    assert (code, json.loads(out)) == (0, {"out": "c.html", "runs": rows})
+    assert spy.calls == [("write_comparison", (["runs/a"], "x.html"), {})]
+
+
+@pytest.mark.parametrize("argv, call", [
+    (["kernels", "r", "--layer", "3", "--out", "k.png"], ("show_kernels", ("r", "k.png"), {"layer": "3"})),
+    (["kernels", "r"], ("show_kernels", ("r", None), {"layer": None})),
+    (["features", "r", "i.png", "--channels", "4", "--invert", "yes", "--out", "f.png"],
+     ("show_features", ("r", "i.png", "f.png"), {"invert": "yes", "channels": 4})),
+    (["mistakes", "r", "--count", "5", "--device", "cpu", "--data-dir", "d", "--out", "m.png"],
+     ("show_mistakes", ("r", "m.png"), {"count": 5, "device": "cpu", "data_dir": "d"})),
+    (["confusion", "r", "--device", "cpu", "--data-dir", "d", "--out", "c.png"],
+     ("show_confusion", ("r", "c.png"), {"device": "cpu", "data_dir": "d"})),
+    (["curves", "r", "s", "--out", "cc.png"], ("show_curves", (["r", "s"], "cc.png"), {})),
+    (["ops", "--out", "o.png"], ("show_ops", ("o.png",), {})),
+])
+def test_show_draws_what_it_is_asked_for(argv: list[str], call: tuple, run_cli: Cli,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import show
+
+    names = ("show_kernels", "show_features", "show_mistakes", "show_confusion", "show_curves", "show_ops")
+    spy = Spy(**{name: Path("pictures") / "p\x07.png" for name in names})
+    for name in names:
+        monkeypatch.setattr(show, name, getattr(spy, name))
+    assert run_cli("show", *argv) == (0, f"wrote {Path('pictures')}/p\\x07.png\n", "")
+    assert spy.calls == [call]
