@@ -769,3 +769,246 @@ def test_show_draws_what_it_is_asked_for(argv: list[str], call: tuple, run_cli: 
         monkeypatch.setattr(show, name, getattr(spy, name))
     assert run_cli("show", *argv) == (0, f"wrote {Path('pictures')}/p\\x07.png\n", "")
     assert spy.calls == [call]
+
+
+def test_train_dry_run_shows_the_plan_and_creates_nothing(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    class Plan:
+        run_dir = Path("runs") / "lenet-d2l-seed0"
+
+        def format(self) -> str:
+            return "the plan\nin two lines"
+
+        def to_json(self) -> dict:
+            return {"run_dir": "runs/lenet-d2l-seed0"}
+
+    spy = Spy(plan=Plan(), train=None)
+    monkeypatch.setattr(train.api, "plan", spy.plan)
+    monkeypatch.setattr(train.api, "train", spy.train)
+    run_dir = Path("runs") / "lenet-d2l-seed0"
+    assert run_cli("train", "lenet", "--dry-run", "--epochs", "4") == \
+        (0, f"the plan\nin two lines\nrun directory: {run_dir} (not created)\n", "")
+    assert spy.calls == [("plan", (), train.train_arguments(_train_args("lenet", "--epochs", "4")))]
+    assert spy.calls[0][2]["epochs"] == 4
+    assert run_cli("train", "--resume", "runs/a", "--dry-run")[1].endswith(
+        f"run directory: {run_dir} (resumed by the command, left as it is)\n")
+    assert spy.calls[-1][2]["resume"] is True
+    code, out, _ = run_cli("train", "lenet", "--dry-run", "--json")
+    assert (code, json.loads(out)) == (0, {"run_dir": "runs/lenet-d2l-seed0"})
+    assert [name for name, _, _ in spy.calls] == ["plan"] * 3  # never trained
+
+
+# --- data fetch | check | show | export -------------------------------------------------------------
+
+def test_data_fetch_names_the_set_and_where_it_went(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import data
+
+    spy = Spy(fetch_named=Path("cache") / "set")
+    monkeypatch.setattr(data, "fetch_named", spy.fetch_named)
+    assert run_cli("data", "fetch") == (0, f"Fashion-MNIST is in {Path('cache') / 'set'}\n", "")
+    assert run_cli("data", "fetch", "mnist", "--dest", "d", "--mirror", "https://m.example") == \
+        (0, f"mnist is in {Path('cache') / 'set'}\n", "")
+    assert spy.calls == [("fetch_named", ("fashion-mnist", None), {"mirror": None}),
+                         ("fetch_named", ("mnist", "d"), {"mirror": "https://m.example"})]
+
+
+FILES = [{"file": "train-images", "path": "p/train-images", "ok": True, "count": 60000},
+         {"file": "t10k-labels", "path": "p/t10k-labels", "ok": True}]
+CACHED = [{"file": "a", "path": "c/a", "ok": True},
+          {"file": "b", "path": "c/b", "ok": False, "problem": "its size changed"}]
+
+
+@pytest.fixture
+def checked(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    import convzoo.cli.data as data_command
+    from convzoo import data
+
+    spy = Spy(check=[dict(row) for row in FILES], check_cache=CACHED, check_named=[dict(row) for row in FILES])
+    monkeypatch.setattr(data, "check", spy.check)
+    monkeypatch.setattr(data_command, "check_cache", spy.check_cache)
+    monkeypatch.setattr(data_command, "check_named", spy.check_named)
+    return spy
+
+
+def test_data_check_lists_each_file_and_cached_copy(run_cli: Cli, checked: Spy) -> None:
+    assert run_cli("data", "check", "--data-dir", "p") == (0, """\
+ok  p/train-images  60,000 items
+ok  p/t10k-labels
+ok  c/a  (cached copy)
+BAD c/b  (cached copy: its size changed; removed, the next read decompresses the file again)
+""", "")
+    assert checked.calls == [("check", ("p",), {}), ("check_cache", (), {})]
+    code, out, _ = run_cli("data", "check", "--data", "fashion-mnist", "--json")
+    assert (code, json.loads(out)) == (0, [*FILES, *({**row, "cache": True} for row in CACHED)])
+    assert checked.calls[-2] == ("check", (None,), {})
+
+
+def test_data_check_of_another_published_set(run_cli: Cli, checked: Spy) -> None:
+    assert run_cli("data", "check", "--data", "mnist", "--data-dir", "p") == \
+        (0, "ok  p/train-images  60,000 items\nok  p/t10k-labels\n", "")
+    assert checked.calls == [("check_named", ("mnist", "p"), {})]
+
+
+def test_data_check_names_the_bad_files_and_how_to_fetch_them_again(run_cli: Cli, checked: Spy) -> None:
+    for row in checked.returns["check"] + checked.returns["check_named"]:
+        row["ok"] = False
+    code, out, err = run_cli("data", "check")
+    assert (code, out.splitlines()[:2]) == (2, ["BAD p/train-images  60,000 items", "BAD p/t10k-labels"])
+    assert err == "error: checksum mismatch: train-images, t10k-labels (re-download with 'convzoo data fetch')\n"
+    code, _, err = run_cli("data", "check", "--data", "kmnist")
+    assert err == "error: checksum mismatch: train-images, t10k-labels (re-download with 'convzoo data fetch " \
+                  "kmnist')\n"
+    checked.returns["check"][1]["ok"] = True
+    assert run_cli("data", "check")[2] == "error: checksum mismatch: train-images (re-download with 'convzoo data " \
+                                          "fetch')\n"
+
+
+class Folder:
+    """What ``data.open_data`` gives for a folder of colour images in two classes."""
+
+    name, channels, size, num_classes, classes, notes = "pets", 3, 32, 2, ("cat", "dog"), ("a note",)
+    train_images = torch.tensor([[[[10]], [[20]], [[30]]]] * 1234, dtype=torch.uint8)  # (N, 3, 1, 1)
+    train_labels = torch.zeros(1234, dtype=torch.int64)
+    test_images = torch.tensor([[[[255]], [[255]], [[255]]], [[[1]], [[0]], [[0]]]], dtype=torch.uint8)
+    test_labels = torch.tensor([1, 0])
+
+    def describe(self) -> dict:
+        return {"name": "pets"}
+
+
+def test_data_check_of_a_folder_summarizes_it(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import data
+
+    spy = Spy(open_data=Folder())
+    monkeypatch.setattr(data, "open_data", spy.open_data)
+    assert run_cli("data", "check", "--data", "pets/") == \
+        (0, "ok pets: 1,234 training and 2 test images, 3 x 32 x 32, 2 classes (cat, dog)\n", "")
+    assert spy.calls == [("open_data", ("pets/",), {"data_dir": None, "grayscale": False, "size": None,
+                                                      "test_fraction": 0.2, "seed": 0})]
+    code, out, _ = run_cli("data", "check", "--data", "pets/", "--json", "--grayscale", "--size", "16",
+                           "--test-fraction", "0.5", "--seed", "3", "--data-dir", "d")
+    assert (code, json.loads(out)) == (0, {"name": "pets", "notes": ["a note"]})
+    assert spy.calls[-1] == ("open_data", ("pets/",), {"data_dir": "d", "grayscale": True, "size": 16,
+                                                         "test_fraction": 0.5, "seed": 3})
+
+
+@pytest.fixture
+def drawn(monkeypatch: pytest.MonkeyPatch) -> Spy:
+    from convzoo import data, figures
+
+    spy = Spy(samples_figure="figure", save_figure=None, open_data=Folder(),
+              load_split=(torch.arange(3 * 4, dtype=torch.uint8).view(3, 2, 2), torch.tensor([7, 8, 9])))
+    for module, name in ((figures, "samples_figure"), (figures, "save_figure"), (data, "open_data"),
+                         (data, "load_split")):
+        monkeypatch.setattr(module, name, getattr(spy, name))
+    return spy
+
+
+def test_data_show_draws_the_first_images_of_a_split(run_cli: Cli, drawn: Spy) -> None:
+    from convzoo import data
+
+    assert run_cli("data", "show", "--out", "s.png", "--count", "2", "--split", "test", "--data-dir", "d") == \
+        (0, "wrote s.png\n", "")
+    (_, split, _), (_, (images, labels), kwargs), save = drawn.calls
+    assert split == ("test", "d")
+    assert images.tolist() == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]] and labels.tolist() == [7, 8]
+    assert kwargs == {"classes": data.CLASSES} and save == ("save_figure", ("figure", Path("s.png")), {})
+    run_cli("data", "show", "--out", "s.png")
+    assert drawn.calls[-3][1] == ("train", None) and len(drawn.calls[-2][1][0]) == 3  # 40 asked for, 3 there
+
+
+def test_data_show_of_a_colour_folder_draws_luma(run_cli: Cli, drawn: Spy) -> None:
+    assert run_cli("data", "show", "--data", "pets/", "--out", "s.png", "--split", "test")[0] == 0
+    (_, _, opened), (_, (images, labels), kwargs), _ = drawn.calls
+    assert opened == {"data_dir": None, "grayscale": False, "size": None, "test_fraction": 0.2, "seed": 0}
+    # 0.299 R + 0.587 G + 0.114 B: white stays 255, pure red 1 becomes 0.299, rounded to 0
+    assert images.tolist() == [[[255]], [[0]]] and images.dtype == torch.uint8
+    assert labels.tolist() == [1, 0] and kwargs == {"classes": ("cat", "dog")}
+    run_cli("data", "show", "--data", "pets/", "--out", "s.png", "--count", "1")
+    assert drawn.calls[-2][1][0].tolist() == [[[18]]]  # the first training image: 2.99 + 11.74 + 3.42 = 18.15
+
+
+def test_luma_weights() -> None:
+    from convzoo.cli.data import _luma
+
+    pixels = torch.tensor([[[[10]], [[20]], [[30]]], [[[0]], [[1]], [[0]]], [[[255]], [[255]], [[255]]]],
+                          dtype=torch.uint8)
+    # 2.99 + 11.74 + 3.42 = 18.15; 0.587 rounds to 1; the weights sum to 1
+    assert _luma(pixels).tolist() == [[[18]], [[1]], [[255]]]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--count", "0"], "--count must be between 1 and 1,000, got 0"),
+    (["--count", "1001"], "--count must be between 1 and 1,000, got 1,001"),
+])
+def test_data_show_refuses_a_count_out_of_range(argv: list[str], message: str, run_cli: Cli, drawn: Spy) -> None:
+    assert run_cli("data", "show", "--out", "s.png", *argv) == (2, "", f"error: {message}\n")
+    assert drawn.calls == []
+
+
+def test_data_show_of_an_empty_split_is_refused(run_cli: Cli, drawn: Spy) -> None:
+    drawn.returns["load_split"] = (torch.zeros(0, 2, 2, dtype=torch.uint8), torch.zeros(0, dtype=torch.int64))
+    assert run_cli("data", "show", "--out", "s.png", "--split", "test") == \
+        (2, "", "error: the test split is empty\n")
+
+
+def test_data_export_writes_a_tree(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import data
+
+    found = Folder()
+    spy = Spy(open_data=found, export_tree=Path("tree"))
+    monkeypatch.setattr(data, "open_data", spy.open_data)
+    monkeypatch.setattr(data, "export_tree", spy.export_tree)
+    assert run_cli("data", "export", "mnist", "out", "--data-dir", "d") == \
+        (0, "wrote 1,234 training and 2 test images to tree\n", "")
+    assert spy.calls == [("open_data", ("mnist",), {"data_dir": "d"}), ("export_tree", (found, "out"), {})]
+
+
+# --- explore ------------------------------------------------------------------------------------------
+
+class Server:
+    address, remote, served = "http://127.0.0.1:8765/s3cret/", False, 0
+
+    def serve(self) -> None:
+        Server.served += 1
+
+
+def test_explore_says_where_to_open_it(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import webbrowser
+
+    from convzoo import explore
+
+    spy = Spy(open_server=Server(), open=None)
+    monkeypatch.setattr(explore, "open_server", spy.open_server)
+    monkeypatch.setattr(webbrowser, "open", spy.open)
+    served = Server.served
+    assert run_cli("explore") == (0, "convzoo explore: the operations (give a run directory to look inside one)\n"
+                                     "open http://127.0.0.1:8765/s3cret/\n(Ctrl-C stops it)\n", "")
+    assert spy.calls == [("open_server", (None,), {"device": "auto", "data_dir": None, "host": "127.0.0.1",
+                                                   "port": 0, "allow_remote": False})]
+    assert Server.served == served + 1
+    code, out, _ = run_cli("explore", "runs/a", "--device", "cpu", "--data-dir", "d", "--port", "8765", "--open")
+    assert out.splitlines()[0] == "convzoo explore: the run runs/a"
+    assert spy.calls[1:] == [("open_server", ("runs/a",), {"device": "cpu", "data_dir": "d", "host": "127.0.0.1",
+                                                           "port": 8765, "allow_remote": False}),
+                             ("open", ("http://127.0.0.1:8765/s3cret/",), {})]
+
+
+def test_explore_on_a_remote_address_warns(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import explore
+
+    server = Server()
+    server.remote = True
+    spy = Spy(open_server=server)
+    monkeypatch.setattr(explore, "open_server", spy.open_server)
+    code, out, err = run_cli("explore", "--host", "0.0.0.0", "--allow-remote")
+    assert err == "warning: the explorer listens on 0.0.0.0, reachable from other machines; anyone with the address " \
+                  "below can use it\n"
+    assert spy.calls[0][2]["host"] == "0.0.0.0" and spy.calls[0][2]["allow_remote"] is True
+
+
+def test_explore_without_its_packages_says_how_to_install_them(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "convzoo.explore", None)
+    assert run_cli("explore") == (2, "", "error: convzoo explore needs the explore extra (convzoo.explore is missing): "
+                                         "pip install 'convzoo[explore]'\n")
