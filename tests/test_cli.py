@@ -292,6 +292,31 @@ def test_a_train_flag_says_its_default(parsers: dict[str, argparse.ArgumentParse
     assert {flag: arguments[flag].help for flag in TRAIN_FLAG_HELP} == TRAIN_FLAG_HELP
 
 
+def test_train_groups_its_flags_as_help_shows_them(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    groups = [(group.title, group.description, [(a.option_strings or [a.dest])[0] for a in group._group_actions])
+              for group in parsers["train"]._action_groups]  # noqa: SLF001
+    assert groups == [
+        ("positional arguments", None, ["model"]),
+        ("options", None, ["-h", "--recipe", "--resume", "--out", "--overwrite", "--json", "--dry-run",
+                           "--tensorboard"]),
+        ("recipe overrides", "each recipe's values: 'convzoo recipes MODEL'; the whole configuration and its cost: "
+                             "--dry-run",
+         ["--epochs", "--batch-size", "--lr", "--optimizer", "--momentum", "--weight-decay", "--schedule",
+          "--label-smoothing", "--augment", "--tta", "--init", "--input-size"]),
+        ("run", None, ["--seed", "--device", "--backend", "--channels-last", "--amp", "--compile", "--cuda-graphs",
+                       "--autotune", "--limit-train", "--limit-test", "--data", "--grayscale", "--data-size",
+                       "--test-fraction", "--val-fraction", "--data-dir", "--eval-batch-size", "--deterministic",
+                       "--threads"]),
+    ]
+
+
+def test_predict_describes_itself(parsers: dict[str, argparse.ArgumentParser]) -> None:
+    assert parsers["predict"].description == (
+        "Classify images: the most probable classes of each, and a warning for an image that is nothing like "
+        "Fashion-MNIST (a blank page, noise) for a run on it; an image is read as the run's data was (docs/data.md).")
+    assert [words for words, parser in parsers.items() if parser.description] == ["", "predict"]
+
+
 def test_the_usage_of_each_command(parsers: dict[str, argparse.ArgumentParser],
                                    monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("COLUMNS", "1000")  # one line each
