@@ -432,7 +432,7 @@ def spy_train(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict]:
 
     class Finished:
         test_acc, val_acc, epochs, train_seconds = 0.81234, None, 2, 12.34
-        run_dir = Path("runs") / "lenet"
+        run_dir = Path("runs/le\x1bnet")  # a control character: printed escaped
 
         def to_json(self) -> dict:
             return {"run_dir": str(self.run_dir), "test_acc": self.test_acc}
@@ -453,9 +453,8 @@ def test_train_reports_its_result_and_passes_its_switches(spy_train: dict, run_c
     monkeypatch.setattr("sys.argv", ["convzoo", "train", "lenet", "--epochs", "2"])
     code, out, err = run_cli("train", "lenet", "--epochs", "2")
     assert (code, err) == (0, "")
-    run_dir = Path("runs") / "lenet"
-    assert out == (f"epoch 1 of 2\ntest accuracy 0.8123 after 2 epochs, 12.3 s\nrun directory: {run_dir}  "
-                   f"(open {run_dir / 'report.html'}: curves, confusion matrix, mistakes)\n")
+    assert out == ("epoch 1 of 2\ntest accuracy 0.8123 after 2 epochs, 12.3 s\nrun directory: runs/le\\x1bnet  "
+                   "(open runs/le\\x1bnet/report.html: curves, confusion matrix, mistakes)\n")
     assert spy_train["overwrite"] is False and spy_train["tensorboard"] is None
     assert spy_train["command"] == "convzoo train lenet --epochs 2"
     assert spy_train["epochs"] == 2 and spy_train["model"] == "lenet"
@@ -470,7 +469,7 @@ def test_train_with_a_validation_split_shows_its_accuracy(spy_train: dict, run_c
 
 def test_train_json_prints_only_the_json_line(spy_train: dict, run_cli: Cli) -> None:
     code, out, _ = run_cli("train", "lenet", "--json", "--tensorboard=logs")
-    assert code == 0 and json.loads(out) == {"run_dir": str(Path("runs") / "lenet"), "test_acc": 0.81234}
+    assert code == 0 and json.loads(out) == {"run_dir": "runs/le\x1bnet", "test_acc": 0.81234}
     assert out.count("\n") == 1 and spy_train["tensorboard"] == "logs"
 
 
@@ -644,22 +643,22 @@ def test_eval_prints_the_accuracy_of_each_class(run_cli: Cli, monkeypatch: pytes
     run.classes = ["T-shirt/top", "a class with a long name", "Sh\x1boe"]
     load = Spy(load=run)
     monkeypatch.setattr(cli.evaluate.api, "load", load.load)
-    monkeypatch.setattr(show, "show_confusion", Spy(show_confusion=Path("runs/a/confusion.png")).show_confusion)
+    monkeypatch.setattr(show, "show_confusion", Spy(show_confusion=Path("runs/a/confu\x1bsion.png")).show_confusion)
     code, out, err = run_cli("eval", "runs/a", "--device", "cpu", "--data-dir", "data")
     assert (code, err) == (0, "")
-    assert out == f"""\
+    assert out == """\
 test accuracy 0.5556 on 12,345 images (loss 1.2346)
   T-shirt/top              0.1235
   a class with a long name 0.9877
   Sh\\x1boe                 0.5000
-confusion matrix: {Path('runs/a/confusion.png')}
+confusion matrix: runs/a/confu\\x1bsion.png
 """
     assert load.calls == [("load", ("runs/a", "cpu"), {})] and run.calls == [("evaluate", ("data",), {})]
     code, out, _ = run_cli("eval", "runs/a", "--json")
     assert json.loads(out) == {"run_dir": "runs/a", "test_acc": 0.55556, "test_loss": 1.234568, "num_examples": 12345,
                                "per_class_accuracy": {"T-shirt/top": 0.1235, "a class with a long name": 0.9877,
                                                       "Sh\x1boe": 0.5},
-                               "confusion": str(Path("runs/a/confusion.png"))}
+                               "confusion": "runs/a/confu\x1bsion.png"}
     assert load.calls[-1] == ("load", ("runs/a", "auto"), {}) and run.calls[-1] == ("evaluate", (None,), {})
     run.classes = ["a", "b", "c"]  # short names: a column 12 wide
     assert run_cli("eval", "runs/a")[1].splitlines()[1] == "  a            0.1235"
@@ -719,7 +718,8 @@ def test_predict_refuses_before_loading_the_network(argv: list[str], message: st
 
 def test_export_says_what_it_wrote(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     class Exported:
-        path, format, channels, input_size, max_abs_diff, batch_sizes = Path("o/m.onnx"), "onnx", 3, 32, 3.14e-6, (1, 7)
+        path, format, channels, input_size = Path("o/m\x1b.onnx"), "onnx", 3, 32
+        max_abs_diff, batch_sizes = 3.14e-6, (1, 7)
 
         def to_json(self) -> dict:
             return {"path": "o/m.onnx"}
@@ -728,7 +728,7 @@ def test_export_says_what_it_wrote(run_cli: Cli, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setattr(cli.export, "export_run", spy.export_run)
     code, out, err = run_cli("export", "runs/a", "--format", "torchscript", "--out", "o/m.pt", "--data-dir", "d")
     assert (code, err) == (0, "")
-    assert out == (f"wrote {Path('o/m.onnx')} (onnx, input N x 3 x 32 x 32); max |logit difference| to PyTorch "
+    assert out == ("wrote o/m\\x1b.onnx (onnx, input N x 3 x 32 x 32); max |logit difference| to PyTorch "
                    "3.1e-06 on batches of 1 and 7 test images\n")
     assert spy.calls == [("export_run", ("runs/a", "torchscript", "o/m.pt"), {"data_dir": "d"})]
     code, out, _ = run_cli("export", "runs/a", "--json")
@@ -743,11 +743,11 @@ def test_report_writes_the_page_of_the_evaluated_run(run_cli: Cli, monkeypatch: 
     evaluated = object()
     run = Spy(evaluated=evaluated)
     load = Spy(load=run)
-    write = Spy(write_report=tmp_path / "report.html")
+    write = Spy(write_report=tmp_path / "rep\x1bort.html")
     monkeypatch.setattr(cli.runs.api, "load", load.load)
     monkeypatch.setattr(report, "write_report", write.write_report)
     assert run_cli("report", str(tmp_path), "--device", "cpu", "--data-dir", "d") == \
-        (0, f"wrote {tmp_path / 'report.html'}\n", "")
+        (0, f"wrote {tmp_path}/rep\\x1bort.html\n", "")
     assert load.calls == [("load", (str(tmp_path), "cpu"), {})] and run.calls == [("evaluated", ("d",), {})]
     assert write.calls == [("write_report", (evaluated,), {})]
 
@@ -756,10 +756,10 @@ def test_compare_prints_its_table_and_writes_its_page(run_cli: Cli, monkeypatch:
     from convzoo import compare
 
     rows = [{"run": "a", "test_acc": 0.5}]
-    spy = Spy(compare_runs=rows, write_comparison=(Path("c.html"), rows), format_table="a  0.5000")
+    spy = Spy(compare_runs=rows, write_comparison=(Path("c\x1b.html"), rows), format_table="a  0.5000")
     for name in ("compare_runs", "write_comparison", "format_table"):
         monkeypatch.setattr(compare, name, getattr(spy, name))
-    assert run_cli("compare", "runs/a", "runs/b") == (0, f"a  0.5000\nwrote {Path('c.html')}\n", "")
+    assert run_cli("compare", "runs/a", "runs/b") == (0, "a  0.5000\nwrote c\\x1b.html\n", "")
     assert spy.calls == [("write_comparison", (["runs/a", "runs/b"], "compare.html"), {}),
                          ("format_table", (rows,), {})]
     spy.calls.clear()
@@ -768,7 +768,7 @@ def test_compare_prints_its_table_and_writes_its_page(run_cli: Cli, monkeypatch:
     assert spy.calls == [("compare_runs", (["runs/a"],), {})]
     spy.calls.clear()
     code, out, _ = run_cli("compare", "runs/a", "--json", "--out", "x.html")
-    assert (code, json.loads(out)) == (0, {"out": "c.html", "runs": rows})
+    assert (code, json.loads(out)) == (0, {"out": "c\x1b.html", "runs": rows})
     assert spy.calls == [("write_comparison", (["runs/a"], "x.html"), {})]
 
 
@@ -798,7 +798,7 @@ def test_show_draws_what_it_is_asked_for(argv: list[str], call: tuple, run_cli: 
 
 def test_train_dry_run_shows_the_plan_and_creates_nothing(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     class Plan:
-        run_dir = Path("runs") / "lenet-d2l-seed0"
+        run_dir = Path("runs") / "lenet\x1b"
 
         def format(self) -> str:
             return "the plan\nin two lines"
@@ -809,7 +809,7 @@ def test_train_dry_run_shows_the_plan_and_creates_nothing(run_cli: Cli, monkeypa
     spy = Spy(plan=Plan(), train=None)
     monkeypatch.setattr(train.api, "plan", spy.plan)
     monkeypatch.setattr(train.api, "train", spy.train)
-    run_dir = Path("runs") / "lenet-d2l-seed0"
+    run_dir = "runs/lenet\\x1b"  # escaped
     assert run_cli("train", "lenet", "--dry-run", "--epochs", "4") == \
         (0, f"the plan\nin two lines\nrun directory: {run_dir} (not created)\n", "")
     assert spy.calls == [("plan", (), train.train_arguments(_train_args("lenet", "--epochs", "4")))]
@@ -931,12 +931,12 @@ def drawn(monkeypatch: pytest.MonkeyPatch) -> Spy:
 def test_data_show_draws_the_first_images_of_a_split(run_cli: Cli, drawn: Spy) -> None:
     from convzoo import data
 
-    assert run_cli("data", "show", "--out", "s.png", "--count", "2", "--split", "test", "--data-dir", "d") == \
-        (0, "wrote s.png\n", "")
+    assert run_cli("data", "show", "--out", "s\x1b.png", "--count", "2", "--split", "test", "--data-dir", "d") == \
+        (0, "wrote s\\x1b.png\n", "")
     (_, split, _), (_, (images, labels), kwargs), save = drawn.calls
     assert split == ("test", "d")
     assert images.tolist() == [[[0, 1], [2, 3]], [[4, 5], [6, 7]]] and labels.tolist() == [7, 8]
-    assert kwargs == {"classes": data.CLASSES} and save == ("save_figure", ("figure", Path("s.png")), {})
+    assert kwargs == {"classes": data.CLASSES} and save == ("save_figure", ("figure", Path("s\x1b.png")), {})
     run_cli("data", "show", "--out", "s.png")
     assert drawn.calls[-3][1] == ("train", None) and len(drawn.calls[-2][1][0]) == 3  # 40 asked for, 3 there
 
@@ -980,11 +980,11 @@ def test_data_export_writes_a_tree(run_cli: Cli, monkeypatch: pytest.MonkeyPatch
     from convzoo import data
 
     found = Folder()
-    spy = Spy(open_data=found, export_tree=Path("tree"))
+    spy = Spy(open_data=found, export_tree=Path("tr\x1bee"))
     monkeypatch.setattr(data, "open_data", spy.open_data)
     monkeypatch.setattr(data, "export_tree", spy.export_tree)
     assert run_cli("data", "export", "mnist", "out", "--data-dir", "d") == \
-        (0, "wrote 1,234 training and 2 test images to tree\n", "")
+        (0, "wrote 1,234 training and 2 test images to tr\\x1bee\n", "")
     assert spy.calls == [("open_data", ("mnist",), {"data_dir": "d"}), ("export_tree", (found, "out"), {})]
 
 
