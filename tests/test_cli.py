@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import errno
+import io
 import json
+import os
 import platform
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -467,6 +470,13 @@ def test_train_with_a_validation_split_shows_its_accuracy(spy_train: dict, run_c
     assert spy_train["overwrite"] is True and spy_train["tensorboard"] is True  # True: next to the run directory
 
 
+def test_train_log_lines_reach_a_log_file_as_they_come(spy_train: dict, monkeypatch: pytest.MonkeyPatch) -> None:
+    log = Flushed()
+    monkeypatch.setattr(sys, "stdout", log)
+    assert cli.main(["train", "lenet"]) == 0
+    assert log.flushed[0] == "epoch 1 of 2\n"  # flushed before the run goes on
+
+
 def test_train_json_prints_only_the_json_line(spy_train: dict, run_cli: Cli) -> None:
     code, out, _ = run_cli("train", "lenet", "--json", "--tensorboard=logs")
     assert code == 0 and json.loads(out) == {"run_dir": "runs/le\x1bnet", "test_acc": 0.81234}
@@ -517,11 +527,24 @@ def test_another_os_error_is_a_bug(run_cli: Cli, monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_broken_pipe_ends_quietly(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
     _failing(monkeypatch, BrokenPipeError())
-    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points it at the null device
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # main points it at the null device: put back after the test
     assert run_cli("models") == (0, "", "")
+    null, sys.stdout = sys.stdout, sys.__stdout__
+    null.close()
+    assert (null.name, null.mode) == (os.devnull, "w")  # what is printed at exit goes nowhere, not to the pipe
+
+
+class Flushed(io.StringIO):
+    """A log file: records what it held each time it was flushed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flushed: list[str] = []
+
+    def flush(self) -> None:
+        self.flushed.append(self.getvalue())
+        super().flush()
 
 
 def test_an_interrupt_says_so_on_rank_0_only(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -1018,6 +1041,16 @@ def test_explore_says_where_to_open_it(run_cli: Cli, monkeypatch: pytest.MonkeyP
                              ("open", ("http://127.0.0.1:8765/s3cret/",), {})]
 
 
+def test_explore_shows_its_address_before_it_serves(monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import explore
+
+    log = Flushed()
+    monkeypatch.setattr(explore, "open_server", Spy(open_server=Server()).open_server)
+    monkeypatch.setattr(sys, "stdout", log)
+    assert cli.main(["explore"]) == 0
+    assert log.flushed[0].endswith("(Ctrl-C stops it)\n")  # a log file has the address while the server runs
+
+
 def test_explore_on_a_remote_address_warns(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     from convzoo import explore
 
@@ -1032,8 +1065,6 @@ def test_explore_on_a_remote_address_warns(run_cli: Cli, monkeypatch: pytest.Mon
 
 
 def test_explore_without_its_packages_says_how_to_install_them(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
     monkeypatch.setitem(sys.modules, "convzoo.explore", None)
     assert run_cli("explore") == (2, "", "error: convzoo explore needs the explore extra (convzoo.explore is missing): "
                                          "pip install 'convzoo[explore]'\n")
