@@ -1068,3 +1068,19 @@ def test_explore_without_its_packages_says_how_to_install_them(run_cli: Cli, mon
     monkeypatch.setitem(sys.modules, "convzoo.explore", None)
     assert run_cli("explore") == (2, "", "error: convzoo explore needs the explore extra (convzoo.explore is missing): "
                                          "pip install 'convzoo[explore]'\n")
+
+
+def test_predict_errors_name_their_argument(run_cli: Cli) -> None:
+    with pytest.raises(ConfigError) as caught:
+        run_cli("--debug", "predict", "runs/a")
+    assert caught.value.field == "images"
+
+
+def test_predict_top_k_is_checked_against_the_runs_own_classes(run_cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    spy = Spy(read_run_config="config", run_classes=["cat", "dog", "bird"], load=None)
+    monkeypatch.setattr(cli.evaluate, "read_run_config", spy.read_run_config)
+    monkeypatch.setattr(cli.evaluate, "run_classes", spy.run_classes)
+    monkeypatch.setattr(cli.evaluate.api, "load", spy.load)
+    assert run_cli("predict", "runs/pets", "a.png", "--top-k", "4") == \
+        (2, "", "error: --top-k must be between 1 and 3, got 4\n")
+    assert spy.calls == [("read_run_config", ("runs/pets",), {}), ("run_classes", ("config",), {})]
