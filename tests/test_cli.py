@@ -666,7 +666,8 @@ def test_eval_prints_the_accuracy_of_each_class(run_cli: Cli, monkeypatch: pytes
     run.classes = ["T-shirt/top", "a class with a long name", "Sh\x1boe"]
     load = Spy(load=run)
     monkeypatch.setattr(cli.evaluate.api, "load", load.load)
-    monkeypatch.setattr(show, "show_confusion", Spy(show_confusion=Path("runs/a/confu\x1bsion.png")).show_confusion)
+    drawn = Spy(show_confusion=Path("runs/a/confu\x1bsion.png"))
+    monkeypatch.setattr(show, "show_confusion", drawn.show_confusion)
     code, out, err = run_cli("eval", "runs/a", "--device", "cpu", "--data-dir", "data")
     assert (code, err) == (0, "")
     assert out == """\
@@ -677,6 +678,7 @@ test accuracy 0.5556 on 12,345 images (loss 1.2346)
 confusion matrix: runs/a/confu\\x1bsion.png
 """
     assert load.calls == [("load", ("runs/a", "cpu"), {})] and run.calls == [("evaluate", ("data",), {})]
+    assert drawn.calls == [("show_confusion", ("runs/a",), {"evaluation": run.returns["evaluate"]})]
     code, out, _ = run_cli("eval", "runs/a", "--json")
     assert json.loads(out) == {"run_dir": "runs/a", "test_acc": 0.55556, "test_loss": 1.234568, "num_examples": 12345,
                                "per_class_accuracy": {"T-shirt/top": 0.1235, "a class with a long name": 0.9877,
