@@ -248,9 +248,10 @@ DEFAULTS = [
 ]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def parsers() -> dict[str, argparse.ArgumentParser]:
-    """Every command's parser by its words ('' for ``convzoo`` itself, 'data show', ...)."""
+    """Every command's parser by its words ('' for ``convzoo`` itself, 'data show', ...); built for each test (a
+    few milliseconds), so that mutmut sees each test reach the functions that build it."""
     found = {}
 
     def walk(parser: argparse.ArgumentParser, words: str) -> None:
