@@ -41,8 +41,8 @@ def _check_published(args: argparse.Namespace) -> None:
             print(f"{'ok ' if r['ok'] else 'BAD'} {r['path']}  ({state})")
     if not all(r["ok"] for r in rows):
         bad = ", ".join(r["file"] for r in rows if not r["ok"])
-        raise DataError(f"checksum mismatch: {bad} (re-download with 'convzoo data fetch {args.data or ''}')".replace(
-            " )", ")"))
+        fetch = " ".join(["convzoo data fetch", *([args.data] if args.data else [])])
+        raise DataError(f"checksum mismatch: {bad} (re-download with '{fetch}')")
 
 
 def _open(args: argparse.Namespace) -> data.DataSet:
