@@ -7,38 +7,58 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (the first fit imports it, ~10 s: paid once, at collection)
 from PIL import Image
 
 from convzoo.checkpoint import load_model
 from convzoo.config import recipe
 from convzoo.data import load_split
 from convzoo.data.source import DEBIAN_DIR
+from convzoo.report import write_report as REAL_WRITE_REPORT
 from convzoo.run import Run
 from convzoo.train import fit
 
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reports() -> Iterator[list]:
+    """Each run's report as ``finish`` asks for it, ``(EvaluatedRun, pictures)``, not drawn: drawing the pictures
+    is most of a small run's time (``test_report.py`` tests them; ``test_a_run_writes_its_report`` draws one)."""
+    from convzoo import report
+
+    asked: list = []
+
+    def record(run, *, pictures: bool = False) -> Path:
+        asked.append((run, pictures))
+        return run.run_dir / "report.html"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "write_report", record)
+        yield asked
+
+
 @pytest.fixture(scope="module")
 def lenet_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small LeNet run on the committed slice of the real data (AdamW, so it learns in 2 epochs)."""
+    """A small LeNet run on the committed slice of the real data (AdamW, so it learns in 2 epochs), scored on 200
+    test images."""
     out = tmp_path_factory.mktemp("runs") / "lenet"
-    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=2, data_dir=str(SLICE), device="cpu")
+    config = recipe("lenet", optimizer="adamw", lr=0.005, batch_size=32, epochs=2, limit_test=200,
+                    data_dir=str(SLICE), device="cpu")
     fit(config, out, log=lambda _: None, progress=False)
     return out
 
 
 # --- the run directory ------------------------------------------------------------------------
 
-def test_run_directory_has_everything(lenet_run: Path) -> None:
-    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors",
-                 "curves.png", "confusion.png", "result.json"):
+def test_run_directory_has_everything(lenet_run: Path, reports: list) -> None:
+    for name in ("config.json", "metrics.jsonl", "checkpoint.safetensors", "model.safetensors", "result.json"):
         assert (lenet_run / name).is_file(), name
     assert not list(lenet_run.glob(".*tmp*")), "temporary files left behind"
     meta = json.loads((lenet_run / "config.json").read_text())
@@ -51,7 +71,22 @@ def test_run_directory_has_everything(lenet_run: Path) -> None:
     assert rows[1]["train_loss"] < rows[0]["train_loss"]
     result = json.loads((lenet_run / "result.json").read_text())
     assert result["test_acc"] == rows[-1]["test_acc"] > 0.4
-    assert Image.open(lenet_run / "curves.png").size[0] > 200
+    asked = [(run.run_dir, pictures) for run, pictures in reports]
+    assert (lenet_run, True) in asked  # its report, with the pictures (drawn in test_a_run_writes_its_report)
+
+
+@pytest.mark.slow
+def test_a_run_writes_its_report(tmp_path: Path) -> None:
+    from convzoo import report
+
+    config = recipe("lenet", epochs=1, batch_size=32, limit_train=64, limit_test=32, data_dir=str(SLICE),
+                    device="cpu")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "write_report", REAL_WRITE_REPORT)
+        fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    for name in ("curves.png", "confusion.png", "report.html"):
+        assert (tmp_path / "run" / name).is_file(), name
+    assert Image.open(tmp_path / "run" / "curves.png").size[0] > 200
 
 
 def test_model_file_rebuilds_its_model(lenet_run: Path) -> None:
@@ -66,7 +101,7 @@ def test_eval_reproduces_the_training_accuracy(lenet_run: Path, run_cli: Callabl
     report = json.loads(out.strip().splitlines()[-1])
     result = json.loads((lenet_run / "result.json").read_text())
     assert report["test_acc"] == pytest.approx(result["test_acc"], abs=1e-9)
-    assert report["num_examples"] == 1000 and len(report["per_class_accuracy"]) == 10
+    assert report["num_examples"] == 200 and len(report["per_class_accuracy"]) == 10
 
 
 def test_predict_a_test_image_and_a_colour_jpeg(lenet_run: Path, tmp_path: Path,
@@ -130,7 +165,7 @@ def test_every_model_trains_and_its_loss_falls(model: str, size: int, tmp_path: 
 # --- the speed switches: the GPU code paths, run on the CPU ---------------------------------------
 
 @pytest.mark.parametrize("amp, channels_last, compiled", [
-    (True, True, False), (False, False, False), (True, True, True),
+    (True, True, False), (False, False, False), pytest.param(True, True, True, marks=pytest.mark.slow),
 ], ids=["bf16-autocast+channels-last", "float32+contiguous", "bf16-autocast+compile"])
 def test_speed_switches_train_and_save_a_model_that_evaluates_the_same(
         amp: bool, channels_last: bool, compiled: bool, tmp_path: Path) -> None:
@@ -219,15 +254,20 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
 # --- what a step of the loop does, pinned ---------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def spied_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def spied_run(tmp_path_factory: pytest.TempPathFactory, reports: list) -> dict:
     """Two epochs of LeNet over 300 images in batches of 64 (4 full batches and one of 44), one-cycle schedule,
-    150 test images in evaluation batches of 64; what the loop asked of the step, the batches and the evaluation."""
+    150 test images in evaluation batches of 64; what the loop asked of the step, the batches, the evaluation, the
+    divergence watch and the progress view; what it logged and warned; the report it asked for."""
     from convzoo import train
     from convzoo.data import Batches
+    from convzoo.monitor import LossWatch
+    from convzoo.progress import Progress
     from convzoo.step import TrainStep
 
-    seen: dict = {"lr": [], "epochs": [], "evaluations": [], "batch_sizes": []}
+    seen: dict = {"lr": [], "epochs": [], "evaluations": [], "batch_sizes": [], "sums": [], "training": [],
+                  "checks": [], "log": [], "warnings": [], "view": []}
     set_lr, set_epoch, step_call, evaluate = TrainStep.set_lr, Batches.set_epoch, TrainStep.__call__, train.evaluate
+    check = LossWatch.check
 
     def record_lr(self, lr: float) -> None:
         seen["lr"].append(lr)
@@ -240,23 +280,43 @@ def spied_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     def record_step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         seen["batch_sizes"].append(len(y))
+        seen["training"].append(self.model.training)
         step_call(self, x, y)
+        seen["sums"].append((self.loss_sum.item(), int(self.correct)))  # the epoch's running sums after this step
 
     def record_evaluation(*args, **kwargs):
         result = evaluate(*args, **kwargs)
         seen["evaluations"].append(result)
         return result
 
+    def record_check(self, loss_sum: torch.Tensor, count: int, where: tuple, lr: float) -> None:
+        seen["checks"].append((loss_sum.item(), count, where, lr))
+        check(self, loss_sum, count, where, lr)
+
+    class View(Progress):
+        def start(self, config, start_epoch: int, steps: int, test_images: int) -> None:
+            seen["view"].append(("start", config, start_epoch, steps, test_images))
+
+        def step(self, done: int, count: int, loss_sum: torch.Tensor, correct: torch.Tensor) -> None:
+            seen["view"].append(("step", done, count, loss_sum.item(), int(correct)))
+
+        def evaluating(self, done: int, total: int) -> None:
+            seen["view"].append(("evaluating", done, total))
+
+        def epoch_done(self, row: dict) -> None:
+            seen["view"].append(("epoch_done", row))
+
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(TrainStep, "set_lr", record_lr)
         mp.setattr(Batches, "set_epoch", record_epoch)
         mp.setattr(TrainStep, "__call__", record_step)
         mp.setattr(train, "evaluate", record_evaluation)
+        mp.setattr(LossWatch, "check", record_check)
         config = recipe("lenet", schedule="onecycle", lr=0.2, epochs=2, batch_size=64, limit_train=300,
-                        limit_test=150, eval_batch_size=64, data_dir=str(SLICE), device="cpu")
+                        limit_test=150, eval_batch_size=64, data_dir=str(SLICE), device="cpu", threads=1)
         out = tmp_path_factory.mktemp("spied") / "run"
-        seen["result"] = fit(config, out, log=lambda _: None, progress=False)
-    seen["out"], seen["config"] = out, config
+        seen["result"] = fit(config, out, log=seen["log"].append, warn=seen["warnings"].append, progress=View())
+    seen["out"], seen["config"], seen["report"] = out, config, reports[-1]
     return seen
 
 
@@ -329,3 +389,295 @@ def test_resume_of_a_run_that_completed_no_epoch_starts_from_the_first(
     assert f"resuming {run}: no epoch was completed, so it starts from the first" in out + err
     assert [json.loads(row)["epoch"] for row in (run / "metrics.jsonl").read_text().splitlines()] == [1]
     assert (run / "model.safetensors").is_file()
+
+
+def test_each_step_trains_and_is_watched_and_shown_with_the_epochs_running_sums(spied_run: dict) -> None:
+    """After step i (from 0) of each epoch, the divergence watch (every step on the CPU) and the view get the epoch's
+    running loss and correct counts over the images seen so far; each epoch starts them again from zero."""
+    sizes = [64, 64, 64, 64, 44]
+    seen = [sum(sizes[: i + 1]) for i in range(5)]  # 64, 128, 192, 256, 300
+    sums, lrs = spied_run["sums"], spied_run["lr"]
+    assert spied_run["training"] == [True] * 10  # training mode, though each epoch's evaluation ends in eval mode
+    assert spied_run["checks"] == [(sums[5 * e + i][0], seen[i], (e, i, 5), lrs[5 * e + i])
+                                   for e in range(2) for i in range(5)]
+    steps = [v for v in spied_run["view"] if v[0] == "step"]
+    assert steps == [("step", i + 1, seen[i], *sums[5 * e + i]) for e in range(2) for i in range(5)]
+    assert sums[5][1] <= 64 and sums[5][0] < sums[4][0] / 2  # epoch 2's sums restart from zero
+    history = spied_run["result"].history
+    for e, row in enumerate(history):
+        loss_sum, correct = sums[5 * e + 4]
+        assert row["epoch"] == e + 1
+        assert row["train_loss"] == round(loss_sum / 300, 6) and row["train_acc"] == round(correct / 300, 6)
+        assert row["test_acc"] == round(spied_run["evaluations"][e].accuracy, 6)
+        assert 0 < row["seconds"] < 60 and 0 <= row["eval_seconds"] < 60
+        assert row["examples_per_sec"] == pytest.approx(300 / row["seconds"], rel=0.02)
+        assert set(row) == {"epoch", "train_loss", "train_acc", "test_acc", "lr", "seconds", "examples_per_sec",
+                            "eval_seconds"}
+
+
+def test_the_view_is_told_the_run_its_evaluations_and_epochs(spied_run: dict) -> None:
+    view = spied_run["view"]
+    assert view[0] == ("start", spied_run["config"], 0, 5, 150)
+    evaluating = [v[1:] for v in view if v[0] == "evaluating"]
+    assert evaluating == [(1, 3), (2, 3), (3, 3)] * 2  # 150 test images in evaluation batches of 64, each epoch
+    assert [v[1] for v in view if v[0] == "epoch_done"] == spied_run["result"].history
+
+
+def test_the_log_has_one_line_per_epoch(spied_run: dict) -> None:
+    history = spied_run["result"].history
+    assert spied_run["log"][0] == "threads: 1 (--threads)"
+    assert spied_run["log"][1:] == [
+        f"epoch {r['epoch']:>3}/2  loss {r['train_loss']:.4f}  train acc {r['train_acc']:.4f}  test acc "
+        f"{r['test_acc']:.4f}  {r['seconds']:.1f} s  {r['examples_per_sec']:,.0f} ex/s" for r in history]
+    assert spied_run["log"][1].startswith("epoch   1/2  loss ")
+
+
+def test_the_report_is_asked_for_with_its_pictures_and_the_images_scored(spied_run: dict) -> None:
+    evaluated, pictures = spied_run["report"]
+    images, labels = load_split("test", SLICE)
+    assert pictures is True and evaluated.run.run_dir == spied_run["out"]
+    assert evaluated.evaluation is spied_run["evaluations"][-1]
+    assert evaluated.images.shape == (150, 28, 28) and torch.equal(evaluated.images, images[:150])
+    assert torch.equal(evaluated.labels, labels[:150])
+    result = json.loads((spied_run["out"] / "result.json").read_text())
+    assert result["test_images"] == 150 and result["ran_with"] == "threads: 1 (--threads)"
+    per_class = dict(zip(["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                          "Ankle boot"], (round(a, 4) for a in evaluated.evaluation.per_class_accuracy)))
+    assert result["per_class_accuracy"] == per_class
+
+
+# --- the set-up's parts, called directly ----------------------------------------------------------------------------
+
+def _data(train: int = 40, test: int = 20, classes: tuple[str, ...] = tuple("abcdefghij"), channels: int = 1):
+    """A made-up data set: ``train`` and ``test`` distinct 4x4 images, labels cycling through the classes."""
+    from convzoo.data.sets import DataSet
+
+    def images(n: int, start: int) -> torch.Tensor:
+        return (torch.arange(start, start + n)[:, None, None, None] % 256).to(torch.uint8).expand(
+            n, channels, 4, 4).contiguous()
+
+    return DataSet("made-up", classes, images(train, 0), torch.arange(train) % len(classes), images(test, 100),
+                   torch.arange(test) % len(classes))
+
+
+def test_resuming_on_other_data_is_refused_naming_both(tmp_path: Path) -> None:
+    from convzoo.errors import DataError
+    from convzoo.models import create_model
+    from convzoo.rundir import write_config
+    from convzoo.train import _check_same_data
+
+    config = recipe("lenet", device="cpu")
+    write_config(tmp_path, config, create_model("lenet"), torch.device("cpu"), "convzoo train lenet",
+                 _data().describe())
+    _check_same_data(tmp_path, _data())  # the same classes and channels: nothing to say
+    start = f"{tmp_path} was trained on 10 classes of 1-channel images (a, b, c, d, e...); its data now has "
+    end = ": the run continues only on the data it started with"
+    for data, now in [(_data(classes=("x", "y", "z")), "3 classes of 1-channel images (x, y, z...)"),
+                      (_data(channels=3), "10 classes of 3-channel images (a, b, c, d, e...)")]:
+        with pytest.raises(DataError) as caught:
+            _check_same_data(tmp_path, data)
+        assert str(caught.value) == start + now + end and caught.value.field == "data"
+
+
+def test_a_rank_joins_the_process_group_and_checks_the_ranks_agree(monkeypatch: pytest.MonkeyPatch) -> None:
+    from dataclasses import asdict
+
+    from convzoo import distributed, train
+    from convzoo.distributed import Rank
+    from convzoo.errors import ConfigError
+
+    calls: list = []
+    joined = torch.device("meta")  # what the group gave this rank
+    monkeypatch.setattr(distributed, "init", lambda rank, device: calls.append(("init", rank, device)) or joined)
+    monkeypatch.setattr(distributed, "agree", lambda config, *, local=(): calls.append(("agree", config, local)))
+    config = recipe("lenet", device="cpu", seed=3)
+    assert train._device(config, None) == torch.device("cpu") and calls == []
+    assert train._device(config, Rank(1, 2, 1)) is joined
+    assert calls == [("init", Rank(1, 2, 1), torch.device("cpu")), ("agree", asdict(config), ("threads", "data_dir"))]
+    # CUDA graphs need one process; on the CPU the switch does nothing, so it is no reason to stop
+    graphed = recipe("lenet", device="cpu", cuda_graphs=True)
+    assert train._device(graphed, Rank(0, 2, 0)) is joined
+    monkeypatch.setattr(train, "resolve_device", lambda _: torch.device("cuda"))
+    with pytest.raises(ConfigError) as caught:
+        train._device(graphed, Rank(0, 2, 0))
+    assert str(caught.value) == "--cuda-graphs trains in one process; leave it out under torchrun"
+    assert caught.value.field == "cuda_graphs"
+    calls.clear()
+    assert train._device(config, Rank(0, 2, 0)) is joined and calls[0] == ("init", Rank(0, 2, 0), torch.device("cuda"))
+
+
+@pytest.fixture
+def checkpointed(tmp_path: Path) -> tuple[Path, dict, list[dict]]:
+    """A run directory whose checkpoint holds 2 completed epochs of a LeNet (seed 7) and its AdamW state."""
+    from convzoo.checkpoint import snapshot_state, write_state
+    from convzoo.models import create_model
+    from convzoo.optim import make_optimizer
+
+    torch.manual_seed(7)
+    model = create_model("lenet")
+    optimizer = make_optimizer(model, recipe("lenet", optimizer="adamw"))
+    model(torch.rand(4, 1, 28, 28)).sum().backward()
+    optimizer.step()
+    history = [{"epoch": e, "train_loss": 2.0, "train_acc": 0.2, "test_acc": 0.3, "lr": 0.1, "seconds": 1.0,
+                "examples_per_sec": 10.0, "eval_seconds": 0.1} for e in (1, 2)]
+    write_state(tmp_path / "checkpoint.safetensors", snapshot_state(model, optimizer, epoch=2, history=history))
+    return tmp_path, {k: v.clone() for k, v in model.state_dict().items()}, history
+
+
+def test_a_resumed_run_gets_its_weights_optimizer_state_and_epochs(checkpointed: tuple) -> None:
+    from types import SimpleNamespace
+
+    from convzoo.errors import ConfigError
+    from convzoo.models import create_model
+    from convzoo.optim import make_optimizer
+    from convzoo.train import _resumed_state
+
+    path, weights, history = checkpointed
+    config, log = recipe("lenet", optimizer="adamw", epochs=2), []
+    model = create_model("lenet")
+    optimizer = make_optimizer(model, config)
+    assert _resumed_state(config, SimpleNamespace(path=path), model, optimizer, log.append) == (2, history)
+    assert log == [f"resuming {path} after epoch 2"]
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, weights[key]), key
+    assert all(state["step"] == 1 for state in optimizer.state_dict()["state"].values())
+    assert len(optimizer.state_dict()["state"]) == len(list(model.parameters()))
+    with pytest.raises(ConfigError) as caught:
+        _resumed_state(recipe("lenet", optimizer="adamw", epochs=1), SimpleNamespace(path=path), model, optimizer,
+                       log.append)
+    assert str(caught.value) == f"{path} has completed 2 epochs; --epochs 1 cannot shorten it"
+    assert caught.value.field == "epochs"
+
+
+@pytest.mark.parametrize("kept", ["model.safetensors", "result.json", "metrics.jsonl"])
+def test_a_run_that_lost_its_checkpoint_is_not_resumed_from_the_start(kept: str, tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from convzoo.errors import RunFileError
+    from convzoo.models import create_model
+    from convzoo.optim import make_optimizer
+    from convzoo.train import _resumed_state
+
+    model, log = create_model("lenet"), []
+    optimizer = make_optimizer(model, recipe("lenet"))
+    assert _resumed_state(recipe("lenet"), SimpleNamespace(path=tmp_path), model, optimizer, log.append) == (0, [])
+    assert log == [f"resuming {tmp_path}: no epoch was completed, so it starts from the first"]
+    (tmp_path / kept).write_text("")
+    with pytest.raises(RunFileError) as caught:
+        _resumed_state(recipe("lenet"), SimpleNamespace(path=tmp_path), model, optimizer, log.append)
+    assert str(caught.value) == (f"{tmp_path} has no checkpoint.safetensors to continue from, though it completed "
+                                 "epochs (the file was deleted); --overwrite trains it again from the start")
+    assert caught.value.field == "resume"
+
+
+def test_the_batches_are_cut_as_the_run_asks() -> None:
+    from convzoo.distributed import Rank
+    from convzoo.train import load_batches
+
+    config = recipe("lenet", batch_size=8, eval_batch_size=6, seed=5, resize=32, augment=True, channels_last=True,
+                    device="cpu")
+    train, test, val = load_batches(config, torch.device("cpu"), None, data=_data())
+    assert val is None
+    assert (train.batch_size, train.shuffle, train.seed, train.resize, train.augment, train.rank, train.world_size,
+            train.channels_last, train.min_last) == (8, True, 5, 32, True, 0, 1, True, 1)
+    assert torch.equal(train.labels, torch.arange(40) % 10) and torch.equal(test.labels, torch.arange(20) % 10)
+    assert (test.batch_size, test.shuffle, test.resize, test.augment, test.channels_last) == (6, False, 32, False, True)
+    assert test.images.is_contiguous(memory_format=torch.channels_last)
+    # rank 1 of 2: half of each global batch, its half of the test set; batch norm's two images each
+    train, test, _ = load_batches(config, torch.device("cpu"), Rank(1, 2, 1), min_last=2, data=_data())
+    assert (train.rank, train.world_size, train.min_last) == (1, 2, 2)
+    assert torch.equal(test.labels, torch.arange(10, 20) % 10)
+    held = load_batches(recipe("lenet", val_fraction=0.5, eval_batch_size=6, device="cpu"), torch.device("cpu"), None,
+                        data=_data())
+    assert len(held[0].labels) == 20 and len(held[2].labels) == 20 and held[2].batch_size == 6
+    assert not held[2].shuffle and len(held[1].labels) == 20
+
+
+@pytest.mark.parametrize("settings, data, rank, min_last, error", [
+    ({"val_fraction": 0.01}, {}, None, 1,
+     "--val-fraction 0.01 holds out no image of the 40 training images: raise it"),
+    ({"batch_size": 9}, {}, (0, 2), 1, "--batch-size 9 is the global batch: it must divide by the 2 processes"),
+    ({}, {"test": 0}, None, 1, "the test split has no images"),
+    ({"batch_size": 4}, {"train": 2}, (0, 4), 1, "the training split has 2 images, fewer than the 4 process(es) "
+     "training"),
+    ({"batch_size": 4}, {}, (0, 4), 2, "--batch-size 4: lenet uses batch norm, which needs at least 2 images per "
+     "training batch in each of the 4 process(es)"),
+    ({"batch_size": 8}, {"train": 5}, (0, 4), 2, "--limit-train 5: lenet uses batch norm, which needs at least 2 "
+     "images per training batch in each of the 4 process(es)"),
+    ({"batch_size": 1}, {}, None, 2, "--batch-size 1: lenet uses batch norm, which needs at least 2 images per "
+     "training batch in each of the 1 process(es)"),
+])
+def test_batches_that_cannot_work_are_refused(settings: dict, data: dict, rank: tuple | None, min_last: int,
+                                              error: str) -> None:
+    from convzoo.distributed import Rank
+    from convzoo.errors import UserError
+    from convzoo.train import load_batches
+
+    with pytest.raises(UserError) as caught:
+        load_batches(recipe("lenet", device="cpu", **settings), torch.device("cpu"),
+                     None if rank is None else Rank(rank[0], rank[1], rank[0]), min_last=min_last, data=_data(**data))
+    assert str(caught.value) == error
+
+
+def test_batches_of_exactly_enough_images_are_cut() -> None:
+    from convzoo.distributed import Rank
+    from convzoo.train import load_batches
+
+    train, _, _ = load_batches(recipe("lenet", batch_size=4, device="cpu"), torch.device("cpu"), Rank(0, 2, 0),
+                               min_last=2, data=_data(train=4))
+    assert len(train.labels) == 4
+    train, _, _ = load_batches(recipe("lenet", batch_size=2, device="cpu"), torch.device("cpu"), Rank(1, 2, 1),
+                               data=_data(train=2))
+    assert train.world_size == 2
+
+
+def test_which_models_need_two_images_per_batch() -> None:
+    from convzoo.models import create_model
+    from convzoo.train import has_batch_norm
+
+    assert not has_batch_norm(create_model("lenet")) and has_batch_norm(create_model("lenet_bn"))
+
+
+def test_one_process_steps_and_evaluates_the_model_itself() -> None:
+    from convzoo.models import create_model
+    from convzoo.train import _wrap
+
+    model = create_model("lenet")
+    assert _wrap(model, recipe("lenet", device="cpu"), torch.device("cpu"), None) == (model, model)
+
+
+@pytest.mark.slow
+def test_compile_steps_and_evaluates_the_compiled_model() -> None:
+    from convzoo.models import create_model
+    from convzoo.train import _wrap
+
+    model = create_model("lenet")
+    step_model, eval_model = _wrap(model, recipe("lenet", compile=True, device="cpu"), torch.device("cpu"), None)
+    assert isinstance(step_model, torch._dynamo.eval_frame.OptimizedModule) and step_model._orig_mod is model
+    assert eval_model is step_model
+
+
+def test_an_interrupted_run_says_what_it_keeps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import train
+    from convzoo.errors import RunInterrupted
+
+    def interrupted(training, epoch, view):
+        if epoch == 1:
+            signal = KeyboardInterrupt("SIGTERM")
+            signal.exit_code = 143
+            raise signal
+        return one_epoch(training, epoch, view)
+
+    one_epoch = train.train_one_epoch
+    monkeypatch.setattr(train, "train_one_epoch", interrupted)
+    config = recipe("lenet", epochs=2, batch_size=32, limit_train=64, limit_test=32, data_dir=str(SLICE), device="cpu")
+    run = tmp_path / "run"
+    with pytest.raises(RunInterrupted) as caught:
+        fit(config, run, log=lambda _: None, progress=False)
+    assert str(caught.value) == (f"SIGTERM; {run} keeps 1 completed epoch; continue with: convzoo train --resume "
+                                 f"{run}") and caught.value.exit_code == 143
+    monkeypatch.setattr(train, "train_one_epoch", lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(RunInterrupted) as caught:
+        fit(config, tmp_path / "other", log=lambda _: None, progress=False)
+    assert str(caught.value) == "interrupted; nothing was written"  # a bare KeyboardInterrupt has no message
+    assert caught.value.exit_code == 130
