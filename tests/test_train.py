@@ -138,6 +138,12 @@ def test_resume_continues_to_the_same_weights(tmp_path: Path) -> None:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0)
     rows = (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(r)["epoch"] for r in rows] == [1, 2]
+    assert json.loads((tmp_path / "resumed" / "config.json").read_text())["config"]["epochs"] == 2  # the new epochs
+    # metrics.jsonl lost after the checkpoint (a kill -9 between the two): a resume with nothing left to train
+    # writes it again from the checkpoint's history
+    (tmp_path / "resumed" / "metrics.jsonl").unlink()
+    fit(recipe("lenet", epochs=2, **base), tmp_path / "resumed", resume=True, log=lambda _: None, progress=False)
+    assert (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines() == rows
 
 
 @pytest.mark.parametrize("model, size", [
@@ -681,3 +687,271 @@ def test_an_interrupted_run_says_what_it_keeps(tmp_path: Path, monkeypatch: pyte
         fit(config, tmp_path / "other", log=lambda _: None, progress=False)
     assert str(caught.value) == "interrupted; nothing was written"  # a bare KeyboardInterrupt has no message
     assert caught.value.exit_code == 130
+
+
+# --- the epochs around the loop, with the loop stubbed ----------------------------------------------------------------
+
+def _training(tmp_path: Path, *, epochs: int = 3, start: int = 0, classes: tuple[str, ...] = ("a", "b", "c"),
+              val: bool = False, rank=None):
+    """A ``Training`` of ``epochs`` epochs from ``start`` whose batches are stand-ins that only count images."""
+    from types import SimpleNamespace
+
+    from convzoo.train import Training
+
+    model = torch.nn.Linear(2, len(classes) or 10)
+    return Training(recipe("lenet", epochs=epochs, device="cpu"), SimpleNamespace(path=tmp_path), rank,
+                    torch.device("cpu"), model, "the evaluated model", torch.optim.SGD(model.parameters(), lr=0.1),
+                    None, SimpleNamespace(num_examples=1000), SimpleNamespace(num_examples=1234), start, [],
+                    classes=classes, val_batches=SimpleNamespace(num_examples=2345) if val else None)
+
+
+@pytest.fixture
+def stubbed_epochs(monkeypatch: pytest.MonkeyPatch) -> Callable[..., dict]:
+    """``run(training, accuracies)``: ``train_epochs`` over epochs whose rows score ``accuracies``; what it
+    checkpointed, logged, warned, showed and evaluated, and what it returned."""
+    from types import SimpleNamespace
+
+    from convzoo import train
+
+    def run(training, accuracies: list[float]) -> dict:
+        seen: dict = {"submitted": [], "log": [], "warned": [], "shown": [], "evaluated": []}
+        split = "test_acc" if training.val_batches is None else "val_acc"
+
+        def one_epoch(_training, epoch: int, _view) -> tuple[dict, object]:
+            row = {"epoch": epoch + 1, "train_loss": 1.0, "train_acc": 0.5, split: accuracies[epoch], "lr": 0.1,
+                   "seconds": 2.5, "examples_per_sec": 12345.6, "eval_seconds": 0.1}
+            return row, f"evaluation of epoch {epoch + 1}"
+
+        def final(model, batches, amp, tta, classes=None):
+            seen["evaluated"].append((model, batches, amp, tta, classes))
+            return SimpleNamespace(accuracy=0.75, count=1234)
+
+        monkeypatch.setattr(train, "train_one_epoch", one_epoch)
+        monkeypatch.setattr(train, "evaluate", final)
+        monkeypatch.setattr(train, "snapshot_state", lambda model, optimizer, *, epoch, history: (
+            model, optimizer, epoch, list(history)))
+        writer = SimpleNamespace(submit=lambda path, snapshot, history: seen["submitted"].append(
+            (path, snapshot, list(history))))
+        view = SimpleNamespace(epoch_done=seen["shown"].append)
+        seen["returned"] = train.train_epochs(training, writer, log=seen["log"].append, warn=seen["warned"].append,
+                                              view=view)
+        return seen
+
+    return run
+
+
+def test_each_epoch_is_checkpointed_logged_and_shown(tmp_path: Path, stubbed_epochs: Callable[..., dict]) -> None:
+    training = _training(tmp_path)
+    seen = stubbed_epochs(training, [0.5, 0.6, 0.7])
+    rows = training.history
+    assert [row["epoch"] for row in rows] == [1, 2, 3] and seen["shown"] == rows
+    assert seen["submitted"] == [(tmp_path, (training.model, training.optimizer, e, rows[:e]), rows[:e])
+                                 for e in (1, 2, 3)]
+    assert seen["log"] == [f"epoch   {e}/3  loss 1.0000  train acc 0.5000  test acc {a}  2.5 s  12,346 ex/s"
+                           for e, a in ((1, "0.5000"), (2, "0.6000"), (3, "0.7000"))]
+    assert seen["returned"] == "evaluation of epoch 3" and seen["evaluated"] == []  # the last epoch's evaluation
+    assert seen["warned"] == [] and training.warnings == []
+
+
+def test_a_rank_other_than_0_checkpoints_nothing(tmp_path: Path, stubbed_epochs: Callable[..., dict]) -> None:
+    from convzoo.distributed import Rank
+
+    training = _training(tmp_path, rank=Rank(1, 2, 1))
+    assert not training.main and _training(tmp_path, rank=Rank(0, 2, 0)).main and _training(tmp_path).main
+    seen = stubbed_epochs(training, [0.5, 0.6, 0.7])
+    assert seen["submitted"] == [] and len(seen["log"]) == 3  # (its log is fit's quiet one)
+
+
+def test_a_run_held_at_chance_is_warned_of_once_stalled_and_at_its_end(tmp_path: Path,
+                                                                       stubbed_epochs: Callable[..., dict]) -> None:
+    """Three classes: chance is 1/3, and 0.34 is at it (within 0.02)."""
+    training = _training(tmp_path)
+    seen = stubbed_epochs(training, [0.34, 0.34, 0.34])
+    stalled, finished = seen["warned"]
+    assert stalled.startswith("lenet is not learning: test accuracy has stayed at chance (0.33) for 2 epochs "
+                              "(0.3400, 0.3400); ")
+    assert finished == "lenet finished at chance: test accuracy 0.3400 after 3 epochs; the model did not learn"
+    assert training.warnings == [finished]
+
+
+def test_a_run_that_fell_back_to_chance_is_warned_of(tmp_path: Path, stubbed_epochs: Callable[..., dict]) -> None:
+    training = _training(tmp_path, epochs=2)
+    seen = stubbed_epochs(training, [0.9, 0.34])
+    fell, finished = seen["warned"]
+    assert fell.startswith("lenet fell back to chance: test accuracy 0.3400 in epoch 2, after 0.9000 in epoch 1; ")
+    assert finished == "lenet finished at chance: test accuracy 0.3400 after 2 epochs; the model did not learn"
+    assert stubbed_epochs(_training(tmp_path, epochs=2, classes=()), [0.9, 0.34])["warned"] == []  # 10 classes
+
+
+def test_with_a_validation_split_the_test_set_is_scored_once_at_the_end(tmp_path: Path,
+                                                                        stubbed_epochs: Callable[..., dict]) -> None:
+    training = _training(tmp_path, epochs=2, val=True)
+    assert training.epoch_batches is training.val_batches and _training(tmp_path).epoch_batches.num_examples == 1234
+    seen = stubbed_epochs(training, [0.5, 0.6])
+    assert seen["evaluated"] == [("the evaluated model", training.test_batches, False, False, 3)]
+    assert seen["log"][0] == "epoch   1/2  loss 1.0000  train acc 0.5000  val acc 0.5000  2.5 s  12,346 ex/s"
+    assert seen["log"][-1] == ("the test set, scored once: accuracy 0.7500 on 1,234 images (the epochs were scored "
+                               "on 2,345 validation images)")
+    assert seen["returned"].accuracy == 0.75
+
+
+def test_a_run_resumed_after_its_last_epoch_is_scored_on_the_test_set(tmp_path: Path,
+                                                                      stubbed_epochs: Callable[..., dict]) -> None:
+    training = _training(tmp_path, epochs=2, start=2, classes=())
+    training.history.extend({"epoch": e, "test_acc": 0.5} for e in (1, 2))
+    seen = stubbed_epochs(training, [])
+    assert seen["evaluated"] == [("the evaluated model", training.test_batches, False, False, 10)]
+    assert seen["log"] == [] and seen["submitted"] == [] and seen["returned"].accuracy == 0.75
+
+
+def test_the_divergence_watch_knows_the_classes_and_the_run_directory(tmp_path: Path) -> None:
+    training = _training(tmp_path, classes=("a", "b", "c"))
+    assert training.watch.config is training.config and training.watch.num_classes == 3
+    assert _training(tmp_path, classes=()).watch.num_classes == 10
+    assert training.watch.resume_hint() == "nothing was written"  # no config.json yet
+    from convzoo.models import create_model
+    from convzoo.rundir import write_config
+
+    write_config(tmp_path, training.config, create_model("lenet"), torch.device("cpu"), "convzoo train lenet")
+    assert training.watch.resume_hint(lr=0.01) == "no epoch was completed, so nothing was kept"
+
+
+def test_only_rank_0_writes_the_final_files_with_the_test_images_it_reads_itself(tmp_path: Path,
+                                                                                   reports: list) -> None:
+    """A rank of a torchrun job holds only its shard of the test images: rank 0 reads them all for the report."""
+    from types import SimpleNamespace
+
+    from convzoo.distributed import Rank
+    from convzoo.models import create_model
+    from convzoo.train import Training, finish
+
+    config = recipe("lenet", epochs=1, limit_test=5, data_dir=str(SLICE), device="cpu")
+    model = create_model("lenet")
+    evaluation = SimpleNamespace(count=5, accuracy=0.4, per_class_accuracy=[0.5] * 10)
+
+    def training(rank: Rank) -> Training:
+        return Training(config, SimpleNamespace(path=tmp_path), rank, torch.device("cpu"), model, model, None, None,
+                        None, None, 0, [{"epoch": 1, "test_acc": 0.4, "seconds": 1.0}], classes=tuple("abcdefghij"))
+
+    from convzoo.rundir import write_config
+
+    write_config(tmp_path, config, model, torch.device("cpu"), "torchrun ... convzoo train lenet")
+    run = finish(training(Rank(1, 2, 1)), evaluation)
+    assert run.model is None and run.test_acc == 0.4 and not reports
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json"}
+    run = finish(training(Rank(0, 2, 0)), evaluation)
+    assert run.model is model and not model.training
+    assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "result.json"}
+    (evaluated, pictures), = reports
+    images, labels = load_split("test", SLICE)
+    assert pictures and torch.equal(evaluated.images, images[:5]) and torch.equal(evaluated.labels, labels[:5])
+    assert json.loads((tmp_path / "result.json").read_text())["per_class_accuracy"] == dict.fromkeys("abcdefghij", 0.5)
+
+
+@pytest.fixture
+def built_steps(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """What ``set_up`` gave the training step, the optimizer and the memory check; the batch sizes trained on."""
+    from convzoo import train
+    from convzoo.step import TrainStep
+
+    seen: dict = {"steps": [], "sizes": [], "optimizers": [], "fits": []}
+    init, call, make_optimizer, check_fits = TrainStep.__init__, TrainStep.__call__, train.make_optimizer, \
+        train.check_fits
+
+    def record_init(self, model, loss_fn, optimizer, device, **kwargs) -> None:
+        seen["steps"].append((loss_fn, device, kwargs))
+        init(self, model, loss_fn, optimizer, device, **kwargs)
+
+    def record_call(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        seen["sizes"].append(len(y))
+        call(self, x, y)
+
+    def record_optimizer(model, config, **kwargs):
+        seen["optimizers"].append(kwargs)
+        return make_optimizer(model, config, **kwargs)
+
+    def record_fits(config, device) -> None:
+        seen["fits"].append((config.batch_size, device))
+        check_fits(config, device)
+
+    monkeypatch.setattr(TrainStep, "__init__", record_init)
+    monkeypatch.setattr(TrainStep, "__call__", record_call)
+    monkeypatch.setattr(train, "make_optimizer", record_optimizer)
+    monkeypatch.setattr(train, "check_fits", record_fits)
+    return seen
+
+
+def test_batch_norm_drops_a_last_batch_of_one_image(tmp_path: Path, built_steps: dict) -> None:
+    """65 images in batches of 32: LeNet trains on the last image alone; LeNet with batch norm leaves it for another
+    epoch's order (one image has no batch statistics)."""
+    settings = dict(epochs=1, batch_size=32, limit_train=65, limit_test=16, data_dir=str(SLICE), device="cpu")
+    fit(recipe("lenet_bn", label_smoothing=0.1, **settings), tmp_path / "bn", log=lambda _: None, progress=False)
+    assert built_steps["sizes"] == [32, 32]
+    (loss_fn, device, kwargs), = built_steps["steps"]
+    assert isinstance(loss_fn, torch.nn.CrossEntropyLoss) and loss_fn.label_smoothing == 0.1
+    assert device == torch.device("cpu") and kwargs == {"amp": False, "cuda_graph": False, "batch_size": 32}
+    assert built_steps["optimizers"] == [{"device": torch.device("cpu"), "graphable": False}]
+    assert built_steps["fits"] == [(32, torch.device("cpu"))]
+    fit(recipe("lenet", **settings), tmp_path / "bn", overwrite=True, log=lambda _: None, progress=False)
+    assert built_steps["sizes"] == [32, 32, 32, 32, 1]
+    assert built_steps["steps"][1][0].label_smoothing == 0.0
+
+
+def test_the_world_of_a_run() -> None:
+    from convzoo.distributed import Rank
+    from convzoo.train import _world
+
+    assert _world(None) == 1 and _world(Rank(2, 4, 2)) == 4
+
+
+@pytest.fixture
+def one_rank(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The variables torchrun sets for a job of one process: ``fit`` trains as rank 0 of 1, in a real gloo group."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for name, value in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                        "MASTER_PORT": str(port)}.items():
+        monkeypatch.setenv(name, value)
+
+
+def test_a_torchrun_job_of_one_rank_trains_and_leaves_its_group(tmp_path: Path, one_rank: None, reports: list) -> None:
+    from convzoo import train
+
+    seeds, manual_seed = [], torch.manual_seed
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(train.torch, "manual_seed", lambda seed: seeds.append(seed) or manual_seed(seed))
+        config = recipe("lenet", epochs=2, batch_size=32, limit_train=64, limit_test=20, data_dir=str(SLICE),
+                        device="cpu", seed=4)
+        result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    assert not torch.distributed.is_initialized() and result.epochs == 2
+    assert [s for s in seeds if s != 4] == [hash((4, 0, 0)), hash((4, 1, 0))]  # dropout: per rank and epoch
+    (evaluated, _), = reports
+    assert torch.equal(evaluated.labels, load_split("test", SLICE)[1][:20])
+
+
+@pytest.mark.parametrize("error, raised", [
+    (RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection closed by peer"),
+     "lost contact with the other ranks ([gloo/transport/tcp/pair.cc:537] Connection closed by peer); another rank "
+     "probably failed (see its error)"),
+    (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), "mat1 and mat2 shapes cannot be multiplied"),
+])
+def test_a_rank_that_lost_its_peers_says_so(error: RuntimeError, raised: str, tmp_path: Path, one_rank: None,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    from convzoo import train
+    from convzoo.distributed import PeerFailure
+
+    monkeypatch.setattr(train, "train_one_epoch", lambda *_: (_ for _ in ()).throw(error))
+    config = recipe("lenet", epochs=1, batch_size=32, limit_train=64, limit_test=20, data_dir=str(SLICE), device="cpu")
+    with pytest.raises((RuntimeError, PeerFailure)) as caught:
+        fit(config, tmp_path / "run", log=lambda _: None, progress=False)
+    assert str(caught.value) == raised and isinstance(caught.value, PeerFailure) == ("lost" in raised)
+    assert not torch.distributed.is_initialized()
+    # one process: the error is the error
+    monkeypatch.delenv("RANK")
+    monkeypatch.delenv("WORLD_SIZE")
+    with pytest.raises(RuntimeError) as caught:
+        fit(config, tmp_path / "alone", log=lambda _: None, progress=False)
+    assert caught.value is error
