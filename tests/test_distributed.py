@@ -548,3 +548,26 @@ def test_a_rank_without_its_device_or_its_group_is_told_why(monkeypatch: pytest.
     with pytest.raises(DistributedError) as caught:
         distributed.init(Rank(2, 3, 2), torch.device("cuda"))
     assert str(caught.value) == "LOCAL_RANK 2 has no GPU: this node has 2 (use --nproc_per_node <= that)"
+
+
+def test_a_cuda_rank_joins_with_nccl_on_its_local_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NCCL path, with the GPU calls recorded instead of made (this test runs on any machine)."""
+    import torch.distributed as dist
+
+    calls: list = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: calls.append(("init_process_group", a, k)))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    monkeypatch.delenv("CONVZOO_DIST_TIMEOUT", raising=False)
+    try:
+        assert distributed.init(Rank(3, 4, 1), torch.device("cuda")) == torch.device("cuda", 1)
+        assert distributed._device == torch.device("cuda", 1)
+    finally:
+        distributed.destroy()
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("init_process_group", ("nccl",), {"timeout": timedelta(seconds=60),
+                                                        "device_id": torch.device("cuda", 1)})]
+    # (the group is already gone: destroy leaves it be)
+    assert distributed._device is None and distributed._owned is False

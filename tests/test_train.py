@@ -836,13 +836,14 @@ def test_only_rank_0_writes_the_final_files_with_the_test_images_it_reads_itself
     from convzoo.rundir import write_config
 
     write_config(tmp_path, config, model, torch.device("cpu"), "torchrun ... convzoo train lenet")
+    before = len(reports)  # (the module's reports so far)
     run = finish(training(Rank(1, 2, 1)), evaluation)
-    assert run.model is None and run.test_acc == 0.4 and not reports
+    assert run.model is None and run.test_acc == 0.4 and len(reports) == before
     assert {p.name for p in tmp_path.iterdir()} == {"config.json"}
     run = finish(training(Rank(0, 2, 0)), evaluation)
     assert run.model is model and not model.training
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "result.json"}
-    (evaluated, pictures), = reports
+    (evaluated, pictures), = reports[before:]
     images, labels = load_split("test", SLICE)
     assert pictures and torch.equal(evaluated.images, images[:5]) and torch.equal(evaluated.labels, labels[:5])
     assert json.loads((tmp_path / "result.json").read_text())["per_class_accuracy"] == dict.fromkeys("abcdefghij", 0.5)
@@ -928,8 +929,8 @@ def test_a_torchrun_job_of_one_rank_trains_and_leaves_its_group(tmp_path: Path, 
         result = fit(config, tmp_path / "run", log=lambda _: None, progress=False)
     assert not torch.distributed.is_initialized() and result.epochs == 2
     assert [s for s in seeds if s != 4] == [hash((4, 0, 0)), hash((4, 1, 0))]  # dropout: per rank and epoch
-    (evaluated, _), = reports
-    assert torch.equal(evaluated.labels, load_split("test", SLICE)[1][:20])
+    evaluated, _ = reports[-1]
+    assert evaluated.run is result and torch.equal(evaluated.labels, load_split("test", SLICE)[1][:20])
 
 
 @pytest.mark.parametrize("error, raised", [
