@@ -261,6 +261,8 @@ def test_collective_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
     assert distributed.timeout() == timedelta(seconds=60)
     monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", " 7.5 ")
     assert distributed.timeout() == timedelta(seconds=7.5)
+    monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", "0.5")
+    assert distributed.timeout() == timedelta(seconds=0.5)
     for bad in ("0", "-1", "nan", "inf", "soon"):
         monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", bad)
         with pytest.raises(DistributedError) as caught:
@@ -428,7 +430,7 @@ def test_gathering_concatenates_every_ranks_shard_in_rank_order(world) -> None:
     shards = [torch.tensor([1, 2, 3]), torch.tensor([4, 5]), torch.tensor([], dtype=torch.int64), torch.tensor([6])]
     results = world(4).run(distributed.all_gather_cat, *shards)
     for result in results:
-        assert torch.equal(result, torch.tensor([1, 2, 3, 4, 5, 6]))
+        assert result.dtype == torch.int64 and torch.equal(result, torch.tensor([1, 2, 3, 4, 5, 6]))
     floats = world(2).run(distributed.all_gather_cat, torch.tensor([0.5]), torch.tensor([1.5, 2.5]))
     assert all(torch.equal(r, torch.tensor([0.5, 1.5, 2.5])) for r in floats)
 
