@@ -573,3 +573,33 @@ def test_a_cuda_rank_joins_with_nccl_on_its_local_gpu(monkeypatch: pytest.Monkey
                                                         "device_id": torch.device("cuda", 1)})]
     # (the group is already gone: destroy leaves it be)
     assert distributed._device is None and distributed._owned is False
+
+
+def test_the_collectives_tensors_are_made_on_the_ranks_device(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCCL sends only CUDA tensors: every tensor a collective makes goes to the device of the tensor it gathers, or to
+    the rank's device (``init``'s; the CPU before it). Recorded here, as this machine may have no GPU."""
+    made: list = []
+
+    class Torch:
+        def __getattr__(self, name: str):
+            return getattr(torch, name)
+
+        def tensor(self, data, **kwargs):
+            made.append(("tensor", kwargs.get("device", "(not given)")))
+            return torch.tensor(data, **{k: v for k, v in kwargs.items() if k != "device"})
+
+        def zeros(self, *size, **kwargs):
+            made.append(("zeros", kwargs.get("device", "(not given)")))
+            return torch.zeros(*size, **{k: v for k, v in kwargs.items() if k != "device"})
+
+    monkeypatch.setattr(distributed, "torch", Torch())
+    shard = torch.tensor([1, 2])
+    world(1).run(distributed.all_gather_cat, shard)
+    assert made == [("tensor", shard.device), ("zeros", shard.device)]
+    made.clear()
+    world(1).run(distributed._count_failures, 0)
+    assert made == [("tensor", "cpu")]
+    made.clear()
+    monkeypatch.setattr(distributed, "_device", torch.device("cpu", 0))
+    world(1).run(distributed._count_failures, 0)
+    assert made == [("tensor", torch.device("cpu", 0))]
