@@ -956,3 +956,11 @@ def test_a_rank_that_lost_its_peers_says_so(error: RuntimeError, raised: str, tm
     with pytest.raises(RuntimeError) as caught:
         fit(config, tmp_path / "alone", log=lambda _: None, progress=False)
     assert caught.value is error
+
+
+def test_a_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
+    from convzoo.train import _quiet, _warn
+
+    _warn("lenet is not learning")
+    _quiet("nothing")
+    assert capsys.readouterr() == ("", "warning: lenet is not learning\n")
