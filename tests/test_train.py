@@ -840,8 +840,13 @@ def test_only_rank_0_writes_the_final_files_with_the_test_images_it_reads_itself
     run = finish(training(Rank(1, 2, 1)), evaluation)
     assert run.model is None and run.test_acc == 0.4 and len(reports) == before
     assert {p.name for p in tmp_path.iterdir()} == {"config.json"}
-    run = finish(training(Rank(0, 2, 0)), evaluation)
-    assert run.model is model and not model.training
+    ranked = training(Rank(0, 2, 0))
+    ranked.warnings.append("lenet finished at chance")
+    run = finish(ranked, evaluation)
+    assert run.model is model and not model.training and run.device == torch.device("cpu")
+    assert run.config is config and run.warnings == ["lenet finished at chance"]
+    result = json.loads((tmp_path / "result.json").read_text())
+    assert result["warnings"] == ["lenet finished at chance"] and result["test_images"] == 5 and result["epochs"] == 1
     assert {p.name for p in tmp_path.iterdir()} == {"config.json", "model.safetensors", "result.json"}
     (evaluated, pictures), = reports[before:]
     images, labels = load_split("test", SLICE)
