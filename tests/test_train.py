@@ -969,3 +969,26 @@ def test_a_warning_goes_to_stderr(capsys: pytest.CaptureFixture[str]) -> None:
     _warn("lenet is not learning")
     _quiet("nothing")
     assert capsys.readouterr() == ("", "warning: lenet is not learning\n")
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_one_process_reports_the_test_images_it_holds(channels: int, tmp_path: Path, reports: list) -> None:
+    """Gray images go to the report as (N, H, W), colour ones as (N, 3, H, W), in plain (not channels-last) order."""
+    from types import SimpleNamespace
+
+    from convzoo.models import create_model
+    from convzoo.rundir import write_config
+    from convzoo.train import Training, finish
+
+    config = recipe("lenet", epochs=1, device="cpu")
+    model = create_model("lenet")
+    write_config(tmp_path, config, model, torch.device("cpu"), "convzoo train lenet")
+    images = torch.arange(5 * channels * 16, dtype=torch.uint8).reshape(5, channels, 4, 4)
+    held = SimpleNamespace(images=images.to(memory_format=torch.channels_last), labels=torch.arange(5))
+    training = Training(config, SimpleNamespace(path=tmp_path), None, torch.device("cpu"), model, model, None, None,
+                        None, held, 0, [{"epoch": 1, "test_acc": 0.4, "seconds": 1.0}], classes=tuple("abcdefghij"))
+    finish(training, SimpleNamespace(count=5, accuracy=0.4, per_class_accuracy=[0.5] * 10))
+    evaluated, _ = reports[-1]
+    expected = images[:, 0] if channels == 1 else images
+    assert evaluated.images.shape == expected.shape and torch.equal(evaluated.images, expected)
+    assert evaluated.images.is_contiguous() and torch.equal(evaluated.labels, torch.arange(5))
