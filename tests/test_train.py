@@ -987,7 +987,9 @@ def test_one_process_reports_the_test_images_it_holds(channels: int, tmp_path: P
     held = SimpleNamespace(images=images.to(memory_format=torch.channels_last), labels=torch.arange(5))
     training = Training(config, SimpleNamespace(path=tmp_path), None, torch.device("cpu"), model, model, None, None,
                         None, held, 0, [{"epoch": 1, "test_acc": 0.4, "seconds": 1.0}], classes=tuple("abcdefghij"))
-    finish(training, SimpleNamespace(count=5, accuracy=0.4, per_class_accuracy=[0.5] * 10))
+    finish(training, SimpleNamespace(count=5, accuracy=0.4, per_class_accuracy=[1 / 3] * 10))
+    per_class = json.loads((tmp_path / "result.json").read_text())["per_class_accuracy"]
+    assert per_class == dict.fromkeys("abcdefghij", 0.3333)  # to 4 places
     evaluated, _ = reports[-1]
     expected = images[:, 0] if channels == 1 else images
     assert evaluated.images.shape == expected.shape and torch.equal(evaluated.images, expected)
