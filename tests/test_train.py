@@ -259,7 +259,7 @@ def test_script_reports_errors_without_traceback(tmp_path: Path) -> None:
 
 # --- what a step of the loop does, pinned ---------------------------------------------------------
 
-@pytest.fixture(scope="module")
+@pytest.fixture  # per test (about a second): mutmut runs a mutant only against the tests that reach its function
 def spied_run(tmp_path_factory: pytest.TempPathFactory, reports: list) -> dict:
     """Two epochs of LeNet over 300 images in batches of 64 (4 full batches and one of 44), one-cycle schedule,
     150 test images in evaluation batches of 64; what the loop asked of the step, the batches, the evaluation, the
