@@ -30,6 +30,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (the first fit imports it, ~10 s: paid once, at collection)
 from torch import nn
 
 import convzoo
@@ -111,6 +112,7 @@ def rounding(single: Path) -> dict[str, float]:
     return {k: float((run[k] - exact[k]).abs().max()) for k in run}
 
 
+@pytest.mark.slow  # seconds: torchrun, gloo ranks or whole trainings
 def test_the_tolerance_separates_rounding_from_a_sharding_bug(single: Path, rounding: dict[str, float]) -> None:
     run = load_model(single / "model.safetensors").state_dict()
     wrong = replay(CONFIG, torch.float32, half_batches=True)
@@ -142,6 +144,7 @@ def assert_same_training(distributed_run: Path, single_run: Path, rounding: dict
     assert not [p for p in distributed_run.iterdir() if rundir.is_temporary(p.name)]
 
 
+@pytest.mark.slow  # seconds: torchrun, gloo ranks or whole trainings
 def test_two_ranks_end_where_one_process_does(single: Path, rounding: dict[str, float], tmp_path: Path) -> None:
     out = tmp_path / "ddp"
     proc = torchrun("lenet", *ARGS, "--epochs", str(EPOCHS), "--out", str(out), home=tmp_path)
@@ -177,6 +180,7 @@ def rank_of(pid: int) -> str | None:
     return next((v[5:].decode() for v in environ if v.startswith(b"RANK=")), None)
 
 
+@pytest.mark.slow  # seconds: torchrun, gloo ranks or whole trainings
 def test_a_killed_rank_ends_the_job_and_resume_finishes_it(single: Path, rounding: dict[str, float],
                                                           tmp_path: Path) -> None:
     out = tmp_path / "ddp"
@@ -209,6 +213,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow  # seconds: torchrun, gloo ranks or whole trainings
 def test_a_rank_that_fails_to_start_stops_the_others(tmp_path: Path) -> None:
     env = {**ENV, "HOME": str(tmp_path), "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
     procs = [subprocess.Popen([sys.executable, "-m", "convzoo", "train", "lenet", *ARGS, "--data-dir", data,
@@ -229,22 +234,40 @@ def test_a_rank_that_fails_to_start_stops_the_others(tmp_path: Path) -> None:
 def test_detect_reads_what_torchrun_sets() -> None:
     assert distributed.detect({}) is None
     assert distributed.detect({"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1"}) == Rank(3, 4, 1)
+    assert distributed.detect({"RANK": "0", "WORLD_SIZE": "1"}) == Rank(0, 1, 0)  # LOCAL_RANK defaults to RANK
+    assert distributed.detect({"RANK": "2", "WORLD_SIZE": "3"}) == Rank(2, 3, 2)
     assert distributed.detect({"RANK": "0", "WORLD_SIZE": "1"}).is_main
-    for bad in ({"RANK": "1"}, {"RANK": "x", "WORLD_SIZE": "2"}, {"RANK": "2", "WORLD_SIZE": "2"},
-                {"RANK": "0", "WORLD_SIZE": "0"}, {"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}):
-        with pytest.raises(DistributedError):
+    assert not Rank(1, 2, 0).is_main and Rank(0, 2, 1).is_main
+    unreadable = "RANK and WORLD_SIZE must both be integers (launch with torchrun), got "
+    for bad, message in [
+        ({"RANK": "1"}, unreadable + "RANK='1', WORLD_SIZE=None, LOCAL_RANK=None"),
+        ({"WORLD_SIZE": "2"}, unreadable + "RANK=None, WORLD_SIZE='2', LOCAL_RANK=None"),
+        ({"RANK": "x", "WORLD_SIZE": "2"}, unreadable + "RANK='x', WORLD_SIZE='2', LOCAL_RANK=None"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "y"}, unreadable + "RANK='0', WORLD_SIZE='2', LOCAL_RANK='y'"),
+        ({"RANK": "2", "WORLD_SIZE": "2"}, "inconsistent RANK=2, WORLD_SIZE=2, LOCAL_RANK=2"),
+        ({"RANK": "-1", "WORLD_SIZE": "2", "LOCAL_RANK": "0"}, "inconsistent RANK=-1, WORLD_SIZE=2, LOCAL_RANK=0"),
+        ({"RANK": "0", "WORLD_SIZE": "0"}, "inconsistent RANK=0, WORLD_SIZE=0, LOCAL_RANK=0"),
+        ({"RANK": "0", "WORLD_SIZE": "2", "LOCAL_RANK": "-1"}, "inconsistent RANK=0, WORLD_SIZE=2, LOCAL_RANK=-1"),
+    ]:
+        with pytest.raises(DistributedError) as caught:
             distributed.detect(bad)
+        assert str(caught.value) == message
 
 
 def test_collective_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(distributed.TIMEOUT_ENV, raising=False)
+    monkeypatch.delenv("CONVZOO_DIST_TIMEOUT", raising=False)
     assert distributed.timeout() == timedelta(seconds=60)
-    monkeypatch.setenv(distributed.TIMEOUT_ENV, "7.5")
+    monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", "  ")
+    assert distributed.timeout() == timedelta(seconds=60)
+    monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", " 7.5 ")
     assert distributed.timeout() == timedelta(seconds=7.5)
+    monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", "0.5")
+    assert distributed.timeout() == timedelta(seconds=0.5)
     for bad in ("0", "-1", "nan", "inf", "soon"):
-        monkeypatch.setenv(distributed.TIMEOUT_ENV, bad)
-        with pytest.raises(DistributedError, match="CONVZOO_DIST_TIMEOUT"):
+        monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", bad)
+        with pytest.raises(DistributedError) as caught:
             distributed.timeout()
+        assert str(caught.value) == f"CONVZOO_DIST_TIMEOUT must be a positive number of seconds, got {bad!r}"
 
 
 def test_shards_partition_the_test_set() -> None:
@@ -264,6 +287,19 @@ def test_collectives_are_no_ops_in_one_process() -> None:
         pass
     assert distributed.is_peer_failure(RuntimeError("[gloo/transport/tcp/pair.cc:537] Connection reset by peer"))
     assert not distributed.is_peer_failure(RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+
+
+@pytest.mark.parametrize("exc, peer", [
+    (RuntimeError("[../third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:81] Read error"), True),
+    (RuntimeError("NCCL error in: ProcessGroupNCCL.cpp, remote process exited"), True),
+    (RuntimeError("Connection closed by peer [127.0.0.1]:29500"), True),
+    (RuntimeError("Socket Timed out after 60000 ms"), True),
+    (torch.distributed.DistError("something the backend raised"), True),
+    (RuntimeError("CUDA out of memory"), False),
+    (ValueError("connection to the gloo server timed out"), False),  # only a RuntimeError from a collective
+])
+def test_what_counts_as_a_lost_peer(exc: BaseException, peer: bool) -> None:
+    assert distributed.is_peer_failure(exc) is peer
 
 
 AGREE = """
@@ -299,6 +335,7 @@ def _agree_in_two_ranks(first: list[dict], second: list[dict], tmp_path: Path) -
     return [out.splitlines() for out, _ in outputs]
 
 
+@pytest.mark.slow  # seconds: torchrun, gloo ranks or whole trainings
 def test_ranks_given_other_values_stop_on_every_rank_naming_the_flag(tmp_path: Path) -> None:
     config = {"model": "lenet", "seed": 0, "lr": 0.1, "epochs": 3, "batch_size": 32}
     lines = _agree_in_two_ranks([config, config], [{**config, "seed": 1, "batch_size": 64}, dict(config)], tmp_path)
@@ -309,3 +346,260 @@ def test_ranks_given_other_values_stop_on_every_rank_naming_the_flag(tmp_path: P
 
 def test_agree_is_a_no_op_in_one_process() -> None:
     distributed.agree({"seed": 0})
+
+
+# --- the collectives, in a world of threads ---------------------------------------------------------------------------
+
+class World:
+    """``world`` ranks as threads of this process, with the collectives ``convzoo.distributed`` calls: each rank's
+    contribution is exchanged at a barrier, and a gathered tensor must have the same shape on every rank, as gloo
+    and NCCL require. ``run(f, args...)`` calls ``f(args[r])`` on rank ``r``; the ranks' results or errors."""
+
+    ReduceOp = torch.distributed.ReduceOp
+    DistError = torch.distributed.DistError
+
+    def __init__(self, world: int) -> None:
+        import threading
+
+        self.world, self.barrier, self.local = world, threading.Barrier(world, timeout=10), threading.local()
+        self.slots: list = [None] * world
+        self.reduced: list = []
+
+    def is_available(self) -> bool:
+        return True
+
+    def is_initialized(self) -> bool:
+        return True
+
+    def get_world_size(self) -> int:
+        return self.world
+
+    def _exchange(self, value: object) -> list:
+        self.slots[self.local.rank] = value
+        self.barrier.wait()
+        everyone = list(self.slots)
+        self.barrier.wait()
+        return everyone
+
+    def all_gather(self, outputs: list[torch.Tensor], tensor: torch.Tensor) -> None:
+        assert len(outputs) == self.world
+        for output, part in zip(outputs, self._exchange(tensor.clone())):
+            assert output.shape == part.shape and output.dtype == part.dtype, (output.shape, part.shape)
+            output.copy_(part)
+
+    def all_gather_object(self, outputs: list, obj: object) -> None:
+        assert len(outputs) == self.world
+        outputs[:] = self._exchange(obj)
+
+    def all_reduce(self, tensor: torch.Tensor, op=torch.distributed.ReduceOp.SUM) -> None:
+        assert op == torch.distributed.ReduceOp.SUM
+        self.reduced.append((tensor.dtype, tensor.device))
+        tensor.copy_(sum(self._exchange(tensor.clone())))
+
+    def run(self, function, *args) -> list:
+        import threading
+
+        results: list = [None] * self.world
+
+        def rank(r: int) -> None:
+            self.local.rank = r
+            try:
+                results[r] = function(args[r])
+            except Exception as exc:  # noqa: BLE001 (the test looks at each rank's error)
+                results[r] = exc
+
+        threads = [threading.Thread(target=rank, args=(r,)) for r in range(self.world)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=20)
+        return results
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch):
+    """``world(n)``: ``convzoo.distributed`` talks to ``n`` ranks that are threads of this test."""
+    def make(n: int) -> World:
+        fake = World(n)
+        monkeypatch.setattr(distributed, "dist", fake)
+        return fake
+    return make
+
+
+def test_gathering_concatenates_every_ranks_shard_in_rank_order(world) -> None:
+    shards = [torch.tensor([1, 2, 3]), torch.tensor([4, 5]), torch.tensor([], dtype=torch.int64), torch.tensor([6])]
+    results = world(4).run(distributed.all_gather_cat, *shards)
+    for result in results:
+        assert result.dtype == torch.int64 and torch.equal(result, torch.tensor([1, 2, 3, 4, 5, 6]))
+    floats = world(2).run(distributed.all_gather_cat, torch.tensor([0.5]), torch.tensor([1.5, 2.5]))
+    assert all(torch.equal(r, torch.tensor([0.5, 1.5, 2.5])) for r in floats)
+
+
+def test_sums_are_over_every_rank(world) -> None:
+    def reduce(values: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        distributed.all_reduce_sum(*values)
+        return values
+
+    results = world(3).run(reduce, *[(torch.tensor(float(r)), torch.tensor([r, 10 * r])) for r in range(3)])
+    for loss, counts in results:
+        assert loss == 3.0 and torch.equal(counts, torch.tensor([3, 30]))
+
+
+def test_a_block_that_fails_on_one_rank_fails_on_all(world) -> None:
+    def block(fails: bool) -> str:
+        with distributed.together("setting up the run"):
+            if fails:
+                raise OSError("disk full")
+        return "done"
+
+    fake = world(3)
+    results = fake.run(block, False, True, False)
+    assert isinstance(results[1], OSError) and str(results[1]) == "disk full"  # its own error
+    for r in (0, 2):
+        assert isinstance(results[r], distributed.PeerFailure)
+        assert str(results[r]) == "another rank failed while setting up the run (its error is above)"
+        assert results[r].exit_code == 1
+    assert fake.reduced == [(torch.int32, torch.device("cpu"))] * 3
+    assert world(3).run(block, False, False, False) == ["done"] * 3
+
+
+def _agree(world, configs: list[dict], local: tuple[str, ...] = ()) -> list:
+    def agree(config: dict) -> str:
+        distributed.agree(config, local=local)
+        return "agreed"
+
+    results = world(len(configs)).run(agree, *configs)
+    for result in results:
+        if isinstance(result, Exception):
+            assert isinstance(result, convzoo.errors.ConfigError)
+    return [r if isinstance(r, str) else (str(r), r.field) for r in results]
+
+
+def test_ranks_given_other_values_are_named_with_each_ranks_value(world) -> None:
+    config = {"model": "lenet", "seed": 0, "lr": 0.1, "epochs": 3, "batch_size": 32}
+    expected = ("ranks disagree on --seed: rank 0 has 0, rank 1 has 1; on --batch-size: rank 0 has 32, rank 1 has 64; "
+                "give every rank the same command", "seed")
+    assert _agree(world, [config, {**config, "seed": 1, "batch_size": 64}]) == [expected, expected]
+    three = ("ranks disagree on --lr: ranks 0, 2 have 0.1, rank 1 has 0.2; give every rank the same command", "lr")
+    assert _agree(world, [config, {**config, "lr": 0.2}, config]) == [three] * 3
+    missing = ('ranks disagree on --augment: rank 0 has (not given), rank 1 has true; give every rank the same '
+               'command', "augment")
+    assert _agree(world, [config, {**config, "augment": True}]) == [missing] * 2
+    assert _agree(world, [config, dict(config)]) == ["agreed"] * 2
+
+
+def test_ranks_may_differ_in_their_local_settings(world) -> None:
+    configs = [{"seed": 0, "data_dir": "/a", "threads": 4, "out": Path("/runs/x")},
+               {"seed": 0, "data_dir": "/b", "threads": 8, "out": Path("/runs/x")}]
+    assert _agree(world, configs, local=("threads", "data_dir")) == ["agreed"] * 2
+    nested = [{"split": {"rule": "first", "fraction": 0.1}}, {"split": {"fraction": 0.1, "rule": "first"}}]
+    assert _agree(world, nested) == ["agreed"] * 2  # the same mapping, written in another order
+
+
+def test_joining_and_leaving_the_process_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A world of one real gloo rank in this process: ``init`` joins it with the timeout and leaves it at
+    ``destroy``; a group the caller made is used and left alone."""
+    import torch.distributed as dist
+
+    joined: list = []
+    real = dist.init_process_group
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: joined.append((a, k)) or real(*a, **k))
+    monkeypatch.setenv("CONVZOO_DIST_TIMEOUT", "12")
+    for name, value in {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
+                        "WORLD_SIZE": "1"}.items():
+        monkeypatch.setenv(name, value)
+    try:
+        assert distributed.init(Rank(0, 1, 0), torch.device("cpu")) == torch.device("cpu")
+        assert joined == [(("gloo",), {"timeout": timedelta(seconds=12), "device_id": None})]
+        assert dist.is_initialized() and dist.get_backend() == "gloo" and distributed.active()
+        assert distributed._device == torch.device("cpu")
+        t = torch.tensor([1.0, 2.0])
+        distributed.all_reduce_sum(t)
+        assert torch.equal(t, torch.tensor([1.0, 2.0])) and torch.equal(distributed.all_gather_cat(t), t)
+        distributed.agree({"seed": 0})
+        with distributed.together("checking"):
+            pass
+    finally:
+        distributed.destroy()
+    assert not dist.is_initialized() and distributed._device is None and not distributed.active()
+    # a group that already exists is the caller's: used, never ended here
+    real("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        assert distributed.init(Rank(0, 1, 0), torch.device("cpu")) == torch.device("cpu") and len(joined) == 1
+        distributed.destroy()
+        assert dist.is_initialized() and distributed._device is None
+    finally:
+        dist.destroy_process_group()
+
+
+def test_a_rank_without_its_device_or_its_group_is_told_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(DistributedError) as caught:
+        distributed.init(Rank(0, 1, 0), torch.device("cpu"))
+    assert str(caught.value).startswith("cannot join the process group (") and "MASTER_ADDR" in str(caught.value)
+    assert str(caught.value).endswith("); launch with torchrun")
+    assert not torch.distributed.is_initialized()
+    distributed.destroy()
+    with pytest.raises(DistributedError) as caught:
+        distributed.init(Rank(0, 1, 0), torch.device("meta"))
+    assert str(caught.value) == "distributed training runs on CUDA (NCCL) or the CPU (gloo), not on meta"
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(DistributedError) as caught:
+        distributed.init(Rank(2, 3, 2), torch.device("cuda"))
+    assert str(caught.value) == "LOCAL_RANK 2 has no GPU: this node has 2 (use --nproc_per_node <= that)"
+
+
+def test_a_cuda_rank_joins_with_nccl_on_its_local_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The NCCL path, with the GPU calls recorded instead of made (this test runs on any machine)."""
+    import torch.distributed as dist
+
+    calls: list = []
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", device)))
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda *a, **k: calls.append(("init_process_group", a, k)))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: calls.append(("destroy",)))
+    monkeypatch.delenv("CONVZOO_DIST_TIMEOUT", raising=False)
+    try:
+        assert distributed.init(Rank(3, 4, 1), torch.device("cuda")) == torch.device("cuda", 1)
+        assert distributed._device == torch.device("cuda", 1)
+    finally:
+        distributed.destroy()
+    assert calls == [("set_device", torch.device("cuda", 1)),
+                     ("init_process_group", ("nccl",), {"timeout": timedelta(seconds=60),
+                                                        "device_id": torch.device("cuda", 1)})]
+    # (the group is already gone: destroy leaves it be)
+    assert distributed._device is None and distributed._owned is False
+
+
+def test_the_collectives_tensors_are_made_on_the_ranks_device(world, monkeypatch: pytest.MonkeyPatch) -> None:
+    """NCCL sends only CUDA tensors: every tensor a collective makes goes to the device of the tensor it gathers, or to
+    the rank's device (``init``'s; the CPU before it). Recorded here, as this machine may have no GPU."""
+    made: list = []
+
+    class Torch:
+        def __getattr__(self, name: str):
+            return getattr(torch, name)
+
+        def tensor(self, data, **kwargs):
+            made.append(("tensor", kwargs.get("device", "(not given)")))
+            return torch.tensor(data, **{k: v for k, v in kwargs.items() if k != "device"})
+
+        def zeros(self, *size, **kwargs):
+            made.append(("zeros", kwargs.get("device", "(not given)")))
+            return torch.zeros(*size, **{k: v for k, v in kwargs.items() if k != "device"})
+
+    monkeypatch.setattr(distributed, "torch", Torch())
+    shard = torch.tensor([1, 2])
+    world(1).run(distributed.all_gather_cat, shard)
+    assert made == [("tensor", shard.device), ("zeros", shard.device)]
+    made.clear()
+    world(1).run(distributed._count_failures, 0)
+    assert made == [("tensor", "cpu")]
+    made.clear()
+    monkeypatch.setattr(distributed, "_device", torch.device("cpu", 0))
+    world(1).run(distributed._count_failures, 0)
+    assert made == [("tensor", torch.device("cpu", 0))]

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import torch
+import torch._dynamo  # noqa: F401  (the first fit imports it, ~10 s: paid once, at collection)
 
 from convzoo.checkpoint import epoch_score, is_history_row
 from convzoo.config import TrainConfig, recipe
@@ -17,6 +18,7 @@ from convzoo.data import load_split
 from convzoo.errors import ConfigError, RunFileError
 from convzoo.evaluate import validation_split
 from convzoo.monitor import finished_at_chance, not_learning
+from convzoo.report import write_report as REAL_WRITE_REPORT
 from convzoo.run import Run
 from convzoo.rundir import read_metrics
 from convzoo.train import fit
@@ -30,8 +32,25 @@ def _config(**changes: object) -> TrainConfig:
     return recipe("lenet", **{**settings, **changes})
 
 
+@pytest.fixture(scope="module", autouse=True)
+def reports() -> Iterator[list]:
+    """Each run's report as ``finish`` asks for it, ``(EvaluatedRun, pictures)``, not drawn: drawing the pictures
+    is most of a small run's time (``test_the_report_shows_both`` draws one)."""
+    from convzoo import report
+
+    asked: list = []
+
+    def record(run, *, pictures: bool = False) -> Path:
+        asked.append((run, pictures))
+        return run.run_dir / "report.html"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "write_report", record)
+        yield asked
+
+
 @pytest.fixture(scope="module")
-def val_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def val_run(tmp_path_factory: pytest.TempPathFactory, reports: list) -> dict:
     """Two epochs of LeNet on 300 training images, a fifth of each class held out; what each evaluation scored, the
     images each training batch held, the log."""
     from convzoo import train
@@ -53,7 +72,7 @@ def val_run(tmp_path_factory: pytest.TempPathFactory) -> dict:
         mp.setattr(TrainStep, "__call__", record_step)
         out = tmp_path_factory.mktemp("val") / "run"
         seen["run"] = fit(_config(), out, log=seen["log"].append, progress=False)
-    seen["out"] = out
+    seen["out"], seen["report"] = out, reports[-1]
     return seen
 
 
@@ -99,7 +118,9 @@ def test_the_rows_hold_the_validation_accuracy_and_the_result_both(val_run: dict
 
 
 def test_the_report_shows_both(val_run: dict) -> None:
-    page = (val_run["out"] / "report.html").read_text()
+    evaluated, pictures = val_run["report"]
+    assert pictures and evaluated.run is val_run["run"]
+    page = REAL_WRITE_REPORT(evaluated).read_text()
     assert "validation accuracy (last epoch)" in page and f"{val_run['run'].val_acc:.4f}" in page
     assert "<th>val_acc</th>" in page.replace(" class=l", "") or "val_acc" in page
 

@@ -48,7 +48,7 @@ GROUPS: dict[str, tuple[list[str], list[str]]] = {
     "data": (["src/convzoo/data/*"], ["tests/test_idx.py", "tests/test_source.py", "tests/test_batches.py",
                                       "tests/test_sets.py", "tests/test_catalog.py"]),
     "step": (["src/convzoo/step.py", "src/convzoo/optim.py"], ["tests/test_step.py", "tests/test_optim.py"]),
-    "train": (["src/convzoo/train.py"], ["tests/test_train.py"]),
+    "train": (["src/convzoo/train.py"], ["tests/test_train.py", "tests/test_validation.py"]),
     "checkpoint": (["src/convzoo/checkpoint.py"], ["tests/test_checkpoint.py", "tests/test_reliability.py"]),
     "export": (["src/convzoo/export.py"], ["tests/test_export.py"]),
     # Where users meet the code (issue 26): each group against the tests written for its modules.

@@ -158,7 +158,7 @@ def fit(
                     return finish(training, test)
         except KeyboardInterrupt as exc:  # the directory is already cleaned up: say what it keeps
             hint = resume_hint(directory.path if directory.opened else None)
-            raise RunInterrupted(f"{exc or 'interrupted'}; {hint}", getattr(exc, "exit_code", 130)) from None
+            raise RunInterrupted(f"{str(exc) or 'interrupted'}; {hint}", getattr(exc, "exit_code", 130)) from None
         except RuntimeError as exc:
             if rank is None or not distributed.is_peer_failure(exc):
                 raise
