@@ -876,9 +876,10 @@ def built_steps(monkeypatch: pytest.MonkeyPatch) -> dict:
         seen["optimizers"].append(kwargs)
         return make_optimizer(model, config, **kwargs)
 
-    def record_fits(config, device) -> None:
+    def record_fits(config, device, data=None) -> None:
         seen["fits"].append((config.batch_size, device))
-        check_fits(config, device)
+        assert data is not None and data.num_classes == 10  # checked against the run's own data
+        check_fits(config, device, data=data)
 
     monkeypatch.setattr(TrainStep, "__init__", record_init)
     monkeypatch.setattr(TrainStep, "__call__", record_call)
