@@ -135,6 +135,24 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def reports() -> Iterator[list]:
+    """Each run's report as ``finish`` asks for it, ``(EvaluatedRun, pictures)``, recorded instead of drawn: drawing
+    the pictures is most of a small run's time (``test_report.py`` tests them). A module that trains runs uses it
+    for all its tests (``pytestmark = pytest.mark.usefixtures("reports")``)."""
+    from convzoo import report
+
+    asked: list = []
+
+    def record(run, *, pictures: bool = False) -> Path:
+        asked.append((run, pictures))
+        return run.run_dir / "report.html"
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(report, "write_report", record)
+        yield asked
+
+
+@pytest.fixture(scope="module")
 def one_thread() -> Iterator[None]:
     """One intra-op thread: the test machines share two cores between several pytest runs, and
     PyTorch's spinning worker threads slow down many-fold when their core is taken."""

@@ -7,7 +7,7 @@ import math
 import shutil
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,21 +27,7 @@ from convzoo.train import fit
 SLICE = Path(__file__).parent / "data" / "fashion-mnist-slice"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reports() -> Iterator[list]:
-    """Each run's report as ``finish`` asks for it, ``(EvaluatedRun, pictures)``, not drawn: drawing the pictures
-    is most of a small run's time (``test_report.py`` tests them; ``test_a_run_writes_its_report`` draws one)."""
-    from convzoo import report
-
-    asked: list = []
-
-    def record(run, *, pictures: bool = False) -> Path:
-        asked.append((run, pictures))
-        return run.run_dir / "report.html"
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "write_report", record)
-        yield asked
+pytestmark = pytest.mark.usefixtures("reports")  # the reports recorded, not drawn (conftest.py)
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,21 +32,7 @@ def _config(**changes: object) -> TrainConfig:
     return recipe("lenet", **{**settings, **changes})
 
 
-@pytest.fixture(scope="module", autouse=True)
-def reports() -> Iterator[list]:
-    """Each run's report as ``finish`` asks for it, ``(EvaluatedRun, pictures)``, not drawn: drawing the pictures
-    is most of a small run's time (``test_the_report_shows_both`` draws one)."""
-    from convzoo import report
-
-    asked: list = []
-
-    def record(run, *, pictures: bool = False) -> Path:
-        asked.append((run, pictures))
-        return run.run_dir / "report.html"
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(report, "write_report", record)
-        yield asked
+pytestmark = pytest.mark.usefixtures("reports")  # the reports recorded, not drawn (conftest.py)
 
 
 @pytest.fixture(scope="module")
